@@ -1,0 +1,62 @@
+"""The seams of the search core: what a policy and a process reward model must provide."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+from .step_format import StepFormat
+
+
+@dataclass(frozen=True)
+class ExpandRequest:
+    """Sample ``width`` next steps after ``prefix_ids`` (prompt + steps so far)."""
+
+    prefix_ids: tuple[int, ...]
+    width: int
+    seed: int
+    greedy: bool = False
+    max_new_tokens: int | None = None  # tighter than the policy's per-step cap when the path is nearly full
+
+
+@dataclass(frozen=True)
+class StepSample:
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str  # "delimiter", "eos" or "step_cap"
+
+
+@dataclass(frozen=True)
+class ExpandOutput:
+    samples: list[StepSample]
+    processed_tokens: int  # tokens this request put through the model (prefill + decode), for the ledger
+
+
+@runtime_checkable
+class Policy(Protocol):
+    step_format: StepFormat
+    num_parameters: int  # non-embedding parameters, for FLOPs
+
+    def encode_prompt(self, question: str) -> tuple[int, ...]: ...
+
+    def expand(self, requests: Sequence[ExpandRequest]) -> list[ExpandOutput]: ...
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A question and the steps of one (partial) solution."""
+
+    question: str
+    steps: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ChainScores:
+    scores: list[float]  # one per step
+    processed_tokens: int = 0  # tokens the PRM put through its model for this chain (0 on a cache hit)
+
+
+@runtime_checkable
+class ProcessRewardModel(Protocol):
+    num_parameters: int
+
+    def score(self, chains: Sequence[Chain]) -> list[ChainScores]: ...

@@ -1,0 +1,130 @@
+"""Search trees over reasoning steps: the root holds the question, every other node one step."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import networkx as nx
+
+
+@dataclass(eq=False)
+class Node:
+    """One reasoning step.
+
+    ``path_tokens`` is accumulated from the parent when the node is created, so a
+    per-solution token cap sees the whole path (the official REBASE code forgot this).
+    """
+
+    id: int
+    text: str
+    token_ids: tuple[int, ...] = ()
+    parent: Node | None = None
+    children: list[Node] = field(default_factory=list)
+    depth: int = 0
+    path_tokens: int = 0
+    score: float | None = None
+    terminal: bool = False
+    answer: str | None = None
+    finish_reason: str = ""  # "delimiter", "answer", "eos", "step_cap", "token_cap", "depth_cap"
+    # MCTS statistics; unused by other algorithms.
+    visits: int = 0
+    value: float = 0.0
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def is_root(self) -> bool:
+        return self.parent is None
+
+    def __repr__(self) -> str:  # dataclass repr would recurse through children/parent
+        return (f"Node(id={self.id}, depth={self.depth}, score={self.score}, "
+                f"terminal={self.terminal}, text={self.text!r})")
+
+
+class Tree:
+    """A question and every step sampled for it."""
+
+    def __init__(self, question: str, prompt_ids: tuple[int, ...] = ()):
+        self.question = question
+        self.root = Node(id=0, text=question, token_ids=tuple(prompt_ids))
+        self.nodes: list[Node] = [self.root]
+
+    def add_child(self, parent: Node, text: str, token_ids: tuple[int, ...] = (), *,
+                  terminal: bool = False, answer: str | None = None,
+                  finish_reason: str = "") -> Node:
+        child = Node(
+            id=len(self.nodes), text=text, token_ids=tuple(token_ids), parent=parent,
+            depth=parent.depth + 1,
+            path_tokens=(0 if parent.is_root else parent.path_tokens) + len(token_ids),
+            terminal=terminal, answer=answer, finish_reason=finish_reason,
+        )
+        parent.children.append(child)
+        self.nodes.append(child)
+        return child
+
+    @staticmethod
+    def path(node: Node) -> list[Node]:
+        """Steps from the first one down to ``node`` (the root is not a step)."""
+        steps = []
+        while node.parent is not None:
+            steps.append(node)
+            node = node.parent
+        return steps[::-1]
+
+    @staticmethod
+    def steps(node: Node) -> list[str]:
+        return [n.text for n in Tree.path(node)]
+
+    def prefix_ids(self, node: Node) -> tuple[int, ...]:
+        """Prompt tokens followed by every step's tokens down to ``node``."""
+        ids = list(self.root.token_ids)
+        for n in self.path(node):
+            ids.extend(n.token_ids)
+        return tuple(ids)
+
+    def leaves(self) -> list[Node]:
+        return [n for n in self.nodes if not n.children]
+
+    def terminals(self) -> list[Node]:
+        return [n for n in self.nodes if n.terminal]
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def to_networkx(self) -> nx.DiGraph:
+        """A DiGraph keyed by node id with every node attribute, for analysis and drawing."""
+        g = nx.DiGraph(question=self.question)
+        for n in self.nodes:
+            g.add_node(n.id, text=n.text, token_ids=n.token_ids, num_tokens=n.num_tokens,
+                       depth=n.depth, path_tokens=n.path_tokens, score=n.score,
+                       terminal=n.terminal, answer=n.answer, finish_reason=n.finish_reason,
+                       visits=n.visits, value=n.value)
+            if n.parent is not None:
+                g.add_edge(n.parent.id, n.id)
+        return g
+
+    def render(self, max_text: int = 60) -> str:
+        """An indented view with scores and terminal marks, for people to read."""
+        lines = [f"Q: {_clip(self.question, max_text)}"]
+
+        def walk(node: Node, indent: int) -> None:
+            for c in node.children:
+                score = "  -  " if c.score is None else f"{c.score:.3f}"
+                mark = f"  => {c.answer}" if c.terminal else ""
+                lines.append(f"{'  ' * indent}[{score}] {_clip(c.text, max_text)}{mark}")
+                walk(c, indent + 1)
+
+        walk(self.root, 1)
+        return "\n".join(lines)
+
+    __str__ = render
+
+
+def _clip(text: str, n: int) -> str:
+    text = text.strip().replace("\n", " ")
+    return text if len(text) <= n else text[: n - 1] + "…"
