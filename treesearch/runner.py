@@ -1,0 +1,220 @@
+"""The Runner: drives many problems' search generators at once and merges their work
+into large policy and PRM batches."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+from .ledger import ComputeLedger
+from .protocols import Chain, ExpandRequest, Policy, ProcessRewardModel
+from .tree import Node, Tree
+from .work import Expand, Score, Search, SearchAlgorithm
+
+
+@dataclass(frozen=True)
+class SearchLimits:
+    """Caps every path obeys, whatever the algorithm.
+
+    A step that reaches a cap becomes terminal with no answer (it still counts as a
+    finished solution, so REBASE's budget is decremented and nothing leaks).
+    """
+
+    max_depth: int = 25
+    max_step_tokens: int = 256
+    max_solution_tokens: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_depth", "max_step_tokens", "max_solution_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SearchLimits.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A finished solution: its answer (None if it has none), steps and PRM step scores."""
+
+    answer: str | None
+    steps: tuple[str, ...]
+    step_scores: tuple[float, ...]
+    num_tokens: int
+    finish_reason: str
+    node_id: int
+
+
+@dataclass
+class SearchResult:
+    question: str
+    tree: Tree
+    candidates: list[Candidate]
+    ledger: ComputeLedger
+    wall_time: float = 0.0
+
+
+@dataclass
+class _Problem:
+    index: int
+    tree: Tree
+    search: Search
+    ledger: ComputeLedger
+    seed: int
+    pending: object = None
+    finals: list[Node] | None = None
+    step_scores: dict[int, tuple[float, ...]] = field(default_factory=dict)
+    started: float = 0.0
+    wall_time: float = 0.0
+
+
+class Runner:
+    """Runs one search algorithm over many problems in lock-step batches."""
+
+    def __init__(self, policy: Policy, prm: ProcessRewardModel | None = None,
+                 limits: SearchLimits = SearchLimits(), progress: bool = True,
+                 score_candidates: bool = True):
+        self.policy = policy
+        self.prm = prm
+        self.limits = limits
+        self.progress = progress
+        self.score_candidates = score_candidates
+
+    # ---- public -------------------------------------------------------------------------
+    def run(self, questions: Sequence[str], algorithm: SearchAlgorithm, seed: int = 0,
+            desc: str | None = None) -> list[SearchResult]:
+        problems = [self._start(i, q, algorithm, seed) for i, q in enumerate(questions)]
+        bar = tqdm(total=len(problems), desc=desc or _name(algorithm), disable=not self.progress,
+                   leave=False, unit="problem")
+        active = [p for p in problems if p.finals is None]
+        bar.update(len(problems) - len(active))
+        while active:
+            expands = [p for p in active if isinstance(p.pending, Expand)]
+            scores = [p for p in active if isinstance(p.pending, Score)]
+            replies: dict[int, object] = {}
+            if expands:
+                replies.update(self._expand(expands))
+            if scores:
+                replies.update(self._score(scores, [p.pending.nodes for p in scores]))
+            for p in active:
+                self._advance(p, replies[p.index])
+            still = [p for p in active if p.finals is None]
+            bar.update(len(active) - len(still))
+            active = still
+        bar.close()
+        if self.prm is not None and self.score_candidates:
+            self._score_finals(problems)
+        return [self._result(p) for p in problems]
+
+    # ---- generator plumbing -------------------------------------------------------------
+    def _start(self, index: int, question: str, algorithm: SearchAlgorithm, seed: int) -> _Problem:
+        tree = Tree(question, self.policy.encode_prompt(question))
+        ledger = ComputeLedger(policy_params=self.policy.num_parameters,
+                               prm_params=self.prm.num_parameters if self.prm is not None else 0)
+        p = _Problem(index, tree, algorithm(tree), ledger, _mix(seed, index), started=time.perf_counter())
+        self._advance(p, None)
+        return p
+
+    def _advance(self, p: _Problem, reply: object) -> None:
+        try:
+            work = p.search.send(reply)
+        except StopIteration as stop:
+            finals = list(stop.value or [])
+            for n in finals:
+                if not n.terminal:
+                    raise RuntimeError(f"algorithm returned non-terminal node {n.id} as a candidate")
+            p.finals = finals
+            p.wall_time = time.perf_counter() - p.started
+            return
+        if not isinstance(work, (Expand, Score)):
+            raise TypeError(f"search algorithms yield Expand or Score, got {type(work).__name__}")
+        if isinstance(work, Score) and self.prm is None:
+            raise RuntimeError(f"{_name(p.search)} needs a process reward model; the Runner has none")
+        p.pending = work
+
+    # ---- policy -------------------------------------------------------------------------
+    def _expand(self, problems: list[_Problem]) -> dict[int, list[list[Node]]]:
+        requests, owners = [], []
+        lim = self.limits
+        for p in problems:
+            work: Expand = p.pending  # type: ignore[assignment]
+            for node, width in zip(work.nodes, work.widths):
+                if width == 0:
+                    continue
+                used = 0 if node.is_root else node.path_tokens
+                requests.append(ExpandRequest(
+                    prefix_ids=p.tree.prefix_ids(node), width=width,
+                    seed=_mix(p.seed, node.id), greedy=work.greedy,
+                    max_new_tokens=min(lim.max_step_tokens, lim.max_solution_tokens - used)))
+                owners.append((p, node))
+        outputs = self.policy.expand(requests) if requests else []
+        children: dict[tuple[int, int], list[Node]] = {}
+        fmt = self.policy.step_format
+        for (p, node), req, out in zip(owners, requests, outputs):
+            if len(out.samples) != req.width:
+                raise RuntimeError(f"policy returned {len(out.samples)} samples for width {req.width}")
+            p.ledger.policy_processed_tokens += out.processed_tokens
+            kids = []
+            for s in out.samples:
+                p.ledger.generated_tokens += len(s.token_ids)
+                answer = fmt.extract_answer(s.text)
+                child = p.tree.add_child(node, s.text, s.token_ids, answer=answer,
+                                         finish_reason="answer" if answer is not None else s.finish_reason)
+                child.terminal = (answer is not None or s.finish_reason == "eos"
+                                  or child.path_tokens >= lim.max_solution_tokens
+                                  or child.depth >= lim.max_depth)
+                if child.terminal and answer is None and s.finish_reason != "eos":
+                    child.finish_reason = ("token_cap" if child.path_tokens >= lim.max_solution_tokens
+                                           else "depth_cap")
+                kids.append(child)
+            children[(p.index, node.id)] = kids
+        for p in problems:
+            p.ledger.policy_calls += 1
+        return {p.index: [children.get((p.index, n.id), []) for n in p.pending.nodes] for p in problems}
+
+    # ---- PRM ----------------------------------------------------------------------------
+    def _score(self, problems: list[_Problem], node_lists: list[Sequence[Node]]) -> dict[int, list[float]]:
+        chains, owners = [], []
+        for p, nodes in zip(problems, node_lists):
+            for n in nodes:
+                if n.is_root:
+                    raise ValueError("the root (the question) has no step to score")
+                chains.append(Chain(p.tree.question, tuple(Tree.steps(n))))
+                owners.append((p, n))
+        results = self.prm.score(chains) if chains else []  # type: ignore[union-attr]
+        if len(results) != len(chains):
+            raise RuntimeError(f"PRM returned {len(results)} results for {len(chains)} chains")
+        for (p, n), chain, r in zip(owners, chains, results):
+            if len(r.scores) != len(chain.steps):
+                raise RuntimeError(f"PRM returned {len(r.scores)} scores for a chain of {len(chain.steps)} steps")
+            n.score = float(r.scores[-1])
+            p.step_scores[n.id] = tuple(float(s) for s in r.scores)
+            p.ledger.prm_processed_tokens += r.processed_tokens
+        for p in problems:
+            p.ledger.prm_calls += 1
+        return {p.index: [n.score for n in nodes] for p, nodes in zip(problems, node_lists)}
+
+    def _score_finals(self, problems: list[_Problem]) -> None:
+        """Give every candidate its step scores (voting needs them); scored chains are skipped."""
+        todo = [(p, [n for n in p.finals if n.id not in p.step_scores]) for p in problems]
+        todo = [(p, ns) for p, ns in todo if ns]
+        if todo:
+            self._score([p for p, _ in todo], [ns for _, ns in todo])
+
+    def _result(self, p: _Problem) -> SearchResult:
+        cands = [Candidate(answer=n.answer, steps=tuple(Tree.steps(n)),
+                           step_scores=p.step_scores.get(n.id, ()),
+                           num_tokens=n.path_tokens, finish_reason=n.finish_reason, node_id=n.id)
+                 for n in p.finals or []]
+        return SearchResult(p.tree.question, p.tree, cands, p.ledger, p.wall_time)
+
+
+def _mix(a: int, b: int) -> int:
+    """A 63-bit hash of two integers (splitmix64), for per-problem and per-node seeds."""
+    x = (a * 0x9E3779B97F4A7C15 + b + 0x632BE59BD9B4E019) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (x ^ (x >> 31)) & 0x7FFFFFFFFFFFFFFF
+
+
+def _name(obj: object) -> str:
+    return getattr(obj, "name", None) or type(obj).__name__

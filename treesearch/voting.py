@@ -1,0 +1,83 @@
+"""Choosing one answer among candidate solutions: step-score aggregation and voting rules."""
+from __future__ import annotations
+
+import math
+import re
+from typing import Callable, Sequence
+
+from .runner import Candidate
+
+Equal = Callable[[str, str], bool]
+AGGREGATIONS = ("last", "min", "mean", "prod")
+RULES = ("majority", "best_of_n", "weighted")
+
+
+def aggregate(step_scores: Sequence[float], how: str = "last") -> float:
+    """One score per solution from its step scores; an unscored solution counts 0."""
+    if not step_scores:
+        return 0.0
+    if how == "last":
+        return float(step_scores[-1])
+    if how == "min":
+        return float(min(step_scores))
+    if how == "mean":
+        return float(sum(step_scores) / len(step_scores))
+    if how == "prod":
+        return float(math.prod(step_scores))
+    raise ValueError(f"unknown aggregation {how!r}; choose one of {AGGREGATIONS}")
+
+
+def normalized_equal(a: str, b: str) -> bool:
+    """Default answer equivalence: case-, space- and trailing-period-insensitive string equality."""
+    return _norm(a) == _norm(b)
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"\s+", "", s).rstrip(".").lower()
+
+
+def answer_classes(candidates: Sequence[Candidate], equal: Equal = normalized_equal) -> list[list[Candidate]]:
+    """Group answered candidates into equivalence classes (first-seen order).
+
+    Each new answer is compared with one representative per class, and each distinct
+    string pair is graded once, so a slow symbolic grader is called few times.
+    """
+    classes: list[list[Candidate]] = []
+    memo: dict[tuple[str, str], bool] = {}
+    for c in candidates:
+        if c.answer is None:
+            continue
+        for cls in classes:
+            key = (c.answer, cls[0].answer)
+            if key not in memo:
+                memo[key] = c.answer == cls[0].answer or equal(c.answer, cls[0].answer)
+            if memo[key]:
+                cls.append(c)
+                break
+        else:
+            classes.append([c])
+    return classes
+
+
+def vote(candidates: Sequence[Candidate], rule: str = "weighted", agg: str = "last",
+         equal: Equal = normalized_equal) -> str | None:
+    """The chosen answer, or None when no candidate has one.
+
+    majority: the largest class; best_of_n: the single best-scored answer; weighted:
+    the class with the largest sum of aggregated scores. Ties go to the class seen first.
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown voting rule {rule!r}; choose one of {RULES}")
+    answered = [c for c in candidates if c.answer is not None]
+    if not answered:
+        return None
+    if rule == "best_of_n":
+        best = max(answered, key=lambda c: aggregate(c.step_scores, agg))  # max keeps the first on ties
+        return best.answer
+    classes = answer_classes(answered, equal)
+    if rule == "majority":
+        weight = len
+    else:
+        def weight(cls: list[Candidate]) -> float:
+            return sum(aggregate(c.step_scores, agg) for c in cls)
+    return max(classes, key=weight)[0].answer

@@ -1,0 +1,74 @@
+"""The work an algorithm asks of the Runner.
+
+A search algorithm is a generator per problem: it yields ``Expand`` or ``Score`` and
+receives the result; it never calls a model. The Runner merges the work of many problems
+into large batches, so every algorithm gets cross-problem batching for free and can be
+unit-tested with a scripted policy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Generator, Sequence, Union
+
+from .tree import Node, Tree
+
+
+@dataclass(frozen=True)
+class Expand:
+    """Sample ``widths[i]`` one-step children of ``nodes[i]``; the reply is the list of new children per node."""
+
+    nodes: Sequence[Node]
+    widths: Sequence[int]
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.nodes) != len(self.widths):
+            raise ValueError(f"Expand got {len(self.nodes)} nodes but {len(self.widths)} widths")
+        for n, w in zip(self.nodes, self.widths):
+            if w < 0:
+                raise ValueError(f"negative width {w} for node {n.id}")
+            if n.terminal:
+                raise ValueError(f"cannot expand terminal node {n.id}")
+
+
+@dataclass(frozen=True)
+class Score:
+    """Score ``nodes`` with the PRM; the reply is one float per node (also stored in ``node.score``)."""
+
+    nodes: Sequence[Node]
+
+
+Work = Union[Expand, Score]
+#: A search over one problem: yields work, receives results, returns its candidate solutions (terminal nodes).
+Search = Generator[Work, object, list[Node]]
+#: An algorithm: called with the problem's tree, returns the search generator.
+SearchAlgorithm = Callable[[Tree], Search]
+
+
+def expand(nodes: Sequence[Node], widths: Sequence[int] | int, greedy: bool = False) -> Generator[Work, object, list[list[Node]]]:
+    """``children = yield from expand(nodes, w)``: typed sugar around ``yield Expand``."""
+    if isinstance(widths, int):
+        widths = [widths] * len(nodes)
+    if not nodes:
+        return []
+    return (yield Expand(list(nodes), list(widths), greedy))  # type: ignore[return-value]
+
+
+def score(nodes: Sequence[Node]) -> Generator[Work, object, list[float]]:
+    """``scores = yield from score(nodes)``."""
+    if not nodes:
+        return []
+    return (yield Score(list(nodes)))  # type: ignore[return-value]
+
+
+def complete(nodes: Sequence[Node], greedy: bool = False) -> Generator[Work, object, list[Node]]:
+    """Extend each node one step at a time (width 1) until it is terminal; returns the terminal nodes."""
+    done = [n for n in nodes if n.terminal]
+    open_ = [n for n in nodes if not n.terminal]
+    while open_:
+        children = yield from expand(open_, 1, greedy)
+        open_ = []
+        for kids in children:
+            for c in kids:
+                (done if c.terminal else open_).append(c)
+    return done
