@@ -1,0 +1,28 @@
+"""PRM adapters: any process reward model behind one protocol, scored in batches with a prefix cache.
+
+A PRM maps a batch of ``Chain(question, steps)`` to one ``ChainScores`` per chain: one
+float per step and the tokens it put through its model (0 on a cache hit). Load one by
+name (``load_prm("value_head", path=...)``) or config dict, or wrap any function with
+``CallablePRM``.
+"""
+from treesearch.protocols import Chain, ChainScores, ProcessRewardModel
+
+from .base import Encoding, ModelPRM, PieceTokenizer, encode_chain, non_embedding_parameters
+from .batching import BatchScorer, PrefixCache, ScorerStats
+from .callable import CallablePRM
+from .classification import ClassificationPRM
+from .llemma import LlemmaPRM
+from .outcome import OutcomeRM
+from .registry import available_prms, load_prm, register_prm
+from .self_score import SelfScorePRM
+from .step_tag import StepTagPRM, TaggedLMPRM
+from .value_head import ValueHeadFormat, ValueHeadModel, ValueHeadPRM
+
+__all__ = [
+    "Chain", "ChainScores", "ProcessRewardModel",
+    "Encoding", "ModelPRM", "PieceTokenizer", "encode_chain", "non_embedding_parameters",
+    "BatchScorer", "PrefixCache", "ScorerStats",
+    "CallablePRM", "ClassificationPRM", "LlemmaPRM", "OutcomeRM", "SelfScorePRM",
+    "StepTagPRM", "TaggedLMPRM", "ValueHeadFormat", "ValueHeadModel", "ValueHeadPRM",
+    "available_prms", "load_prm", "register_prm",
+]

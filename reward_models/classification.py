@@ -1,0 +1,94 @@
+"""Classification-head PRMs, Qwen2.5-Math-PRM style: a 2-class token head read at a separator.
+
+Qwen2.5-Math-PRM-7B's model card builds ``system / user: question / assistant:
+step_1<extra_0>step_2<extra_0>...`` with the chat template and takes the softmax
+probability of class 1 at each ``<extra_0>``. Here the prompt is rendered with the
+tokenizer's chat template when it has one (a sentinel marks where the assistant's text
+goes; everything before it is the prompt), else ``question + question_suffix``; the
+separator ids are then inserted after each step by construction.
+
+Qwen2.5-Math-PRM itself is remote code that loads through ``AutoModel``: pass
+``model_class="AutoModel", trust_remote_code=True``. Any ``*ForTokenClassification``
+model (the default class) works without remote code.
+"""
+from __future__ import annotations
+
+import torch
+
+from treesearch.protocols import Chain
+
+from .base import Encoding, ModelPRM, PieceTokenizer, encode_chain, non_embedding_parameters, prepare
+from .registry import register_prm
+
+QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+_SENTINEL = "\u2063TREESEARCH_STEPS\u2063"
+
+
+class ClassificationPRM(ModelPRM):
+    """P(positive class) of a token-classification head at the separator after each step."""
+
+    def __init__(self, path: str | None = None, *, separator: str = "<extra_0>", positive_label: int = 1,
+                 use_chat_template: bool = True, system_prompt: str | None = QWEN_PRM_SYSTEM,
+                 question_suffix: str = "\n", step_suffix: str = "",
+                 model_class: str = "AutoModelForTokenClassification",
+                 device: str | None = None, dtype: str | torch.dtype | None = "auto",
+                 trust_remote_code: bool = False, model: torch.nn.Module | None = None, tokenizer=None,
+                 max_batch_tokens: int = 16384, max_batch_size: int = 256,
+                 padding_side: str = "right", cache: bool = True):
+        import transformers
+
+        auto_cls = getattr(transformers, model_class, None)
+        if auto_cls is None:
+            raise ValueError(f"transformers has no {model_class!r}")
+        self.model, tokenizer, self.device = prepare(path, model, tokenizer, auto_cls, device, dtype,
+                                                     trust_remote_code)
+        self.tok = PieceTokenizer(tokenizer)
+        self.pad_token_id = self.tok.pad_token_id
+        self.sep_id = self.tok.single_token_id(separator, "step separator")
+        self.positive_label = positive_label
+        self.question_suffix, self.step_suffix = question_suffix, step_suffix
+        self.system_prompt = system_prompt
+        self.use_chat_template = bool(use_chat_template and getattr(tokenizer, "chat_template", None))
+        self.num_parameters = non_embedding_parameters(self.model)
+        self._prompts: dict[str, tuple[str, bool]] = {}
+        super().__init__(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                         padding_side=padding_side, cache=cache)
+
+    def prompt(self, question: str) -> tuple[str, bool]:
+        """(text before the first step, whether the tokenizer's special prefix must be added)."""
+        if question not in self._prompts:
+            if len(self._prompts) > 10_000:
+                self._prompts.clear()
+            self._prompts[question] = self._render(question)
+        return self._prompts[question]
+
+    def _render(self, question: str) -> tuple[str, bool]:
+        if not self.use_chat_template:
+            return question + self.question_suffix, True
+        messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": _SENTINEL}]
+        text = self.tok.tokenizer.apply_chat_template(messages, tokenize=False)
+        if _SENTINEL not in text:
+            raise ValueError("the chat template dropped the assistant message; pass use_chat_template=False")
+        return text.split(_SENTINEL)[0], False  # the template writes its own special tokens
+
+    def encode(self, chain: Chain) -> Encoding:
+        prompt, add_prefix = self.prompt(chain.question)
+        return encode_chain(self.tok, prompt, chain.steps, readout="mark", step_suffix=self.step_suffix,
+                            mark_id=self.sep_id, add_special_prefix=add_prefix)
+
+    def features(self, input_ids, attention_mask, position_ids):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        if logits.shape[-1] <= self.positive_label:
+            raise ValueError(f"the head has {logits.shape[-1]} classes; positive_label={self.positive_label}")
+        return logits
+
+    def head(self, feats, next_ids):
+        return torch.softmax(feats.float(), dim=-1)[:, self.positive_label]
+
+
+@register_prm("classification")
+@register_prm("qwen_prm")
+def _classification(**kwargs) -> ClassificationPRM:
+    return ClassificationPRM(**kwargs)
