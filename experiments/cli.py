@@ -1,0 +1,187 @@
+"""The ``treesearch`` command: run a study, report on it, check a config, solve one question.
+
+    treesearch run CONFIG [--out DIR] [--limit N]         # resumable; accelerate launch -m experiments run ...
+    treesearch report RESULTS_DIR [--out DIR] [--rule weighted] [--reference llemma-math500]
+    treesearch check CONFIG                               # validate, print the resolved config and the plan
+    treesearch solve --policy PATH [--prm TYPE --prm-path PATH] --method rebase --budget 8 "question"
+
+Errors a user can fix (config, dataset, records) print one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+import yaml
+
+from treesearch.runner import SearchLimits
+
+from .config import (AUTO, ConfigError, MethodConfig, PolicyConfig, StudyConfig, VotingConfig,
+                     config_to_dict, load_config, validate)
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """KEY=VALUE with VALUE read as YAML (so 0.1 is a float, true a bool, [1,2] a list)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError:
+        return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="treesearch", description=(
+        "Reward-guided tree search over LLM reasoning steps: sweeps of search methods x budgets x models "
+        "with compute accounting (Wu et al. 2024, Inference Scaling Laws)."))
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run or resume a study from a YAML config",
+                         description="Run every (policy, method, budget, seed) of CONFIG; records already in the "
+                                     "output directory are skipped. Under `accelerate launch -m experiments run` "
+                                     "problems are sharded across processes.")
+    run.add_argument("config", help="study YAML (see experiments/configs/)")
+    run.add_argument("--out", help="results directory (default: the config's output)")
+    run.add_argument("--limit", type=int, help="only the first N selected problems")
+    run.add_argument("--store-steps", action="store_true", help="keep every candidate's step text in the records")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--allow-config-change", action="store_true",
+                     help="resume even if settings that change records differ from the directory's resolved.yaml")
+
+    rep = sub.add_parser("report", help="tables, fits and plots from a results directory",
+                         description="Merge every records*.jsonl under RESULTS_DIR; print a Table-1-style table; "
+                                     "write results.md, CSVs and PNGs.")
+    rep.add_argument("results", help="results directory of `treesearch run`")
+    rep.add_argument("--out", help="where to write (default: RESULTS_DIR/report)")
+    rep.add_argument("--rule", default="weighted",
+                     help="voting rule for plots and fits: weighted, majority, best_of_n (or e.g. weighted/min), oracle")
+    rep.add_argument("--reference", metavar="NAME",
+                     help="overlay the paper's points: llemma-math500, llemma-gsm8k (or mistral-/llama3-/paper-<dataset>)")
+    rep.add_argument("--no-plots", action="store_true", help="tables only")
+
+    chk = sub.add_parser("check", help="validate a config and show what a run would do")
+    chk.add_argument("config")
+    chk.add_argument("--limit", type=int)
+
+    solve = sub.add_parser("solve", help="answer one question and print the search tree and the votes")
+    solve.add_argument("question")
+    solve.add_argument("--policy", required=True, help="local checkpoint directory of a causal LM")
+    solve.add_argument("--method", default="rebase", help="greedy, sampling, beam, rebase or mcts")
+    solve.add_argument("--budget", type=int, default=8, help="n / width / expansions, as the method takes")
+    solve.add_argument("--param", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                       help="other algorithm parameters, e.g. temperature=0.1 (repeatable)")
+    solve.add_argument("--prm", help="PRM type (llemma, step_tag, value_head, classification, ...) or pkg.mod:factory")
+    solve.add_argument("--prm-path", help="PRM checkpoint directory")
+    solve.add_argument("--prm-opt", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                       help="other load_prm arguments (repeatable)")
+    solve.add_argument("--step-format", default="paper", help="step format preset: paper, newline, paragraph")
+    solve.add_argument("--device", default=AUTO)
+    solve.add_argument("--dtype", default="float32")
+    solve.add_argument("--temperature", type=float, default=1.0)
+    solve.add_argument("--top-p", type=float, default=1.0)
+    solve.add_argument("--prompt-template", default="{question}\n")
+    solve.add_argument("--chat-template", action="store_true", help="wrap the question in the tokenizer's chat template")
+    solve.add_argument("--num-parameters", type=float, help="override N for FLOPs")
+    solve.add_argument("--max-step-tokens", type=int, default=256)
+    solve.add_argument("--max-solution-tokens", type=int, default=1024)
+    solve.add_argument("--seed", type=int, default=0)
+    solve.add_argument("--grader", default="math", help="answer equivalence for voting: math or exact")
+    solve.add_argument("--width", type=int, default=80, help="characters of step text per tree line")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .datasets import DatasetError
+    from .records import RecordsError
+
+    try:
+        return {"run": _run, "report": _report, "check": _check, "solve": _solve}[args.command](args)
+    except (ConfigError, DatasetError, RecordsError, FileNotFoundError) as e:
+        print(f"treesearch {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .sweep import run_study
+
+    cfg = load_config(args.config)
+    if args.store_steps:
+        cfg.store_steps = True
+    out = run_study(cfg, out=args.out, limit=args.limit, progress=not args.no_progress,
+                    allow_config_change=args.allow_config_change)
+    print(f"records in {out}; next: treesearch report {out}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import report
+
+    try:
+        res = report(args.results, out=args.out, rule=args.rule, reference=args.reference, plots=not args.no_plots)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    print(res.table)
+    if res.fits:
+        print(f"\nsaturating fits ({res.rule}): acc = a - b·exp(-c·(log10 F - log10 F0))")
+        for f in res.fits:
+            print(f"  {f.model} {f.method}: a={100 * f.fit.a:.1f}% b={100 * f.fit.b:.1f}% c={f.fit.c:.3f} "
+                  f"-> {100 * f.extrapolated:.1f}% at {10 * f.max_flops:.3g} FLOPs (10x the largest budget)")
+    print("\nwrote " + ", ".join(str(p) for p in res.files.values()))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    cfg = load_config(args.config)
+    if args.limit is not None:
+        cfg.dataset = dataclasses.replace(cfg.dataset, limit=args.limit)
+    print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
+    problems = cfg.dataset.load()
+    runs = sum(len(cfg.seeds) * (1 if m.subsample else len(m.budgets)) for m in cfg.methods)
+    records = sum(len(cfg.seeds) * len(m.budgets) for m in cfg.methods)
+    print(f"# {len(problems)} problems x {len(cfg.policies)} policies: {runs * len(cfg.policies)} searched "
+          f"settings, {records * len(cfg.policies) * len(problems)} records")
+    return 0
+
+
+def _solve(args: argparse.Namespace) -> int:
+    from treesearch.voting import vote
+
+    from .config import DatasetConfig
+    from .sweep import SeededRunner, load_prm_for, memoized, problem_seed, Shard
+
+    prm_spec = None
+    if args.prm:
+        prm_spec = {"type": args.prm, **({"path": args.prm_path} if args.prm_path else {}), **dict(args.prm_opt)}
+    policy_cfg = PolicyConfig(name="policy", path=args.policy, dtype=args.dtype, device=args.device,
+                              num_parameters=args.num_parameters, step_format=args.step_format,
+                              prompt_template=args.prompt_template, chat_template=args.chat_template,
+                              temperature=args.temperature, top_p=args.top_p)
+    method = MethodConfig(name=args.method, algorithm=args.method, params=dict(args.param),
+                          budgets=[args.budget] if args.method != "greedy" else [1])
+    limits = SearchLimits(max_step_tokens=args.max_step_tokens, max_solution_tokens=args.max_solution_tokens)
+    study = StudyConfig(policies=[policy_cfg], methods=[method], prm=prm_spec, limits=limits,
+                        dataset=DatasetConfig(grader=args.grader))
+    validate(study, "<command line>")
+    policy = policy_cfg.load(limits)
+    prm = load_prm_for(prm_spec, Shard()) if prm_spec else None
+    runner = SeededRunner(policy, prm, limits, progress=False)
+    [res] = runner.run_seeded([args.question], [problem_seed(args.seed, args.question)],
+                              method.algorithm_for(method.budgets[0]))
+    print(res.tree.render(max_text=args.width))
+    print(f"\n{len(res.candidates)} candidates; answers: {[c.answer for c in res.candidates]}")
+    equal = memoized(study.dataset.grader_fn())
+    for key, rule, agg in VotingConfig(aggregations=["last", "min"]).keys():
+        print(f"  {key:>15}: {vote(res.candidates, rule, agg, equal=equal)}")
+    lg = res.ledger
+    print(f"generated tokens {lg.generated_tokens}, paper FLOPs {lg.paper_flops:.3g}, full FLOPs {lg.full_flops:.3g}, "
+          f"{res.wall_time:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,502 @@
+"""Study configs: YAML mapped onto typed dataclasses, checked strictly, written back as resolved.yaml.
+
+Why strict: a typo such as ``temprature: 0.1`` silently keeping the default would change
+every number of a week-long sweep, so unknown keys and wrong types fail with the file and
+the dotted key. The same dataclasses are built directly from Python (the built-in demo
+does), and ``validate`` runs on both paths.
+
+Each config object also knows how to build what it describes (``PolicyConfig.load``,
+``DatasetConfig.load``, ``MethodConfig.algorithm``), so the sweep and the CLI share one
+way of turning settings into objects.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Union
+
+import yaml
+
+from treesearch.algorithms import ALGORITHMS, make_algorithm
+from treesearch.runner import SearchLimits
+from treesearch.step_format import PRESETS
+from treesearch.voting import AGGREGATIONS, RULES, normalized_equal
+
+#: Which parameter the budget sets when a method does not say (greedy has none).
+DEFAULT_BUDGET_PARAM: dict[str, str | None] = {
+    "greedy": None, "sampling": "n", "beam": "n", "rebase": "width", "mcts": "expansions"}
+#: Algorithms that ask the PRM for scores while searching (sampling/greedy use it only for voting).
+NEEDS_PRM = frozenset({"beam", "rebase", "mcts"})
+DTYPES = ("float32", "float16", "bfloat16", "auto")
+AUTO = "auto"
+Grader = Callable[[str, str], bool]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class PolicyConfig:
+    """One policy model. ``backend`` "transformers" loads ``path`` with TransformersPolicy;
+    any other value is an import path ``pkg.mod:factory`` called as ``factory(config)``."""
+
+    name: str
+    path: str | None = None
+    backend: str = "transformers"
+    dtype: str = "float32"
+    device: str = "cpu"  # "auto": this process's accelerator (its own GPU under accelerate), else cpu
+    num_parameters: float | None = None  # overrides the count read from the model (paper convention)
+    step_format: str = "paper"
+    prompt_template: str = "{question}\n"
+    chat_template: bool = False
+    system_prompt: str | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_batch_rows: int = 64
+    reuse_kv: bool = True
+    trust_remote_code: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the backend
+
+    def load(self, limits: SearchLimits, device: str | None = None):
+        """Build the policy; ``device`` (from the shard) replaces "auto"/"cuda"."""
+        if self.backend != "transformers":
+            return import_path(self.backend)(self)
+        from treesearch.policy_hf import TransformersPolicy  # torch/transformers only when needed
+        from treesearch.step_format import StepFormat
+
+        return TransformersPolicy.from_pretrained(
+            self.path, device=device or resolve_device(self.device), dtype=self.dtype,
+            trust_remote_code=self.trust_remote_code, step_format=StepFormat.preset(self.step_format),
+            temperature=self.temperature, top_p=self.top_p, max_step_tokens=limits.max_step_tokens,
+            prompt_template=self.prompt_template, chat_template=self.chat_template,
+            system_prompt=self.system_prompt, reuse_kv=self.reuse_kv, max_batch_rows=self.max_batch_rows,
+            num_parameters=int(self.num_parameters) if self.num_parameters is not None else None,
+            **self.options)
+
+
+@dataclass
+class FieldMap:
+    """Field names of a custom JSONL dataset."""
+
+    question: str = "question"
+    answer: str = "answer"
+    id: str | None = None
+    level: str | None = None
+
+
+@dataclass
+class DatasetConfig:
+    """Problems: a shipped set ("gsm8k", "math500", "builtin") or a JSONL path.
+
+    ``grader`` decides correctness and answer equivalence in voting: "math" (the safe
+    symbolic grader), "exact" (normalized string equality), "auto" (exact for the
+    built-in task, math otherwise) or an import path ``pkg.mod:fn``.
+    """
+
+    name: str = "math500"
+    fields: FieldMap | None = None  # only for a path; omitted = guess MATH500/GSM8K format
+    start: int = 0
+    limit: int | None = None
+    shuffle_seed: int | None = None
+    grader: str = AUTO
+    options: dict[str, Any] = field(default_factory=dict)  # built-in task: n (default 500), levels
+
+    def load(self) -> list:
+        """The selected problems (``experiments.datasets.Problem``), in a fixed order."""
+        from . import datasets as ds
+
+        if self.fields is not None:
+            f = self.fields
+            problems = ds.load_jsonl(self.name, f.question, f.answer, id_field=f.id, level_field=f.level)
+        elif self.name == "builtin" and "builtin" not in ds.LOADERS:
+            problems = _builtin_problems(**self.options)
+        else:
+            return ds.load_dataset(self.name, start=self.start, limit=self.limit, shuffle_seed=self.shuffle_seed)
+        return ds.select(problems, start=self.start, limit=self.limit, shuffle_seed=self.shuffle_seed)
+
+    def grader_fn(self) -> Grader:
+        kind = self.grader
+        if kind == AUTO:
+            kind = "exact" if self.name == "builtin" else "math"
+        if kind == "exact":
+            return normalized_equal
+        if kind == "math":
+            from .grading import grade
+            return grade
+        return import_path(kind)
+
+
+@dataclass
+class MethodConfig:
+    """One search method: a label, a registry algorithm, fixed params and the budgets to sweep.
+
+    ``budget_param`` is the parameter a budget sets ("auto": n for sampling and beam, width
+    for REBASE, expansions for MCTS, none for greedy). ``subsample`` (sampling only) runs
+    the largest budget once and derives the smaller ones from its first b samples.
+    """
+
+    name: str
+    algorithm: str
+    params: dict[str, Any] = field(default_factory=dict)
+    budget_param: str | None = AUTO
+    budgets: list[int] = field(default_factory=lambda: [1])
+    subsample: bool = False
+
+    @property
+    def budget_key(self) -> str | None:
+        return DEFAULT_BUDGET_PARAM.get(self.algorithm) if self.budget_param == AUTO else self.budget_param
+
+    def params_for(self, budget: int) -> dict[str, Any]:
+        key = self.budget_key
+        return {**self.params, key: budget} if key else dict(self.params)
+
+    def algorithm_for(self, budget: int):
+        return make_algorithm(self.algorithm, **self.params_for(budget))
+
+
+@dataclass
+class VotingConfig:
+    """Rules and step-score aggregations recorded for every record (majority ignores the aggregation)."""
+
+    rules: list[str] = field(default_factory=lambda: list(RULES))
+    aggregations: list[str] = field(default_factory=lambda: ["last"])
+
+    def keys(self) -> list[tuple[str, str, str]]:
+        """(record key, rule, aggregation) for every combination, e.g. ("weighted/last", "weighted", "last")."""
+        out = []
+        for rule in self.rules:
+            if rule == "majority":
+                out.append(("majority", rule, self.aggregations[0]))
+            else:
+                out.extend((f"{rule}/{agg}", rule, agg) for agg in self.aggregations)
+        return out
+
+
+@dataclass
+class StudyConfig:
+    """A whole sweep: policies x methods x budgets x seeds over one dataset, one PRM."""
+
+    policies: list[PolicyConfig]
+    methods: list[MethodConfig]
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    prm: dict[str, Any] | None = None  # passed to reward_models.load_prm; "auto" devices follow the shard
+    seeds: list[int] = field(default_factory=lambda: [0])
+    limits: SearchLimits = field(default_factory=SearchLimits)
+    voting: VotingConfig = field(default_factory=VotingConfig)
+    output: str = "runs/study"
+    problems_per_chunk: int = 32
+    store_steps: bool = False  # keep every candidate's step text in the records (large files)
+    fsync: bool = False  # os.fsync after each chunk (survives power loss, not only process kill)
+    description: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML <-> dataclasses
+# ---------------------------------------------------------------------------------------------
+def load_config(path: str | Path) -> StudyConfig:
+    """Read, map and validate a YAML study config."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    return config_from_dict(data, source=str(path))
+
+
+def config_from_dict(data: Any, source: str = "<config>") -> StudyConfig:
+    cfg = _build(StudyConfig, data, "", source)
+    validate(cfg, source)
+    return cfg
+
+
+def config_to_dict(cfg: StudyConfig) -> dict[str, Any]:
+    """Plain YAML-safe data; Python objects (callables) become their import path."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def dump_config(cfg: StudyConfig, path: str | Path) -> None:
+    tmp = Path(str(path) + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False, allow_unicode=True)
+    os.replace(tmp, path)  # never a half-written resolved.yaml
+
+
+def _err(source: str, key: str, msg: str) -> ConfigError:
+    return ConfigError(f"{source}: {key or '<top level>'}: {msg}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _build(tp: Any, value: Any, key: str, source: str) -> Any:
+    """Map YAML data onto ``tp``, naming the dotted key of the first mismatch."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _err(source, key, f"must not be null (expected {_type_name(tp)})")
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _build(arg, value, key, source)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[-1] if len(errors) == 1 else _err(source, key, f"expected {_type_name(tp)}, got {_describe(value)}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise _err(source, key, f"expected a mapping for {tp.__name__}, got {_describe(value)}")
+        hints = typing.get_type_hints(tp)
+        names = [f.name for f in dataclasses.fields(tp) if f.init]
+        kwargs = {}
+        for k, v in value.items():
+            sub = f"{key}.{k}" if key else str(k)
+            if k not in names:
+                close = difflib.get_close_matches(str(k), names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(names)}"
+                raise _err(source, sub, f"unknown key{hint}")
+            kwargs[k] = _build(hints[k], v, sub, source)
+        missing = [f.name for f in dataclasses.fields(tp) if f.init and f.name not in kwargs
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise _err(source, f"{key}.{missing[0]}" if key else missing[0], "required key is missing")
+        try:
+            return tp(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise _err(source, key, str(e)) from None
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise _err(source, key, f"expected a list, got {_describe(value)}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_build(item, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise _err(source, key, f"expected a mapping, got {_describe(value)}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _err(source, key, f"expected true or false, got {_describe(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _err(source, key, f"expected an integer, got {_describe(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 6.74e9 (no dot before e, no sign) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _err(source, key, f"expected a number, got {_describe(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _err(source, key, f"expected a string, got {_describe(value)}")
+        return value
+    raise _err(source, key, f"unsupported field type {_type_name(tp)}")
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) < 40 else text[:37] + '...'}"
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    if callable(x):
+        return f"{getattr(x, '__module__', '?')}:{getattr(x, '__qualname__', type(x).__name__)}"
+    return repr(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Meaning checks (YAML and Python-built configs alike)
+# ---------------------------------------------------------------------------------------------
+def validate(cfg: StudyConfig, source: str = "<config>") -> None:
+    """Check what types cannot: names, ranges, registry names, parameters each budget builds."""
+    def fail(key: str, msg: str) -> None:
+        raise _err(source, key, msg)
+
+    if not cfg.policies:
+        fail("policies", "needs at least one policy")
+    _unique([p.name for p in cfg.policies], "policies", "name", fail)
+    for i, p in enumerate(cfg.policies):
+        k = f"policies[{i}]"
+        if p.backend == "transformers" and not p.path:
+            fail(f"{k}.path", "required for the transformers backend")
+        if p.step_format not in PRESETS:
+            fail(f"{k}.step_format", f"unknown preset {p.step_format!r}; choose one of {sorted(PRESETS)}")
+        if p.dtype not in DTYPES:
+            fail(f"{k}.dtype", f"unknown dtype {p.dtype!r}; choose one of {list(DTYPES)}")
+        if p.temperature < 0:
+            fail(f"{k}.temperature", f"must be >= 0, got {p.temperature}")
+        if not 0 < p.top_p <= 1:
+            fail(f"{k}.top_p", f"must be in (0, 1], got {p.top_p}")
+        if p.num_parameters is not None and p.num_parameters <= 0:
+            fail(f"{k}.num_parameters", f"must be > 0, got {p.num_parameters}")
+        if p.max_batch_rows < 1:
+            fail(f"{k}.max_batch_rows", f"must be >= 1, got {p.max_batch_rows}")
+    if not cfg.methods:
+        fail("methods", "needs at least one method")
+    _unique([m.name for m in cfg.methods], "methods", "name", fail)
+    for i, m in enumerate(cfg.methods):
+        _validate_method(m, f"methods[{i}]", fail)
+        if m.algorithm in NEEDS_PRM and cfg.prm is None:
+            fail("prm", f"method {m.name!r} ({m.algorithm}) searches with a PRM; give one (a load_prm dict)")
+    if cfg.prm is not None and "type" not in cfg.prm:
+        fail("prm.type", "required (a reward_models registry name or 'pkg.mod:factory')")
+    for r in cfg.voting.rules:
+        if r not in RULES:
+            fail("voting.rules", f"unknown rule {r!r}; choose from {list(RULES)}")
+    if not cfg.voting.rules:
+        fail("voting.rules", "needs at least one rule")
+    for a in cfg.voting.aggregations:
+        if a not in AGGREGATIONS:
+            fail("voting.aggregations", f"unknown aggregation {a!r}; choose from {list(AGGREGATIONS)}")
+    if not cfg.voting.aggregations:
+        fail("voting.aggregations", "needs at least one aggregation")
+    if not cfg.seeds:
+        fail("seeds", "needs at least one seed")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        fail("seeds", f"repeated seeds in {cfg.seeds}")
+    if cfg.problems_per_chunk < 1:
+        fail("problems_per_chunk", f"must be >= 1, got {cfg.problems_per_chunk}")
+    d = cfg.dataset
+    if d.start < 0 or (d.limit is not None and d.limit < 0):
+        fail("dataset.limit" if d.start >= 0 else "dataset.start", "must be >= 0")
+    if d.grader not in (AUTO, "math", "exact") and ":" not in d.grader:
+        fail("dataset.grader", f"unknown grader {d.grader!r}: use auto, math, exact or 'pkg.mod:fn'")
+
+
+def _validate_method(m: MethodConfig, k: str, fail: Callable[[str, str], None]) -> None:
+    if m.algorithm not in ALGORITHMS:
+        fail(f"{k}.algorithm", f"unknown algorithm {m.algorithm!r}; choose one of {sorted(ALGORITHMS)}")
+    key = m.budget_key
+    fields_ = {f.name for f in dataclasses.fields(ALGORITHMS[m.algorithm])} - {"name"}
+    if key is not None and key not in fields_:
+        fail(f"{k}.budget_param", f"{m.algorithm} has no parameter {key!r}; it has {sorted(fields_)}")
+    if key is not None and key in m.params:
+        fail(f"{k}.params.{key}", f"set by the budget ({k}.budgets); remove it from params")
+    if not m.budgets:
+        fail(f"{k}.budgets", "needs at least one budget")
+    if len(set(m.budgets)) != len(m.budgets) or any(b < 1 for b in m.budgets):
+        fail(f"{k}.budgets", f"budgets must be distinct integers >= 1, got {m.budgets}")
+    if key is None and m.budgets != [1]:
+        fail(f"{k}.budgets", f"{m.algorithm} has no budget parameter; use budgets: [1]")
+    if m.subsample and (m.algorithm != "sampling" or key != "n"):
+        fail(f"{k}.subsample", "only sampling (budget_param n) can derive small budgets from a large run")
+    for b in m.budgets:
+        try:
+            m.algorithm_for(b)
+        except ValueError as e:
+            fail(f"{k}.params", str(e))
+
+
+def _unique(names: list[str], key: str, what: str, fail: Callable[[str, str], None]) -> None:
+    seen = set()
+    for i, n in enumerate(names):
+        if not n:
+            fail(f"{key}[{i}].{what}", "must be a non-empty string")
+        if n in seen:
+            fail(f"{key}[{i}].{what}", f"duplicate {what} {n!r}")
+        seen.add(n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume safety: which settings change what a record means
+# ---------------------------------------------------------------------------------------------
+#: Keys that may change between runs into the same directory without changing existing records.
+_RUNTIME_KEYS = {"output", "problems_per_chunk", "store_steps", "fsync", "description", "seeds",
+                 "dataset.start", "dataset.limit", "dataset.shuffle_seed", "prm.device",
+                 "policies[].device", "policies[].max_batch_rows", "methods[].budgets", "methods[].subsample"}
+
+
+def incompatible_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Dotted keys whose change would mix records of different meaning in one directory.
+
+    Lists are matched by ``name`` (policies, methods), so adding a model or a method is fine.
+    """
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, key: str, generic: str) -> None:
+        if generic in _RUNTIME_KEYS:
+            return
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{key}.{k}" if key else k, f"{generic}.{k}" if generic else k)
+        elif (isinstance(a, list) and isinstance(b, list) and a and b
+              and all(isinstance(x, Mapping) and "name" in x for x in a + b)):
+            olds = {x["name"]: x for x in a}
+            for x in b:
+                if x["name"] in olds:
+                    walk(olds[x["name"]], x, f"{key}[{x['name']}]", f"{generic}[]")
+        elif a != b:
+            out.append(key)
+
+    walk(dict(old), dict(new), "", "")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------------
+def import_path(spec: str) -> Any:
+    """``"pkg.module:attr"`` -> the attribute, with an error that says what was wrong."""
+    mod, sep, attr = spec.partition(":")
+    if not sep or not mod or not attr:
+        raise ConfigError(f"{spec!r} is not an import path of the form 'package.module:name'")
+    try:
+        obj = importlib.import_module(mod)
+    except ImportError as e:
+        raise ConfigError(f"cannot import {mod!r} (from {spec!r}): {e}") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"{mod!r} has no attribute {attr!r} (from {spec!r})") from None
+    return obj
+
+
+def resolve_device(device: str, local_rank: int = 0, distributed: bool = False) -> str:
+    """"auto" -> the accelerator if there is one; under several processes "cuda" -> cuda:<local rank>."""
+    if device not in (AUTO, "cuda"):
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{local_rank}" if distributed else "cuda"
+    if device == "cuda":
+        raise ConfigError("device 'cuda' requested but torch sees no CUDA device")
+    return "cpu"
+
+
+def _builtin_problems(n: int = 500, levels: list[int] | None = None) -> list:
+    """The built-in arithmetic task's fixed test split as dataset Problems."""
+    from .builtin import task
+    from .datasets import Problem
+
+    kw = {"levels": tuple(levels)} if levels else {}
+    return [Problem(id=p.id, question=p.question, answer=p.answer, level=p.level)
+            for p in task.test_split(n, **kw)]

@@ -1,0 +1,156 @@
+"""Append-only JSON Lines records: write a chunk at a time, resume after a crash, merge shards.
+
+One record per (problem, model, method, budget, seed). Why append-only with a torn-tail
+repair: a sweep killed at any instant (SIGKILL, pre-emption) must lose at most the chunk
+in flight, and a rerun must neither redo finished work nor trip over half a line.
+Each process of a sharded run appends to its own ``records.rank<k>.jsonl``; readers take
+the union of every ``records*.jsonl`` in the directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+KEY_FIELDS = ("problem_id", "model", "method", "budget", "seed")
+SCHEMA_VERSION = 1
+Key = tuple
+
+
+class RecordsError(ValueError):
+    """A records file damaged somewhere other than its last line."""
+
+
+class RecordsWarning(UserWarning):
+    """A torn last line (an interrupted write) was ignored or cut off."""
+
+
+def record_key(rec: dict[str, Any]) -> Key:
+    return tuple(rec[k] for k in KEY_FIELDS)
+
+
+def records_file(directory: str | Path, rank: int = 0, world: int = 1) -> Path:
+    """This process's file: records.jsonl alone, records.rank<k>.jsonl in a sharded run."""
+    return Path(directory) / ("records.jsonl" if world == 1 else f"records.rank{rank}.jsonl")
+
+
+def shard_files(directory: str | Path) -> list[Path]:
+    return sorted(p for p in Path(directory).glob("records*.jsonl") if p.is_file())
+
+
+def _scan(path: Path) -> tuple[list[dict[str, Any]], int, int]:
+    """(complete records, bytes they span, file size). A last line that is unterminated or
+    unparsable is torn; a bad line anywhere else is damage we must not paper over."""
+    data = path.read_bytes()
+    records: list[dict[str, Any]] = []
+    pos = lineno = 0
+    while pos < len(data):
+        lineno += 1
+        nl = data.find(b"\n", pos)
+        if nl == -1:  # the write was cut before its newline
+            break
+        line = data[pos:nl]
+        if line.strip():
+            try:
+                obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+                missing = [k for k in KEY_FIELDS if k not in obj]
+                if missing:
+                    raise ValueError(f"missing key fields {missing}")
+            except ValueError as e:
+                if data[nl + 1:].strip():
+                    raise RecordsError(f"{path}:{lineno}: damaged record ({e}); fix or remove this line") from None
+                break
+            records.append(obj)
+        pos = nl + 1
+    return records, pos, len(data)
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Every complete record of one file; a torn last line is ignored with a warning."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records, good, size = _scan(path)
+    if good < size:
+        warnings.warn(f"{path}: ignoring a torn last line ({size - good} bytes, an interrupted write)",
+                      RecordsWarning, stacklevel=2)
+    return records
+
+
+def repair(path: str | Path) -> int:
+    """Cut a torn last line off so appends start on a fresh line; returns the bytes removed."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    _, good, size = _scan(path)
+    if good < size:
+        warnings.warn(f"{path}: cutting off a torn last line ({size - good} bytes) before appending",
+                      RecordsWarning, stacklevel=2)
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    return size - good
+
+
+class RecordWriter:
+    """Appends records a chunk at a time: one write, flushed (and fsynced if asked) per chunk."""
+
+    def __init__(self, path: str | Path, fsync: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        repair(self.path)
+        self.fsync = fsync
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def write(self, records: Iterable[dict[str, Any]]) -> int:
+        lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in records]
+        if lines:
+            self._f.write("".join(lines))
+            self._f.flush()
+            if self.fsync:
+                os.fsync(self._f.fileno())
+        return len(lines)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def iter_dir(directory: str | Path) -> Iterator[dict[str, Any]]:
+    for path in shard_files(directory):
+        yield from read_records(path)
+
+
+def load_dir(directory: str | Path) -> list[dict[str, Any]]:
+    """The union of all shard files, one record per key (the first seen if two runs overlapped)."""
+    seen: dict[Key, dict[str, Any]] = {}
+    dups = 0
+    for rec in iter_dir(directory):
+        k = record_key(rec)
+        if k in seen:
+            dups += 1
+        else:
+            seen[k] = rec
+    if dups:
+        warnings.warn(f"{directory}: {dups} duplicate records (same problem, model, method, budget, seed) "
+                      f"ignored; were two runs writing here at once?", RecordsWarning, stacklevel=2)
+    return list(seen.values())
+
+
+def merge(directory: str | Path, out: str | Path) -> int:
+    """Write the merged records of every shard to one file; returns how many."""
+    records = load_dir(directory)
+    tmp = Path(str(out) + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, out)
+    return len(records)

@@ -1,0 +1,495 @@
+"""From records to findings: a Table-1-style table, saturating fits, Pareto frontier, plots.
+
+Accuracy is averaged over problems per seed, then over seeds; its standard error is over
+seeds (sample std / sqrt(k)) when there are several, else over problems. FLOPs are means
+per problem, recomputed from each record's ledger token counts (``ComputeLedger``), so the
+paper-convention and full-cost numbers cannot drift from the tokens actually counted.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .records import load_dir
+from .sweep import ledger_of
+
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+ORACLE = "oracle"  # pass@n: some candidate is right (an upper bound for any voting rule)
+DEFAULT_RULE = "weighted"
+
+
+# ---------------------------------------------------------------------------------------------
+# Table
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Row:
+    model: str
+    method: str
+    rule: str
+    budget: int
+    paper_flops: float
+    full_flops: float
+    accuracy: float  # fraction
+    stderr: float
+    n_problems: int
+    n_seeds: int
+    derived: bool  # some records derived by subsampling a larger run
+
+
+def _correct(rec: dict[str, Any], rule: str) -> bool | None:
+    if rule == ORACLE:
+        return rec.get("oracle_correct")
+    v = rec.get("votes", {}).get(rule)
+    return None if v is None else bool(v["correct"])
+
+
+def rules_in(records: Iterable[dict[str, Any]]) -> list[str]:
+    keys: set[str] = set()
+    for r in records:
+        keys.update(r.get("votes", {}))
+    order = {"majority": 0, "best_of_n": 1, "weighted": 2}
+    return sorted(keys, key=lambda k: (order.get(k.split("/")[0], 9), k))
+
+
+def resolve_rule(rule: str, available: Sequence[str]) -> str:
+    """"weighted" -> "weighted/last" (or the first weighted key present); exact keys pass through."""
+    if rule in available or rule == ORACLE:
+        return rule
+    matches = [k for k in available if k.split("/")[0] == rule]
+    if not matches:
+        raise ValueError(f"no voting rule {rule!r} in these records; they have {list(available) + [ORACLE]}")
+    return next((k for k in matches if k.endswith("/last")), matches[0])
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error (sample std with ddof=1, over sqrt(n)); SE is 0 for one value."""
+    a = np.asarray(values, dtype=float)
+    if a.size == 0:
+        return math.nan, math.nan
+    se = float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else 0.0
+    return float(a.mean()), se
+
+
+def summarize(records: Sequence[dict[str, Any]], rules: Sequence[str] | None = None) -> list[Row]:
+    """One row per (model, method, rule, budget)."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[(r["model"], r["method"], r["budget"])].append(r)
+    rules = list(rules) if rules is not None else rules_in(records) + [ORACLE]
+    rows = []
+    for (model, method, budget), recs in sorted(groups.items()):
+        ledgers = [ledger_of(r) for r in recs]
+        paper = float(np.mean([lg.paper_flops for lg in ledgers]))
+        full = float(np.mean([lg.full_flops for lg in ledgers]))
+        derived = any(r.get("derived_from") for r in recs)
+        for rule in rules:
+            by_seed: dict[int, list[bool]] = defaultdict(list)
+            for r in recs:
+                c = _correct(r, rule)
+                if c is not None:
+                    by_seed[r["seed"]].append(c)
+            if not by_seed:
+                continue
+            if len(by_seed) > 1:
+                acc, se = mean_se([float(np.mean(v)) for v in by_seed.values()])
+            else:
+                acc, se = mean_se([float(c) for c in next(iter(by_seed.values()))])
+            n = len({r["problem_id"] for r in recs if _correct(r, rule) is not None})
+            rows.append(Row(model, method, rule, budget, paper, full, acc, se, n, len(by_seed), derived))
+    return _ordered(rows, records, rules)
+
+
+def _ordered(rows: list[Row], records: Sequence[dict[str, Any]], rules: Sequence[str]) -> list[Row]:
+    """Smaller models first, cheaper methods first (greedy before sampling), then budget."""
+    size: dict[str, float] = {}
+    for r in records:
+        size.setdefault(r["model"], r["ledger"].get("policy_params", 0))
+    cost: dict[str, float] = {}
+    for r in rows:
+        cost[r.method] = min(cost.get(r.method, math.inf), r.paper_flops)
+    rank = {rule: i for i, rule in enumerate(rules)}
+    return sorted(rows, key=lambda r: (size.get(r.model, 0), r.model, cost[r.method], r.method, r.budget,
+                                       rank.get(r.rule, len(rank))))
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    head = ("model", "method", "rule", "budget", "paper FLOPs", "full FLOPs", "accuracy %", "n")
+    body = [(r.model, r.method, r.rule, str(r.budget), f"{r.paper_flops:.3g}", f"{r.full_flops:.3g}",
+             f"{100 * r.accuracy:.1f} ± {100 * r.stderr:.1f}", f"{r.n_problems}" + (f" x{r.n_seeds}" if r.n_seeds > 1 else "")
+             + ("*" if r.derived else "")) for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
+
+
+def markdown_table(header: Sequence[str], body: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Saturating fit: acc = a - b * exp(-c * (log10 F - log10 F0)), numpy only
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SaturatingFit:
+    """a: the asymptote; b: the gap to it at F0 (the smallest FLOPs fitted); c: rate per decade."""
+
+    a: float
+    b: float
+    c: float
+    f0: float
+    rmse: float
+    n: int
+
+    def predict(self, flops: float | np.ndarray) -> float | np.ndarray:
+        return self.a - self.b * np.exp(-self.c * (np.log10(flops) - math.log10(self.f0)))
+
+
+def fit_saturating(flops: Sequence[float], acc: Sequence[float]) -> SaturatingFit | None:
+    """Least squares with (a, b) solved exactly for each rate c (the model is linear in them),
+    c found by a log-spaced grid then golden-section refinement. Needs 3 distinct FLOPs."""
+    x, y = np.log10(np.asarray(flops, float)), np.asarray(acc, float)
+    if len(np.unique(x)) < 3:
+        return None
+    x0 = float(x.min())
+
+    def solve(c: float) -> tuple[float, np.ndarray]:
+        design = np.stack([np.ones_like(x), -np.exp(-c * (x - x0))], axis=1)
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        resid = y - design @ coef
+        return float(resid @ resid), coef
+
+    grid = np.geomspace(1e-3, 30.0, 241)
+    sse = np.array([solve(c)[0] for c in grid])
+    i = int(np.argmin(sse))
+    lo, hi = math.log(grid[max(i - 1, 0)]), math.log(grid[min(i + 1, len(grid) - 1)])
+    g = (math.sqrt(5) - 1) / 2
+    for _ in range(60):
+        m1, m2 = hi - g * (hi - lo), lo + g * (hi - lo)
+        if solve(math.exp(m1))[0] <= solve(math.exp(m2))[0]:
+            hi = m2
+        else:
+            lo = m1
+    c = math.exp((lo + hi) / 2)
+    err, (a, b) = solve(c)
+    if sse[i] < err:  # the grid point was better (flat valley): keep it
+        c = float(grid[i])
+        err, (a, b) = solve(c)
+    return SaturatingFit(float(a), float(b), float(c), 10 ** x0, math.sqrt(err / len(x)), len(x))
+
+
+@dataclass(frozen=True)
+class FitRow:
+    model: str
+    method: str
+    rule: str
+    fit: SaturatingFit
+    max_flops: float
+
+    @property
+    def extrapolated(self) -> float:
+        """Predicted accuracy at 10x the largest budget's FLOPs."""
+        return float(self.fit.predict(10 * self.max_flops))
+
+
+def fit_curves(rows: Sequence[Row], rule: str) -> list[FitRow]:
+    out = []
+    for (model, method), pts in _curves(rows, rule).items():
+        fit = fit_saturating([p.paper_flops for p in pts], [p.accuracy for p in pts])
+        if fit is not None:
+            out.append(FitRow(model, method, rule, fit, max(p.paper_flops for p in pts)))
+    return out
+
+
+def _curves(rows: Sequence[Row], rule: str) -> dict[tuple[str, str], list[Row]]:
+    curves: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for r in rows:
+        if r.rule == rule and r.paper_flops > 0:
+            curves[(r.model, r.method)].append(r)
+    return {k: sorted(v, key=lambda r: r.paper_flops) for k, v in sorted(curves.items())}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pareto frontier and compute-optimal model
+# ---------------------------------------------------------------------------------------------
+def pareto(rows: Sequence[Row], rule: str) -> list[Row]:
+    """Points no other point beats with fewer or equal FLOPs: the compute-optimal choices."""
+    pts = sorted((r for r in rows if r.rule == rule and r.paper_flops > 0), key=lambda r: (r.paper_flops, -r.accuracy))
+    front, best = [], -math.inf
+    for r in pts:
+        if r.accuracy > best:
+            front.append(r)
+            best = r.accuracy
+    return front
+
+
+def best_per_model(rows: Sequence[Row], rule: str, budgets: Sequence[float]) -> dict[str, list[float]]:
+    """For each model, the best accuracy any of its settings reaches within each FLOPs budget."""
+    out = {}
+    for model in sorted({r.model for r in rows}):
+        mine = [r for r in rows if r.model == model and r.rule == rule and r.paper_flops > 0]
+        out[model] = [max((r.accuracy for r in mine if r.paper_flops <= c), default=math.nan) for c in budgets]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference points (the paper)
+# ---------------------------------------------------------------------------------------------
+def load_reference(name: str) -> list[dict[str, Any]]:
+    """``<family>-<dataset>``, e.g. llemma-math500 (Llemma-7B and -34B) or paper-gsm8k (every model)."""
+    family, _, dataset = name.rpartition("-")
+    with open(REFERENCE_DIR / "llemma.json", encoding="utf-8") as f:
+        doc = json.load(f)
+    pts = [p for p in doc["points"] if p["dataset"] == dataset
+           and (family == "paper" or p["model"].lower().startswith(family.lower()))]
+    if not pts:
+        datasets = sorted({p["dataset"] for p in doc["points"]})
+        raise ValueError(f"no reference points for {name!r}; use <family>-<dataset> with family llemma, mistral, "
+                         f"llama3 or paper and dataset one of {datasets}")
+    return pts
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+# ---------------------------------------------------------------------------------------------
+def _style(models: Sequence[str], methods: Sequence[str]):
+    colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    markers = {m: "osD^vP*Xh<>"[i % 11] for i, m in enumerate(methods)}
+    return colors, markers
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_accuracy(rows: Sequence[Row], rule: str, path: Path, reference: Sequence[dict] = (),
+                  fits: Sequence[FitRow] = (), title: str = "") -> None:
+    plt = _plt()
+    curves = _curves(rows, rule)
+    colors, markers = _style(sorted({m for m, _ in curves}), sorted({k for _, k in curves}))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (model, method), pts in curves.items():
+        ax.errorbar([p.paper_flops for p in pts], [100 * p.accuracy for p in pts],
+                    yerr=[100 * p.stderr for p in pts], color=colors[model], marker=markers[method],
+                    capsize=2, label=f"{model} {method}")
+    for f in fits:
+        xs = np.geomspace(f.fit.f0, 10 * f.max_flops, 60)
+        ax.plot(xs, 100 * f.fit.predict(xs), ls=":", lw=1, color=colors.get(f.model, "gray"))
+    base = rule.split("/")[0]
+    for p in reference:
+        if p["rule"] in (base, "greedy"):
+            ax.scatter(p["paper_flops"], p["accuracy_pct"], marker="x", color="k", s=30, zorder=5)
+            ax.annotate(f"{p['model']} {p['method']} {p['budget']}", (p["paper_flops"], p["accuracy_pct"]),
+                        fontsize=6, xytext=(3, 2), textcoords="offset points")
+    if reference:
+        ax.scatter([], [], marker="x", color="k", label="paper (Wu et al. 2024)")
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs per problem (2·N·generated tokens)")
+    ax.set_ylabel(f"accuracy % ({rule})")
+    ax.set_title(title or "Accuracy vs inference compute (dotted: saturating fit)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def plot_pareto(rows: Sequence[Row], rule: str, path: Path) -> None:
+    plt = _plt()
+    pts = [r for r in rows if r.rule == rule and r.paper_flops > 0]
+    models, methods = sorted({r.model for r in pts}), sorted({r.method for r in pts})
+    colors, markers = _style(models, methods)
+    front = pareto(rows, rule)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in pts:
+        ax.scatter(r.paper_flops, 100 * r.accuracy, color=colors[r.model], marker=markers[r.method], alpha=0.6)
+    if front:
+        ax.step([r.paper_flops for r in front], [100 * r.accuracy for r in front], where="post", color="k", lw=1.2,
+                label="Pareto frontier")
+        for r in front:
+            ax.annotate(f"{r.model} {r.method} {r.budget}", (r.paper_flops, 100 * r.accuracy), fontsize=6,
+                        xytext=(3, -8), textcoords="offset points")
+    for m in models:
+        ax.scatter([], [], color=colors[m], label=m)
+    for k in methods:
+        ax.scatter([], [], color="gray", marker=markers[k], label=k)
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs per problem (2·N·generated tokens)")
+    ax.set_ylabel(f"accuracy % ({rule})")
+    ax.set_title("Every (model, method, budget); the frontier is compute-optimal")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def plot_levels(by_level: dict[Any, list[Row]], rule: str, path: Path) -> None:
+    plt = _plt()
+    levels = sorted(by_level)
+    all_rows = [r for rows in by_level.values() for r in rows if r.rule == rule]
+    colors, markers = _style(sorted({r.model for r in all_rows}), sorted({r.method for r in all_rows}))
+    fig, axes = plt.subplots(1, len(levels), figsize=(3.2 * len(levels), 3.4), sharey=True, squeeze=False)
+    for ax, level in zip(axes[0], levels):
+        for (model, method), pts in _curves(by_level[level], rule).items():
+            ax.plot([p.paper_flops for p in pts], [100 * p.accuracy for p in pts], color=colors[model],
+                    marker=markers[method], label=f"{model} {method}")
+        ax.set_xscale("log")
+        ax.set_title(f"level {level}")
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("FLOPs")
+    axes[0][0].set_ylabel(f"accuracy % ({rule})")
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_compute_optimal(rows: Sequence[Row], rule: str, path: Path) -> None:
+    plt = _plt()
+    flops = sorted({r.paper_flops for r in rows if r.rule == rule and r.paper_flops > 0})
+    best = best_per_model(rows, rule, flops)
+    colors, _ = _style(sorted(best), [])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for model, accs in best.items():
+        ax.step(flops, [100 * a for a in accs], where="post", color=colors[model], label=f"{model}: best within budget")
+    edges = flops + [flops[-1] * 2] if flops else []
+    for lo, hi, winner in zip(edges, edges[1:], _winners(best)):
+        if winner is not None:  # bottom strip: which model is compute-optimal from this budget on
+            ax.axvspan(lo, hi, ymin=0, ymax=0.04, color=colors[winner], alpha=0.8, lw=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs budget per problem")
+    ax.set_ylabel(f"best accuracy % ({rule})")
+    ax.set_title("Compute-optimal model per budget (bottom strip: the winner)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def _winners(best: dict[str, list[float]]) -> list[str | None]:
+    models = list(best)
+    n = len(next(iter(best.values()), []))
+    out = []
+    for i in range(n):
+        scored = [(best[m][i], m) for m in models if not math.isnan(best[m][i])]
+        out.append(max(scored)[1] if scored else None)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ReportResult:
+    rows: list[Row]
+    fits: list[FitRow]
+    frontier: list[Row]
+    rule: str
+    table: str
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def report(results_dir: str | Path, out: str | Path | None = None, rule: str = DEFAULT_RULE,
+           reference: str | None = None, plots: bool = True) -> ReportResult:
+    """Summarize every records*.jsonl under ``results_dir``; write tables and plots to ``out``
+    (default: ``results_dir/report``)."""
+    results_dir = Path(results_dir)
+    records = load_dir(results_dir)
+    if not records:
+        raise FileNotFoundError(f"no records (records*.jsonl) in {results_dir}")
+    out = Path(out) if out is not None else results_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    rule = resolve_rule(rule, rules_in(records))
+    rows = summarize(records)
+    fits = fit_curves(rows, rule)
+    front = pareto(rows, rule)
+    ref = load_reference(reference) if reference else []
+    res = ReportResult(rows, fits, front, rule, format_table(rows))
+
+    res.files["table.csv"] = _write_csv(out / "table.csv", [asdict(r) for r in rows])
+    res.files["fits.csv"] = _write_csv(out / "fits.csv", [
+        {"model": f.model, "method": f.method, "rule": f.rule, **asdict(f.fit), "max_flops": f.max_flops,
+         "accuracy_at_10x": f.extrapolated} for f in fits])
+    res.files["pareto.csv"] = _write_csv(out / "pareto.csv", [asdict(r) for r in front])
+    levels = sorted({r.get("level") for r in records if r.get("level") is not None})
+    by_level = {lv: summarize([r for r in records if r.get("level") == lv], [rule]) for lv in levels}
+    if plots:
+        for name, draw in [("accuracy_vs_flops.png", lambda p: plot_accuracy(rows, rule, p, ref, fits)),
+                           ("pareto.png", lambda p: plot_pareto(rows, rule, p)),
+                           ("compute_optimal.png", lambda p: plot_compute_optimal(rows, rule, p))]:
+            draw(out / name)
+            res.files[name] = out / name
+        if by_level:
+            plot_levels(by_level, rule, out / "accuracy_by_level.png")
+            res.files["accuracy_by_level.png"] = out / "accuracy_by_level.png"
+    (out / "results.md").write_text(_markdown(res, by_level, ref, results_dir), encoding="utf-8")
+    res.files["results.md"] = out / "results.md"
+    return res
+
+
+def _write_csv(path: Path, dicts: list[dict[str, Any]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        if dicts:
+            w = csv.DictWriter(f, fieldnames=list(dicts[0]))
+            w.writeheader()
+            w.writerows(dicts)
+    return path
+
+
+def _pct(r: Row) -> str:
+    return f"{100 * r.accuracy:.1f} ± {100 * r.stderr:.1f}"
+
+
+def _markdown(res: ReportResult, by_level: dict[Any, list[Row]], ref: list[dict], results_dir: Path) -> str:
+    rows = res.rows
+    parts = [f"# Results: {results_dir}", "",
+             "FLOPs are per problem. *Paper* = 2·N_policy·generated tokens (Wu et al.'s x-axis); *full* = "
+             "2·N_policy·all tokens the policy processed + 2·N_PRM·tokens the PRM processed. Accuracy ± standard "
+             "error over seeds (over problems when there is one seed). `oracle` = some candidate is right. "
+             "`*` = includes records derived from a larger sampling run (paper FLOPs exact, full FLOPs scaled).", "",
+             "## Table", "",
+             markdown_table(["model", "method", "rule", "budget", "paper FLOPs", "full FLOPs", "accuracy %", "problems", "seeds"],
+                            [(r.model, r.method, r.rule, r.budget, f"{r.paper_flops:.3g}", f"{r.full_flops:.3g}",
+                              _pct(r) + ("*" if r.derived else ""), r.n_problems, r.n_seeds) for r in rows]), "",
+             f"## Saturating fits ({res.rule})", "",
+             "acc(F) = a − b·exp(−c·(log10 F − log10 F0)); a is the fitted ceiling, c the rate per decade of FLOPs.", ""]
+    if res.fits:
+        parts.append(markdown_table(["model", "method", "a %", "b %", "c", "F0", "rmse %", "points", "acc % at 10x largest"],
+                                    [(f.model, f.method, f"{100 * f.fit.a:.1f}", f"{100 * f.fit.b:.1f}", f"{f.fit.c:.3f}",
+                                      f"{f.fit.f0:.3g}", f"{100 * f.fit.rmse:.2f}", f.fit.n, f"{100 * f.extrapolated:.1f}")
+                                     for f in res.fits]))
+    else:
+        parts.append("No curve has three budgets or more; nothing fitted.")
+    parts += ["", f"## Pareto frontier ({res.rule}): the compute-optimal choice per budget", "",
+              markdown_table(["from paper FLOPs", "model", "method", "budget", "accuracy %"],
+                             [(f"{r.paper_flops:.3g}", r.model, r.method, r.budget, _pct(r)) for r in res.frontier])]
+    if by_level:
+        parts += ["", f"## Accuracy by difficulty level ({res.rule}), % at each budget", ""]
+        keys = sorted({(r.model, r.method, r.budget) for rs in by_level.values() for r in rs})
+        levels = sorted(by_level)
+        cell = {(lv, r.model, r.method, r.budget): r for lv, rs in by_level.items() for r in rs}
+        parts.append(markdown_table(["model", "method", "budget"] + [f"level {lv}" for lv in levels],
+                                    [(m, k, b, *[f"{100 * cell[(lv, m, k, b)].accuracy:.1f}" if (lv, m, k, b) in cell else "–"
+                                                 for lv in levels]) for m, k, b in keys]))
+    if ref:
+        parts += ["", "## Paper reference points (Wu et al. 2024)", "",
+                  markdown_table(["model", "method", "budget", "rule", "paper FLOPs", "accuracy %", "source"],
+                                 [(p["model"], p["method"], p["budget"], p["rule"], f"{p['paper_flops']:.3g}",
+                                   p["accuracy_pct"], p["table"]) for p in ref])]
+    figures = [k for k in res.files if k.endswith(".png")]
+    if figures:
+        parts += ["", "## Figures", ""] + [f"![{k}]({k})" for k in figures]
+    return "\n".join(parts) + "\n"

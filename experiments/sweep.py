@@ -1,0 +1,376 @@
+"""The sweep: every (policy, method, budget, seed) over the problems, as resumable records.
+
+One policy is loaded at a time and freed before the next. Problems go through the Runner
+in chunks (cross-problem batching inside a chunk); each chunk's records are appended as one
+flushed write, so a killed run loses at most the chunk in flight and a rerun skips every
+recorded (problem, model, method, budget, seed). Under ``accelerate launch`` problem i goes
+to process i % n, and each process appends to its own records.rank<k>.jsonl.
+
+Randomness: a record's seed and its problem id give the problem's seed (``problem_seed``),
+which the Runner uses for every sample of that problem, so a record does not depend on
+which problems shared its chunk or its process: resumed, sharded and plain runs agree.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import hashlib
+import inspect
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+from tqdm.auto import tqdm
+
+from treesearch.ledger import ComputeLedger
+from treesearch.runner import Candidate, Runner, SearchResult
+from treesearch.tree import Tree
+from treesearch.voting import answer_classes, vote
+
+from .config import (ConfigError, MethodConfig, PolicyConfig, StudyConfig, VotingConfig, config_to_dict,
+                     dump_config, incompatible_keys, resolve_device, validate)
+from .records import SCHEMA_VERSION, RecordWriter, load_dir, record_key, records_file
+
+LEDGER_FIELDS = tuple(f.name for f in dataclasses.fields(ComputeLedger))
+RESOLVED = "resolved.yaml"
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Shard:
+    """This process's slice of the problems: problem i belongs to rank i % world."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    def take(self, items: Sequence[Any]) -> list[Any]:
+        return [x for i, x in enumerate(items) if i % self.world == self.rank]
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            from accelerate import PartialState
+            PartialState().wait_for_everyone()
+
+
+def current_shard() -> Shard:
+    """The shard accelerate (or torchrun-style env vars) assigned; a plain run is one shard.
+
+    accelerate is imported only for multi-process runs: it costs seconds to import.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and "LOCAL_RANK" not in os.environ:
+        return Shard()
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return Shard(state.process_index, state.num_processes, state.local_process_index)
+
+
+def problem_seed(seed: int, problem_id: str) -> int:
+    """A 63-bit seed from the record's seed and the problem id (stable across Python runs)."""
+    digest = hashlib.blake2b(f"{seed}\x1f{problem_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFFFFFFFFFF
+
+
+# ---------------------------------------------------------------------------------------------
+# Running searches with per-problem seeds
+# ---------------------------------------------------------------------------------------------
+_RUN_HAS_SEEDS = "seeds" in inspect.signature(Runner.run).parameters
+
+
+class SeededRunner(Runner):
+    """A Runner whose problems take given seeds instead of (run seed, position in the batch).
+
+    Why: records must not change with the chunk or shard a problem landed in. Uses
+    ``Runner.run(seeds=...)`` when the core offers it; until then it sets the seed the
+    Runner keeps per problem right after the Runner creates it (before any sampling).
+    """
+
+    _seeds: Sequence[int] | None = None
+
+    def run_seeded(self, questions: Sequence[str], seeds: Sequence[int], algorithm: Any,
+                   desc: str | None = None) -> list[SearchResult]:
+        if len(seeds) != len(questions):
+            raise ValueError(f"{len(seeds)} seeds for {len(questions)} questions")
+        if _RUN_HAS_SEEDS:
+            return self.run(questions, algorithm, seeds=list(seeds), desc=desc)  # type: ignore[call-arg]
+        self._seeds = list(seeds)
+        try:
+            return self.run(questions, algorithm, desc=desc)
+        finally:
+            self._seeds = None
+
+    def _start(self, index, question, algorithm, seed):  # type: ignore[override]
+        p = super()._start(index, question, algorithm, seed)
+        if self._seeds is not None:
+            p.seed = self._seeds[index]
+        return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------------------------
+def memoized(grader: Callable[[str, str], bool]) -> Callable[[str, str], bool]:
+    """Grade each distinct pair once: voting compares the same answers again and again."""
+    memo: dict[tuple[str, str], bool] = {}
+
+    def equal(a: str, b: str) -> bool:
+        key = (a, b)
+        if key not in memo:
+            memo[key] = bool(grader(a, b))
+        return memo[key]
+
+    return equal
+
+
+def judge(candidates: Sequence[Candidate], gold: str, voting: VotingConfig,
+          grader: Callable[[str, str], bool]) -> dict[str, Any]:
+    """The answer each voting rule picks and whether it is right, plus the oracle (any right)."""
+    equal = memoized(grader)
+    votes = {}
+    for key, rule, agg in voting.keys():
+        answer = vote(candidates, rule, agg, equal=equal)
+        votes[key] = {"answer": answer, "correct": answer is not None and equal(answer, gold)}
+    classes = answer_classes(candidates, equal)
+    return {"votes": votes, "oracle_correct": any(equal(c[0].answer, gold) for c in classes),
+            "num_answered": sum(len(c) for c in classes)}
+
+
+def _sample_index(tree: Tree) -> dict[int, int]:
+    """node id -> index of the root's child it descends from (the independent sample, for sampling)."""
+    first = {c.id: i for i, c in enumerate(tree.root.children)}
+    out = {}
+    for n in tree.nodes[1:]:
+        path = Tree.path(n)
+        out[n.id] = first[path[0].id]
+    return out
+
+
+def build_record(problem: Any, model: str, method: MethodConfig, budget: int, seed: int, pseed: int,
+                 result: SearchResult, voting: VotingConfig, grader: Callable[[str, str], bool],
+                 dataset: str, store_steps: bool = False) -> dict[str, Any]:
+    samples = _sample_index(result.tree)
+    cands = []
+    for c in result.candidates:
+        d = {"answer": c.answer, "step_scores": [float(s) for s in c.step_scores], "num_tokens": c.num_tokens,
+             "finish_reason": c.finish_reason, "sample": samples.get(c.node_id, 0)}
+        if store_steps:
+            d["steps"] = list(c.steps)
+        cands.append(d)
+    return {
+        "schema": SCHEMA_VERSION, "problem_id": problem.id, "model": model, "method": method.name,
+        "budget": budget, "seed": seed, "problem_seed": pseed, "dataset": dataset, "level": problem.level,
+        "gold": problem.answer, "algorithm": method.algorithm, "params": method.params_for(budget),
+        "candidates": cands, **judge(result.candidates, problem.answer, voting, grader),
+        "ledger": result.ledger.to_dict(), "wall_time": result.wall_time, "derived_from": None,
+    }
+
+
+def candidates_of(record: dict[str, Any]) -> list[Candidate]:
+    """Candidates rebuilt from a record (step text only if it was stored)."""
+    return [Candidate(answer=c["answer"], steps=tuple(c.get("steps", ())), step_scores=tuple(c["step_scores"]),
+                      num_tokens=c["num_tokens"], finish_reason=c.get("finish_reason", ""), node_id=-1)
+            for c in record["candidates"]]
+
+
+def ledger_of(record: dict[str, Any]) -> ComputeLedger:
+    return ComputeLedger(**{k: record["ledger"][k] for k in LEDGER_FIELDS})
+
+
+def derive_record(record: dict[str, Any], budget: int, method: MethodConfig, voting: VotingConfig,
+                  grader: Callable[[str, str], bool]) -> dict[str, Any]:
+    """The record sampling at ``budget`` would give, from a run at a larger budget: its first
+    ``budget`` samples. Paper FLOPs are exact (their own generated tokens); processed-token
+    counts (full FLOPs) and wall time are scaled by the same token share, an approximation
+    because prompt encoding and PRM caching do not scale linearly."""
+    big = record["budget"]
+    if budget > big:
+        raise ValueError(f"cannot derive budget {budget} from a run at budget {big}")
+    kept = [c for c in record["candidates"] if c["sample"] < budget]
+    full = ledger_of(record)
+    total = sum(c["num_tokens"] for c in record["candidates"])
+    tokens = sum(c["num_tokens"] for c in kept)
+    exact = total == full.generated_tokens and total > 0
+    share = tokens / total if exact else budget / big
+    ledger = ComputeLedger(
+        policy_params=full.policy_params, prm_params=full.prm_params,
+        generated_tokens=tokens if exact else round(full.generated_tokens * share),
+        policy_processed_tokens=round(full.policy_processed_tokens * share),
+        prm_processed_tokens=round(full.prm_processed_tokens * share),
+        policy_calls=full.policy_calls, prm_calls=full.prm_calls)
+    sub = {**record, "candidates": kept}
+    return {**sub, "budget": budget, "params": method.params_for(budget),
+            **judge(candidates_of(sub), record["gold"], voting, grader),
+            "ledger": ledger.to_dict(), "wall_time": record["wall_time"] * share,
+            "derived_from": {"budget": big, "share": share, "exact_paper_flops": exact}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Job:
+    """One searched setting and, per problem, the budgets to record from it.
+
+    A problem whose list holds ``budget`` is searched; otherwise its records are derived
+    from the stored record at ``budget`` (sampling with subsample)."""
+
+    model: str
+    method: MethodConfig
+    budget: int
+    seed: int
+    items: list[tuple[Any, list[int]]] = field(default_factory=list)
+
+    @property
+    def to_search(self) -> list[Any]:
+        return [p for p, bs in self.items if self.budget in bs]
+
+    @property
+    def num_records(self) -> int:
+        return sum(len(bs) for _, bs in self.items)
+
+
+def plan(cfg: StudyConfig, policy: PolicyConfig, problems: Sequence[Any], done: set) -> list[Job]:
+    jobs = []
+    for m in cfg.methods:
+        runs = [(max(m.budgets), sorted(m.budgets))] if m.subsample else [(b, [b]) for b in m.budgets]
+        for budget, covered in runs:
+            for seed in cfg.seeds:
+                job = Job(policy.name, m, budget, seed)
+                for p in problems:
+                    missing = [b for b in covered if (p.id, policy.name, m.name, b, seed) not in done]
+                    if missing:
+                        job.items.append((p, missing))
+                if job.items:
+                    jobs.append(job)
+    return jobs
+
+
+# ---------------------------------------------------------------------------------------------
+# The study
+# ---------------------------------------------------------------------------------------------
+def run_study(config: StudyConfig, out: str | Path | None = None, limit: int | None = None, *,
+              progress: bool = True, allow_config_change: bool = False, shard: Shard | None = None) -> Path:
+    """Run (or resume) a whole study; returns the results directory.
+
+    ``out`` and ``limit`` override ``config.output`` and ``config.dataset.limit``.
+    """
+    cfg = dataclasses.replace(config)
+    if out is not None:
+        cfg.output = str(out)
+    if limit is not None:
+        cfg.dataset = dataclasses.replace(cfg.dataset, limit=limit)
+    validate(cfg)
+    shard = shard or current_shard()
+    results = Path(cfg.output)
+    results.mkdir(parents=True, exist_ok=True)
+    _write_resolved(cfg, results, shard, allow_config_change)
+
+    problems = cfg.dataset.load()
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"dataset {cfg.dataset.name!r} has repeated problem ids; records are keyed by id")
+    mine = shard.take(problems)
+    existing = load_dir(results)
+    done = {record_key(r) for r in existing}
+    stored = {record_key(r): r for r in existing
+              if any(m.subsample and m.name == r["method"] for m in cfg.methods)}
+    del existing
+    grader = cfg.dataset.grader_fn()
+    work = [(pol, plan(cfg, pol, mine, done)) for pol in cfg.policies]
+    total = sum(j.num_records for _, jobs in work for j in jobs)
+    desc = f"rank {shard.rank}/{shard.world}" if shard.world > 1 else "records"
+    bar = tqdm(total=total, desc=desc, unit="record", disable=not progress, dynamic_ncols=True)
+    prm = None
+    try:
+        with RecordWriter(records_file(results, shard.rank, shard.world), fsync=cfg.fsync) as writer:
+            for pol, jobs in work:
+                if not jobs:
+                    continue
+                if prm is None and cfg.prm is not None and any(j.to_search for j in jobs):
+                    prm = load_prm_for(cfg.prm, shard)
+                _run_policy(cfg, pol, jobs, prm, shard, grader, stored, writer, bar)
+                _release()
+    finally:
+        bar.close()
+        del prm
+        _release()
+    return results
+
+
+def _write_resolved(cfg: StudyConfig, results: Path, shard: Shard, allow_change: bool) -> None:
+    """Every process checks the directory's settings (so all fail alike); rank 0 writes them."""
+    path = results / RESOLVED
+    new = config_to_dict(cfg)
+    if path.exists() and not allow_change:
+        old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        bad = incompatible_keys(old, new)
+        if bad:
+            raise ConfigError(f"{path}: the records here were made with other settings ({', '.join(bad)}); "
+                              f"use another output directory, or allow_config_change / --allow-config-change "
+                              f"if the records stay comparable")
+    if shard.rank == 0:
+        dump_config(cfg, path)
+    shard.barrier()
+
+
+def load_prm_for(spec: dict[str, Any], shard: Shard):
+    """reward_models.load_prm, with an "auto"/"cuda" device mapped to this process's GPU."""
+    from reward_models import load_prm
+
+    spec = dict(spec)
+    if spec.get("device") in ("auto", "cuda"):
+        spec["device"] = resolve_device(spec["device"], shard.local_rank, shard.world > 1)
+    return load_prm(spec)
+
+
+def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], prm: Any, shard: Shard,
+                grader: Callable[[str, str], bool], stored: dict, writer: RecordWriter, bar: tqdm) -> None:
+    """All jobs of one policy; the policy lives only inside this call, so it is freed after."""
+    device = resolve_device(pol.device, shard.local_rank, shard.world > 1) if pol.backend == "transformers" else None
+    policy = None
+    runner = None
+    size = cfg.problems_per_chunk
+    for job in jobs:
+        bar.set_postfix_str(f"{job.model} {job.method.name} b={job.budget} seed={job.seed}", refresh=False)
+        derive_only = [(p, bs) for p, bs in job.items if job.budget not in bs]
+        for i in range(0, len(derive_only), size):
+            recs = []
+            for p, budgets in derive_only[i:i + size]:
+                base = stored[(p.id, job.model, job.method.name, job.budget, job.seed)]
+                recs += [derive_record(base, b, job.method, cfg.voting, grader) for b in budgets]
+            bar.update(writer.write(recs))
+        searched = [(p, bs) for p, bs in job.items if job.budget in bs]
+        if not searched:
+            continue
+        if runner is None:
+            policy = pol.load(cfg.limits, device=device)
+            runner = SeededRunner(policy, prm, cfg.limits, progress=False)
+        algorithm = job.method.algorithm_for(job.budget)
+        for i in range(0, len(searched), size):
+            chunk = searched[i:i + size]
+            seeds = [problem_seed(job.seed, p.id) for p, _ in chunk]
+            results = runner.run_seeded([p.question for p, _ in chunk], seeds, algorithm)
+            recs = []
+            for (p, budgets), s, res in zip(chunk, seeds, results):
+                rec = build_record(p, job.model, job.method, job.budget, job.seed, s, res, cfg.voting, grader,
+                                   cfg.dataset.name, cfg.store_steps)
+                recs.append(rec)
+                recs += [derive_record(rec, b, job.method, cfg.voting, grader) for b in budgets if b != job.budget]
+            bar.update(writer.write(recs))
+    del runner, policy
+
+
+def _release() -> None:
+    """Give a freed model's memory back (GPU caches included) before the next one loads."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
