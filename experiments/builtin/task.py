@@ -1,8 +1,8 @@
 """Built-in miniature reasoning task: chained arithmetic in the paper's step format.
 
-A question lists a start value and 1-5 operations ("Start at 37. Add 8. Multiply by 3.").
-The gold solution applies them one line at a time, the running value always the left
-operand, then states the answer on its own line::
+A question is a start value and 1-5 operations to apply in order ("Compute 37 + 8 * 3
+left to right."). The gold solution applies them one line at a time, the running value
+always the left operand, then states the answer on its own line::
 
     Step 1: 37 + 8 = 45
     Step 2: 45 * 3 = 135
@@ -14,6 +14,12 @@ rates exact and lets a process reward model be labelled without a judge; and a ~
 parameter model learns it on a laptop CPU in minutes, with errors that look like LLM
 errors on math (carries, multi-digit products, borrows, losing track of which
 instruction comes next).
+
+Why an expression and not words ("Start at 37. Add 8. Multiply by 3."): a probe with the
+worded form and a 1M-parameter model learnt nothing useful in 8 CPU minutes. With the
+expression, step k's "op b" is a verbatim copy of the question text right after step
+k-1's "op b" (an induction-head lookup), and the question is half as many characters,
+so tiny models learn the bookkeeping fast and the remaining errors are arithmetic.
 
 Difficulty knobs (see ``LEVELS``): number of operations and the size of the numbers.
 Train and test are disjoint by construction: a question belongs to the test side iff a
@@ -28,12 +34,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
-OPS: dict[str, str] = {"+": "Add {b}.", "-": "Subtract {b}.", "*": "Multiply by {b}."}
-_INSTR_RE = re.compile(r"(Add|Subtract|Multiply by) (\d+)\.")
-_START_RE = re.compile(r"^Start at (\d+)\.")
+OPS = ("+", "-", "*")
+_QUESTION_RE = re.compile(r"^Compute (\d+)((?: [-+*] \d+)+) left to right\.$")
+_INSTR_RE = re.compile(r" ([-+*]) (\d+)")
 _STEP_RE = re.compile(r"^Step (\d+): (-?\d+) ([-+*]) (\d+) = (-?\d+)\s*$")
 _ANSWER_RE = re.compile(r"^The answer is (-?\d+)\s*$")
-_WORD_TO_OP = {"Add": "+", "Subtract": "-", "Multiply by": "*"}
 
 TEST_SEED = 20240801
 TEST_BUCKETS = 10  # one bucket in ten of the question space is reserved for test
@@ -116,7 +121,7 @@ def _feasible(a: int, spec: LevelSpec) -> list[tuple[str, range]]:
 
 def render(start: int, ops: Sequence[tuple[str, int]]) -> tuple[str, list[str], int]:
     """Question text, gold step lines and the answer for a start value and operations."""
-    question = " ".join([f"Start at {start}."] + [OPS[op].format(b=b) for op, b in ops])
+    question = f"Compute {start}" + "".join(f" {op} {b}" for op, b in ops) + " left to right."
     steps, value = [], start
     for k, (op, b) in enumerate(ops, 1):
         new = apply_op(value, op, b)
@@ -145,22 +150,28 @@ def is_test_question(question: str) -> bool:
     return int(hashlib.sha256(question.encode()).hexdigest()[:8], 16) % TEST_BUCKETS == 0
 
 
-def stream(seed: int, levels: Sequence[int] = (1, 2, 3, 4, 5), split: str | None = None) -> Iterator[BuiltinProblem]:
-    """Endless deduplicated problems, levels cycled uniformly; ``split`` filters by partition."""
+def stream(seed: int, levels: Sequence[int] = (1, 2, 3, 4, 5), split: str | None = None, dedup: bool = True) -> Iterator[BuiltinProblem]:
+    """Problems with levels cycled uniformly; ``split`` filters by partition.
+
+    With ``dedup`` no question repeats (finite sets; raises once a level's question space
+    is used up); without it the stream is endless (training: the small level-1 space
+    of ~9k questions simply recurs).
+    """
     rng = random.Random(seed)
     seen: set[str] = set()
     i = misses = 0
     while True:
         level = levels[i % len(levels)]
         p = sample_problem(rng, level)
-        if p.question in seen:
+        if dedup and p.question in seen:
             misses += 1
             if misses > 100_000:
                 raise RuntimeError(f"level {level} question space exhausted ({len(seen)} distinct)")
             continue
         if split is not None and is_test_question(p.question) != (split == "test"):
             continue
-        seen.add(p.question)
+        if dedup:
+            seen.add(p.question)
         i, misses = i + 1, 0
         yield p
 
@@ -181,7 +192,7 @@ def train_split(n: int, seed: int = 0, levels: Sequence[int] = (1, 2, 3, 4, 5)) 
 
 def train_stream(seed: int = 0, levels: Sequence[int] = (1, 2, 3, 4, 5)) -> Iterator[BuiltinProblem]:
     """Endless training problems (no test question can appear, see ``is_test_question``)."""
-    return stream(seed + 1, levels, split="train")
+    return stream(seed + 1, levels, split="train", dedup=False)
 
 
 def test_split(n: int = 500, levels: Sequence[int] = (1, 2, 3, 4, 5)) -> list[BuiltinProblem]:
@@ -193,11 +204,10 @@ def test_split(n: int = 500, levels: Sequence[int] = (1, 2, 3, 4, 5)) -> list[Bu
 
 def parse_question(question: str) -> tuple[int, list[tuple[str, int]]] | None:
     """(start, [(op, b), ...]) from a question, or None if it is not a task question."""
-    m = _START_RE.match(question.strip())
+    m = _QUESTION_RE.match(question.strip())
     if not m:
         return None
-    ops = [(_WORD_TO_OP[w], int(b)) for w, b in _INSTR_RE.findall(question)]
-    return int(m.group(1)), ops
+    return int(m.group(1)), [(op, int(b)) for op, b in _INSTR_RE.findall(m.group(2))]
 
 
 def parse_step(step: str) -> tuple[int, str, int, int] | None:

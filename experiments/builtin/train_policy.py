@@ -53,6 +53,7 @@ SIZES: dict[str, ModelSize] = {
 class TrainConfig:
     size: str
     minutes: float
+    max_steps: int | None = None  # optional step budget too: whichever ends first
     seed: int = 0
     batch_size: int = 64
     lr: float = 3e-3
@@ -210,10 +211,11 @@ def train(cfg: TrainConfig, work_dir: Path, resume: bool) -> tuple[LlamaForCausa
     model.train()
     t0, last_ckpt, ema = time.time() - elapsed, time.time(), None
     bar = tqdm(total=int(budget), unit="s", desc=f"train {cfg.size}", initial=int(elapsed), mininterval=5)
-    while (elapsed := time.time() - t0) < budget:
+    while (elapsed := time.time() - t0) < budget and step < (cfg.max_steps or math.inf):
         ids, mask, labels = next(data)
+        frac = max(elapsed / budget, step / cfg.max_steps if cfg.max_steps else 0.0)
         for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step, elapsed / budget)
+            g["lr"] = lr_at(cfg, step, frac)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -284,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=sorted(SIZES), required=True)
     ap.add_argument("--minutes", type=float, required=True)
+    ap.add_argument("--max-steps", type=int, default=None, help="also stop after this many optimizer steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--work-dir", type=Path, default=None, help="training state for --resume (default runs/builtin/policy-SIZE)")
@@ -292,8 +295,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     ap.add_argument("--threads", type=int, default=TrainConfig.threads)
     ap.add_argument("--eval-n", type=int, default=TrainConfig.eval_n)
+    ap.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps)
     args = ap.parse_args(argv)
-    cfg = TrainConfig(size=args.size, minutes=args.minutes, seed=args.seed, lr=args.lr, batch_size=args.batch_size, threads=args.threads, eval_n=args.eval_n)
+    cfg = TrainConfig(size=args.size, minutes=args.minutes, max_steps=args.max_steps, seed=args.seed, lr=args.lr, batch_size=args.batch_size, threads=args.threads, eval_n=args.eval_n, warmup_steps=args.warmup_steps)
     work_dir = args.work_dir or Path("runs/builtin") / f"policy-{args.size}"
     command = "python -m experiments.builtin.train_policy " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
 

@@ -1,0 +1,112 @@
+"""The built-in task: generator, gold checking, tokenizer round-trip, committed checkpoints."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from experiments.builtin import task
+from experiments.builtin.task import (
+    BuiltinProblem,
+    arithmetic_ok,
+    check_solution,
+    generate,
+    grade_steps,
+    on_gold_path,
+    parse_question,
+    parse_step,
+    train_split,
+)
+from experiments.builtin.task import test_split as fixed_test_split  # not test_*: pytest would collect it
+from experiments.builtin.tokenizer import build_tokenizer, encode_example
+from treesearch.step_format import StepFormat
+
+CHECKPOINTS = Path(task.__file__).parent / "checkpoints"
+SIZES = ("small", "medium", "large")
+
+
+def test_generator_is_deterministic_per_seed() -> None:
+    assert generate(50, seed=3) == generate(50, seed=3)
+    assert generate(50, seed=3) != generate(50, seed=4)
+    assert fixed_test_split(40) == fixed_test_split(40)
+    assert fixed_test_split(500)[:100] == fixed_test_split(100)  # prefixes nest
+
+
+def test_train_and_test_never_overlap() -> None:
+    test_q = {p.question for p in fixed_test_split(500)}
+    for seed in (0, 1):
+        train_q = {p.question for p in train_split(3000, seed=seed)}
+        assert not train_q & test_q
+    assert len(test_q) == 500  # deduplicated
+
+
+def test_gold_solutions_check_out_and_all_levels_present() -> None:
+    problems = fixed_test_split(500) + train_split(1000, seed=0)
+    assert all(check_solution(p) for p in problems)
+    assert task.level_counts(fixed_test_split(500)) == {lv: 100 for lv in range(1, 6)}
+    fmt = StepFormat.preset("newline")
+    for p in problems[:200]:
+        assert isinstance(p, BuiltinProblem) and isinstance(p.answer, str)
+        assert 2 <= len(p.solution_steps) <= 6
+        assert all(s.endswith("\n") and s.count("\n") == 1 for s in p.solution_steps)
+        assert fmt.extract_answer(p.solution_steps[-1]) == p.answer
+        assert all(fmt.extract_answer(s) is None for s in p.solution_steps[:-1])
+        start, ops = parse_question(p.question)
+        assert len(ops) == len(p.solution_steps) - 1
+
+
+def test_parse_step_and_grading_catch_errors() -> None:
+    assert parse_step("Step 2: 45 * 3 = 135\n") == (45, "*", 3, 135)
+    assert parse_step("The answer is 135\n") is None
+    assert parse_step("Step 2: 45 * = 135") is None
+    assert arithmetic_ok("Step 1: 37 + 8 = 45\n") and not arithmetic_ok("Step 1: 37 + 8 = 46\n")
+    q = "Compute 37 + 8 * 3 left to right."
+    gold = ["Step 1: 37 + 8 = 45\n", "Step 2: 45 * 3 = 135\n", "The answer is 135\n"]
+    assert all(g.ok for g in grade_steps(q, gold))
+    bad = ["Step 1: 37 + 8 = 46\n", "Step 2: 46 * 3 = 138\n", "The answer is 138\n"]
+    assert [g.kind for g in grade_steps(q, bad)] == ["arith", "ok", "ok"]
+    assert on_gold_path(q, bad) == [False, False, False]
+    skipped = ["Step 1: 37 * 3 = 111\n", "The answer is 111\n"]
+    assert [g.kind for g in grade_steps(q, skipped)] == ["copy", "answer"]
+
+
+def test_tokenizer_round_trips_task_text() -> None:
+    tok = build_tokenizer()
+    for p in fixed_test_split(50):
+        text = p.question + "\n" + p.solution
+        ids = tok.encode(text, add_special_tokens=False)
+        assert len(ids) == len(text)  # one token per character
+        assert tok.decode(ids) == text
+        assert tok.decode(tok.encode(text), skip_special_tokens=True) == text
+    ids, n_prompt = encode_example(tok, "Compute 2 + 3 left to right.", ["Step 1: 2 + 3 = 5\n", "The answer is 5\n"])
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    assert tok.decode(ids[1:n_prompt]) == "Compute 2 + 3 left to right.\n"
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_committed_checkpoint_loads_offline_and_writes_steps(size: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = CHECKPOINTS / f"policy-{size}"
+    assert (path / "model.safetensors").exists() and (path / "README.md").exists()
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    text = "Compute 37 + 8 * 3 left to right.\nStep 1: 37 + 8 = 45\n  The answer is 135\n"
+    assert tok.decode(tok.encode(text), skip_special_tokens=True) == text
+
+    problems = generate(6, seed=11, levels=[1, 2])
+    enc = tok([p.question + "\n" for p in problems], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=60, do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    fmt = StepFormat.preset("newline")
+    n_correct = 0
+    for p, t in zip(problems, texts):
+        lines = t.splitlines(keepends=True)
+        assert lines and all(parse_step(s) is not None for s in lines[:-1]), t
+        answer = fmt.extract_answer(lines[-1])
+        assert answer is not None, t
+        n_correct += answer == p.answer
+    assert n_correct >= 1  # weak sanity check: easy problems are not all wrong
