@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from .kv_cache import CacheEntry, PrefixKVStore
 from .protocols import ExpandOutput, ExpandRequest, StepSample
@@ -33,23 +34,60 @@ def non_embedding_parameters(model: torch.nn.Module) -> int:
     return total
 
 
+class _GrowingLayer(DynamicLayer):
+    """A KV cache layer with spare capacity: a decode step writes in place instead of
+    concatenating (which copies the whole cache at every token)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int | None = None, spare: int = 64):
+        super().__init__()
+        if length is None:  # copy into a new buffer with room to grow
+            length = keys.shape[2]
+            self._k = keys.new_empty((*keys.shape[:2], length + spare, keys.shape[3]))
+            self._v = values.new_empty((*values.shape[:2], length + spare, values.shape[3]))
+            self._k[:, :, :length], self._v[:, :, :length] = keys, values
+        else:  # adopt a buffer that already has room
+            self._k, self._v = keys, values
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+        self._set_length(length)
+
+    def _set_length(self, n: int) -> None:
+        self._n = n
+        self.keys, self.values = self._k[:, :, :n], self._v[:, :, :n]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        end = self._n + key_states.shape[2]
+        if end > self._k.shape[2]:
+            self.__init__(self.keys, self.values, spare=max(64, end))  # double the room
+        self._k[:, :, self._n:end] = key_states
+        self._v[:, :, self._n:end] = value_states
+        self._set_length(end)
+        return self.keys, self.values
+
+    def select(self, idx: torch.Tensor) -> _GrowingLayer:
+        return _GrowingLayer(self._k[idx], self._v[idx], self._n)
+
+
+def _cache(keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> DynamicCache:
+    cache = DynamicCache()
+    cache.layers = [_GrowingLayer(k, v) for k, v in zip(keys, values)]
+    return cache
+
+
 @dataclass
 class _Rows:
-    """A batch of rows in decode layout: per layer keys/values [rows, heads, L, dim], left-padded."""
+    """A batch of rows in decode layout: a left-padded KV cache, its mask and the next-token logits."""
 
-    keys: list[torch.Tensor]
-    values: list[torch.Tensor]
+    cache: DynamicCache
     mask: torch.Tensor  # [rows, L]
-    logits: torch.Tensor  # [rows, vocab], next-token logits
+    logits: torch.Tensor  # [rows, vocab]
+
+    def kv(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        return [l.keys for l in self.cache.layers], [l.values for l in self.cache.layers]
 
     def select(self, idx: torch.Tensor) -> _Rows:
-        return _Rows([k[idx] for k in self.keys], [v[idx] for v in self.values], self.mask[idx], self.logits[idx])
-
-    def cache(self) -> DynamicCache:
         cache = DynamicCache()
-        for i, (k, v) in enumerate(zip(self.keys, self.values)):
-            cache.update(k, v, i)
-        return cache
+        cache.layers = [l.select(idx) for l in self.cache.layers]
+        return _Rows(cache, self.mask[idx], self.logits[idx])
 
     @staticmethod
     def concat(parts: list[_Rows]) -> _Rows:
@@ -66,17 +104,12 @@ class _Rows:
             shape[dim] = extra
             return torch.cat([t.new_zeros(shape), t], dim=dim)
 
-        n_layers = len(parts[0].keys)
-        return _Rows([torch.cat([pad(p.keys[i], 2) for p in parts]) for i in range(n_layers)],
-                     [torch.cat([pad(p.values[i], 2) for p in parts]) for i in range(n_layers)],
+        kvs = [p.kv() for p in parts]
+        n_layers = len(kvs[0][0])
+        return _Rows(_cache([torch.cat([pad(k[i], 2) for k, _ in kvs]) for i in range(n_layers)],
+                            [torch.cat([pad(v[i], 2) for _, v in kvs]) for i in range(n_layers)]),
                      torch.cat([pad(p.mask, 1) for p in parts]),
                      torch.cat([p.logits for p in parts]))
-
-
-def _layers(cache: DynamicCache) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    if hasattr(cache, "layers"):
-        return [l.keys for l in cache.layers], [l.values for l in cache.layers]
-    return list(cache.key_cache), list(cache.value_cache)  # transformers < 4.56
 
 
 class TransformersPolicy:
@@ -184,15 +217,14 @@ class TransformersPolicy:
 
         gen: list[list[int]] = [[] for _ in owner]
         reasons: list[str] = [""] * len(owner)
-        active = list(range(len(owner)))  # batch position -> sample index
-        t = 0
-        while active:
+        slots = list(range(len(owner)))  # batch row -> sample index, or -1 once that sample has finished
+        live, t = len(slots), 0
+        while True:
             tok = self._sample(rows.logits, seeds, greedy, t)
-            tok_list = tok.tolist()
-            may_stop = self._may_stop[tok].tolist()
-            is_eos = self._eos_mask[tok].tolist()
-            done_pos = []
-            for b, s in enumerate(active):
+            tok_list, may_stop, is_eos = tok.tolist(), self._may_stop[tok].tolist(), self._eos_mask[tok].tolist()
+            for b, s in enumerate(slots):
+                if s < 0:
+                    continue
                 gen[s].append(tok_list[b])
                 if is_eos[b]:
                     reasons[s] = "eos"
@@ -201,18 +233,18 @@ class TransformersPolicy:
                 elif len(gen[s]) >= caps[s]:
                     reasons[s] = "step_cap"
                 if reasons[s]:
-                    done_pos.append(b)
-            if self.reuse_kv:
-                for b in done_pos:
-                    self._keep(reqs[owner[active[b]]].prefix_ids, gen[active[b]], reasons[active[b]], rows, b)
-            if len(done_pos) == len(active):
+                    if self.reuse_kv:
+                        self._keep(reqs[owner[s]].prefix_ids, gen[s], reasons[s], rows, b)
+                    slots[b] = -1
+                    live -= 1
+            if live == 0:
                 break
-            if done_pos:
-                keep = [b for b in range(len(active)) if b not in set(done_pos)]
-                idx = torch.tensor(keep, device=self.device)
-                rows, tok, seeds, greedy = rows.select(idx), tok[idx], seeds[idx], greedy[idx]
-                active = [active[b] for b in keep]
-            rows = self._step(rows, tok, [len(reqs[owner[s]].prefix_ids) + t for s in active])
+            if (len(slots) - live) * 8 >= len(slots):  # drop finished rows once they are an eighth of the batch
+                keep = torch.tensor([b for b, s in enumerate(slots) if s >= 0], device=self.device)
+                rows, tok, seeds, greedy = rows.select(keep), tok[keep], seeds[keep], greedy[keep]
+                slots = [s for s in slots if s >= 0]
+            positions = [len(reqs[owner[s]].prefix_ids) + t if s >= 0 else 0 for s in slots]
+            rows = self._step(rows, tok, positions)
             t += 1
 
         outs = []
@@ -247,30 +279,32 @@ class TransformersPolicy:
             mask[b, n_cache + n_in - len(feed):] = 1
             pos[b, n_in - len(feed):] = torch.arange(c, c + len(feed))
             fed.append(len(feed))
-        cache = DynamicCache()
         if n_cache:
             ref = next(e for e in entries if e is not None).kv
 
             def left_padded(t: torch.Tensor) -> torch.Tensor:
                 return torch.cat([t.new_zeros((t.shape[0], n_cache - t.shape[1], t.shape[2])), t], 1)
 
-            for layer, (k_ref, _) in enumerate(ref):
-                ks = [left_padded(e.kv[layer][0][:, :c] if e else k_ref[:, :0]) for e, c in zip(entries, use)]
-                vs = [left_padded(e.kv[layer][1][:, :c] if e else k_ref[:, :0]) for e, c in zip(entries, use)]
-                cache.update(torch.stack(ks), torch.stack(vs), layer)
+            cache = _cache(*zip(*[
+                (torch.stack([left_padded(e.kv[layer][0][:, :c] if e else k_ref[:, :0]) for e, c in zip(entries, use)]),
+                 torch.stack([left_padded(e.kv[layer][1][:, :c] if e else k_ref[:, :0]) for e, c in zip(entries, use)]))
+                for layer, (k_ref, _) in enumerate(ref)]))
+        else:
+            cache = DynamicCache()
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=pos.to(self.device), past_key_values=cache, use_cache=True,
                          logits_to_keep=1)
-        keys, values = _layers(out.past_key_values)
-        return _Rows(list(keys), list(values), mask.to(self.device), out.logits[:, -1].float()), fed
+        cache = out.past_key_values
+        if not all(isinstance(l, _GrowingLayer) for l in cache.layers):
+            cache = _cache([l.keys for l in cache.layers], [l.values for l in cache.layers])
+        return _Rows(cache, mask.to(self.device), out.logits[:, -1].float()), fed
 
     def _step(self, rows: _Rows, tok: torch.Tensor, positions: list[int]) -> _Rows:
         mask = torch.cat([rows.mask, rows.mask.new_ones((rows.mask.shape[0], 1))], 1)
         out = self.model(input_ids=tok[:, None], attention_mask=mask,
                          position_ids=torch.tensor(positions, device=self.device)[:, None],
-                         past_key_values=rows.cache(), use_cache=True)
-        keys, values = _layers(out.past_key_values)
-        return _Rows(list(keys), list(values), mask, out.logits[:, -1].float())
+                         past_key_values=rows.cache, use_cache=True)
+        return _Rows(out.past_key_values, mask, out.logits[:, -1].float())
 
     def _keep(self, prefix: tuple[int, ...], gen: list[int], reason: str, rows: _Rows, b: int) -> None:
         """Store the KV of prefix + step (all but the step's last token, which was never fed)."""
@@ -280,7 +314,7 @@ class TransformersPolicy:
         if self.step_format.extract_answer(text) is not None:
             return  # a final step is never expanded
         n = len(prefix) + len(gen) - 1
-        kv = tuple((k[b, :, -n:].clone(), v[b, :, -n:].clone()) for k, v in zip(rows.keys, rows.values))
+        kv = tuple((k[b, :, -n:].clone(), v[b, :, -n:].clone()) for k, v in zip(*rows.kv()))
         self.store.put(prefix + tuple(gen), CacheEntry(kv, n))
 
     def _sample(self, logits: torch.Tensor, seeds: torch.Tensor, greedy: torch.Tensor, t: int) -> torch.Tensor:
