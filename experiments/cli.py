@@ -140,11 +140,12 @@ def _check(args: argparse.Namespace) -> int:
     if args.limit is not None:
         cfg.dataset = dataclasses.replace(cfg.dataset, limit=args.limit)
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
+    from .sweep import plan
+
     problems = cfg.dataset.load()
-    runs = sum(len(cfg.seeds) * (1 if m.subsample else len(m.budgets)) for m in cfg.methods)
-    records = sum(len(cfg.seeds) * len(m.budgets) for m in cfg.methods)
-    print(f"# {len(problems)} problems x {len(cfg.policies)} policies: {runs * len(cfg.policies)} searched "
-          f"settings, {records * len(cfg.policies) * len(problems)} records")
+    jobs = [j for pol in cfg.policies for j in plan(cfg, pol, problems, done=set())]
+    print(f"# {len(problems)} problems, {len(cfg.policies)} policies: {len(jobs)} searched settings "
+          f"(model, method, budget, seed), {sum(j.num_records for j in jobs)} records")
     return 0
 
 

@@ -54,7 +54,7 @@ class PolicyConfig:
     path: str | None = None
     backend: str = "transformers"
     dtype: str = "float32"
-    device: str = "cpu"  # "auto": this process's accelerator (its own GPU under accelerate), else cpu
+    device: str = "cpu"  # "auto"/"cuda"/"cuda:+k": this process's (k-th) GPU, see resolve_device
     num_parameters: float | None = None  # overrides the count read from the model (paper convention)
     step_format: str = "paper"
     prompt_template: str = "{question}\n"
@@ -151,14 +151,20 @@ class MethodConfig:
     budget_param: str | None = AUTO
     budgets: list[int] = field(default_factory=lambda: [1])
     subsample: bool = False
+    budget_params: dict[int, dict[str, Any]] = field(default_factory=dict)  # per-budget overrides (MCTS root width)
+    model_budgets: dict[str, list[int]] = field(default_factory=dict)  # per-policy budgets replacing ``budgets``
+
+    def budgets_for(self, model: str) -> list[int]:
+        return list(self.model_budgets.get(model, self.budgets))
 
     @property
     def budget_key(self) -> str | None:
         return DEFAULT_BUDGET_PARAM.get(self.algorithm) if self.budget_param == AUTO else self.budget_param
 
     def params_for(self, budget: int) -> dict[str, Any]:
+        params = {**self.params, **self.budget_params.get(budget, {})}
         key = self.budget_key
-        return {**self.params, key: budget} if key else dict(self.params)
+        return {**params, key: budget} if key else params
 
     def algorithm_for(self, budget: int):
         return make_algorithm(self.algorithm, **self.params_for(budget))
@@ -195,6 +201,7 @@ class StudyConfig:
     voting: VotingConfig = field(default_factory=VotingConfig)
     output: str = "runs/study"
     problems_per_chunk: int = 32
+    gpus_per_process: int = 1  # GPUs each process owns; devices "cuda:+k" pick the k-th of them
     store_steps: bool = False  # keep every candidate's step text in the records (large files)
     fsync: bool = False  # os.fsync after each chunk (survives power loss, not only process kill)
     description: str = ""
@@ -321,7 +328,7 @@ def _describe(value: Any) -> str:
 
 def _plain(x: Any) -> Any:
     if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
+        return {k if isinstance(k, (str, int)) else str(k): _plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_plain(v) for v in x]
     if x is None or isinstance(x, (bool, int, float, str)):
@@ -361,8 +368,14 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
     if not cfg.methods:
         fail("methods", "needs at least one method")
     _unique([m.name for m in cfg.methods], "methods", "name", fail)
+    names = {p.name for p in cfg.policies}
     for i, m in enumerate(cfg.methods):
         _validate_method(m, f"methods[{i}]", fail)
+        for model, budgets in m.model_budgets.items():
+            if model not in names:
+                fail(f"methods[{i}].model_budgets.{model}", f"no policy named {model!r}; policies: {sorted(names)}")
+            _validate_method(dataclasses.replace(m, budgets=budgets, model_budgets={}),
+                             f"methods[{i}].model_budgets.{model}", fail)
         if m.algorithm in NEEDS_PRM and cfg.prm is None:
             fail("prm", f"method {m.name!r} ({m.algorithm}) searches with a PRM; give one (a load_prm dict)")
     if cfg.prm is not None and "type" not in cfg.prm:
@@ -383,6 +396,13 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
         fail("seeds", f"repeated seeds in {cfg.seeds}")
     if cfg.problems_per_chunk < 1:
         fail("problems_per_chunk", f"must be >= 1, got {cfg.problems_per_chunk}")
+    if cfg.gpus_per_process < 1:
+        fail("gpus_per_process", f"must be >= 1, got {cfg.gpus_per_process}")
+    devices = [(f"policies[{i}].device", p.device) for i, p in enumerate(cfg.policies)]
+    devices += [("prm.device", cfg.prm["device"])] if cfg.prm and isinstance(cfg.prm.get("device"), str) else []
+    for key, dev in devices:
+        if dev.startswith("cuda:+") and not (dev[6:].isdigit() and int(dev[6:]) < cfg.gpus_per_process):
+            fail(key, f"{dev!r}: 'cuda:+k' needs 0 <= k < gpus_per_process ({cfg.gpus_per_process})")
     d = cfg.dataset
     if d.start < 0 or (d.limit is not None and d.limit < 0):
         fail("dataset.limit" if d.start >= 0 else "dataset.start", "must be >= 0")
@@ -399,6 +419,13 @@ def _validate_method(m: MethodConfig, k: str, fail: Callable[[str, str], None]) 
         fail(f"{k}.budget_param", f"{m.algorithm} has no parameter {key!r}; it has {sorted(fields_)}")
     if key is not None and key in m.params:
         fail(f"{k}.params.{key}", f"set by the budget ({k}.budgets); remove it from params")
+    for b, extra in m.budget_params.items():
+        if not isinstance(b, int) or b < 1:
+            fail(f"{k}.budget_params", f"keys are budgets (integers >= 1), got {b!r}")
+        if not isinstance(extra, Mapping):
+            fail(f"{k}.budget_params.{b}", f"expected a mapping of parameters, got {_describe(extra)}")
+        if key is not None and key in extra:
+            fail(f"{k}.budget_params.{b}.{key}", "set by the budget itself; remove it")
     if not m.budgets:
         fail(f"{k}.budgets", "needs at least one budget")
     if len(set(m.budgets)) != len(m.budgets) or any(b < 1 for b in m.budgets):
@@ -429,8 +456,9 @@ def _unique(names: list[str], key: str, what: str, fail: Callable[[str, str], No
 # ---------------------------------------------------------------------------------------------
 #: Keys that may change between runs into the same directory without changing existing records.
 _RUNTIME_KEYS = {"output", "problems_per_chunk", "store_steps", "fsync", "description", "seeds",
-                 "dataset.start", "dataset.limit", "dataset.shuffle_seed", "prm.device",
-                 "policies[].device", "policies[].max_batch_rows", "methods[].budgets", "methods[].subsample"}
+                 "dataset.start", "dataset.limit", "dataset.shuffle_seed", "prm.device", "gpus_per_process",
+                 "policies[].device", "policies[].max_batch_rows", "methods[].budgets", "methods[].subsample",
+                 "methods[].model_budgets"}
 
 
 def incompatible_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -479,17 +507,26 @@ def import_path(spec: str) -> Any:
     return obj
 
 
-def resolve_device(device: str, local_rank: int = 0, distributed: bool = False) -> str:
-    """"auto" -> the accelerator if there is one; under several processes "cuda" -> cuda:<local rank>."""
-    if device not in (AUTO, "cuda"):
+def resolve_device(device: str, local_rank: int = 0, gpus_per_process: int = 1) -> str:
+    """This process's device for a configured one.
+
+    "auto": its first GPU if there is one, else cpu. "cuda": its first GPU. "cuda:+k": its
+    k-th GPU (process r owns GPUs r*g .. r*g+g-1, g = gpus_per_process), so a policy and a
+    PRM can sit on two GPUs of each process. Anything else ("cpu", "cuda:3") is used as is.
+    """
+    if device not in (AUTO, "cuda") and not device.startswith("cuda:+"):
         return device
     import torch
 
-    if torch.cuda.is_available():
-        return f"cuda:{local_rank}" if distributed else "cuda"
-    if device == "cuda":
-        raise ConfigError("device 'cuda' requested but torch sees no CUDA device")
-    return "cpu"
+    if not torch.cuda.is_available():
+        if device == AUTO:
+            return "cpu"
+        raise ConfigError(f"device {device!r} requested but torch sees no CUDA device")
+    index = local_rank * gpus_per_process + (int(device[6:]) if device.startswith("cuda:+") else 0)
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r} of process {local_rank} is cuda:{index}, but only "
+                          f"{torch.cuda.device_count()} GPUs are visible (gpus_per_process={gpus_per_process})")
+    return f"cuda:{index}"
 
 
 def _builtin_problems(n: int = 500, levels: list[int] | None = None) -> list:

@@ -59,17 +59,22 @@ class Shard:
             PartialState().wait_for_everyone()
 
 
-def current_shard() -> Shard:
-    """The shard accelerate (or torchrun-style env vars) assigned; a plain run is one shard.
+#: Set by torchrun / ``accelerate launch --multi_gpu`` (WORLD_SIZE) or by MPI launchers.
+_WORLD_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
-    accelerate is imported only for multi-process runs: it costs seconds to import.
+
+def current_shard() -> Shard:
+    """The shard accelerate's PartialState assigns; a plain run is one shard.
+
+    accelerate is imported only for multi-process runs (it costs seconds to import). With
+    no GPU the processes talk over gloo on CPU.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and "LOCAL_RANK" not in os.environ:
+    if max(int(os.environ.get(v, "1") or 1) for v in _WORLD_VARS) <= 1:
         return Shard()
     import torch
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true")
     return Shard(state.process_index, state.num_processes, state.local_process_index)
 
 
@@ -240,7 +245,8 @@ class Job:
 def plan(cfg: StudyConfig, policy: PolicyConfig, problems: Sequence[Any], done: set) -> list[Job]:
     jobs = []
     for m in cfg.methods:
-        runs = [(max(m.budgets), sorted(m.budgets))] if m.subsample else [(b, [b]) for b in m.budgets]
+        budgets = m.budgets_for(policy.name)
+        runs = [(max(budgets), sorted(budgets))] if m.subsample else [(b, [b]) for b in budgets]
         for budget, covered in runs:
             for seed in cfg.seeds:
                 job = Job(policy.name, m, budget, seed)
@@ -295,7 +301,7 @@ def run_study(config: StudyConfig, out: str | Path | None = None, limit: int | N
                 if not jobs:
                     continue
                 if prm is None and cfg.prm is not None and any(j.to_search for j in jobs):
-                    prm = load_prm_for(cfg.prm, shard)
+                    prm = load_prm_for(cfg.prm, shard, cfg.gpus_per_process)
                 _run_policy(cfg, pol, jobs, prm, shard, grader, stored, writer, bar)
                 _release()
     finally:
@@ -321,20 +327,20 @@ def _write_resolved(cfg: StudyConfig, results: Path, shard: Shard, allow_change:
     shard.barrier()
 
 
-def load_prm_for(spec: dict[str, Any], shard: Shard):
-    """reward_models.load_prm, with an "auto"/"cuda" device mapped to this process's GPU."""
+def load_prm_for(spec: dict[str, Any], shard: Shard, gpus_per_process: int = 1):
+    """reward_models.load_prm, with "auto"/"cuda"/"cuda:+k" devices mapped to this process's GPUs."""
     from reward_models import load_prm
 
     spec = dict(spec)
-    if spec.get("device") in ("auto", "cuda"):
-        spec["device"] = resolve_device(spec["device"], shard.local_rank, shard.world > 1)
+    if isinstance(spec.get("device"), str):
+        spec["device"] = resolve_device(spec["device"], shard.local_rank, gpus_per_process)
     return load_prm(spec)
 
 
 def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], prm: Any, shard: Shard,
                 grader: Callable[[str, str], bool], stored: dict, writer: RecordWriter, bar: tqdm) -> None:
     """All jobs of one policy; the policy lives only inside this call, so it is freed after."""
-    device = resolve_device(pol.device, shard.local_rank, shard.world > 1) if pol.backend == "transformers" else None
+    device = resolve_device(pol.device, shard.local_rank, cfg.gpus_per_process) if pol.backend == "transformers" else None
     policy = None
     runner = None
     size = cfg.problems_per_chunk

@@ -1,0 +1,122 @@
+"""Study configs: YAML onto dataclasses, errors that name the key and the file, resume safety."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from experiments.config import (ConfigError, MethodConfig, PolicyConfig, StudyConfig, config_from_dict,
+                                config_to_dict, dump_config, incompatible_keys, load_config, validate)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+
+BASE = {
+    "policies": [{"name": "p", "path": "/models/p"}],
+    "methods": [{"name": "sampling", "algorithm": "sampling", "budgets": [1, 2, 4], "subsample": True}],
+    "dataset": {"name": "math500"},
+}
+
+
+def _with(path: str, value, base=BASE) -> dict:
+    """A deep copy of ``base`` with the dotted ``path`` set (list indices as integers)."""
+    data = yaml.safe_load(yaml.safe_dump(base))
+    node, keys = data, [int(k) if k.isdigit() else k for k in path.split(".")]
+    for k in keys[:-1]:
+        node = node.setdefault(k, {}) if isinstance(node, dict) else node[k]
+    node[keys[-1]] = value
+    return data
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("name", ["llemma_math500.yaml", "llemma_gsm8k.yaml", "tiny_smoke.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_config(CONFIGS / name)
+    assert cfg.methods and cfg.policies
+
+
+def test_llemma_config_has_the_papers_settings():
+    cfg = load_config(CONFIGS / "llemma_math500.yaml")
+    by_name = {p.name: p for p in cfg.policies}
+    assert by_name["llemma-7b"].num_parameters == 6.74e9 and by_name["llemma-34b"].num_parameters == 33.7e9
+    assert all(p.temperature == 1.0 and p.step_format == "paper" and p.prompt_template == "{question}\n"
+               and p.dtype == "bfloat16" for p in cfg.policies)
+    assert (cfg.limits.max_step_tokens, cfg.limits.max_solution_tokens) == (256, 1024)
+    methods = {m.name: m for m in cfg.methods}
+    assert methods["sampling"].subsample and max(methods["sampling"].budgets) == 256
+    assert methods["rebase"].params_for(64) == {"temperature": 0.1, "width": 64}
+    assert [methods["mcts"].params_for(b)["root_width"] for b in (32, 64, 128)] == [4, 8, 16]
+    assert cfg.prm["type"] == "llemma" and "weighted" in cfg.voting.rules and cfg.voting.aggregations[0] == "last"
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    path = _write(tmp_path, _with("policies.0.temprature", 0.5))
+    with pytest.raises(ConfigError, match=r"study\.yaml: policies\[0\]\.temprature: unknown key \(did you mean 'temperature'\?\)"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("path,value,match", [
+    ("methods.0.budgets", [1, "two"], r"methods\[0\]\.budgets\[1\]: expected an integer, got str"),
+    ("policies.0.chat_template", "yes", r"policies\[0\]\.chat_template: expected true or false"),
+    ("policies.0.temperature", "hot", r"policies\[0\]\.temperature: expected a number"),
+    ("seeds", 3, r"seeds: expected a list"),
+    ("limits", {"max_step_tokens": 0}, r"limits: SearchLimits\.max_step_tokens must be >= 1"),
+    ("methods.0.algorithm", "rebse", r"methods\[0\]\.algorithm: unknown algorithm 'rebse'"),
+    ("methods.0.subsample", True, None),
+])
+def test_wrong_types_and_values_name_the_key(tmp_path, path, value, match):
+    data = _with(path, value)
+    if match is None:
+        config_from_dict(data)
+        return
+    with pytest.raises(ConfigError, match=match):
+        load_config(_write(tmp_path, data))
+
+
+def test_meaning_checks_name_the_key():
+    with pytest.raises(ConfigError, match=r"policies\[0\]\.name: required key is missing"):
+        config_from_dict(_with("policies", [{"path": "x"}]))
+    rebase = {"name": "rebase", "algorithm": "rebase", "budgets": [4]}
+    with pytest.raises(ConfigError, match=r"prm: method 'rebase' \(rebase\) searches with a PRM"):
+        config_from_dict(_with("methods", [rebase]))
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.subsample: only sampling"):
+        config_from_dict(_with("methods", [{**rebase, "subsample": True}], _with("prm", {"type": "llemma"})))
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.params\.n: set by the budget"):
+        config_from_dict(_with("methods.0.params", {"n": 3}))
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.params: bad parameters for 'sampling'"):
+        config_from_dict(_with("methods.0.params", {"widht": 3}))
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.budgets: greedy has no budget parameter"):
+        config_from_dict(_with("methods", [{"name": "g", "algorithm": "greedy", "budgets": [4]}]))
+    with pytest.raises(ConfigError, match=r"policies\[1\]\.name: duplicate name 'p'"):
+        config_from_dict(_with("policies", BASE["policies"] * 2))
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.model_budgets\.q: no policy named 'q'"):
+        config_from_dict(_with("methods.0.model_budgets", {"q": [1]}))
+    with pytest.raises(ConfigError, match=r"policies\[0\]\.device: 'cuda:\+1'"):
+        config_from_dict(_with("policies.0.device", "cuda:+1"))
+
+
+def test_yaml_float_gotcha_and_python_construction():
+    cfg = config_from_dict(_with("policies.0.num_parameters", "6.74e9"))  # PyYAML reads 6.74e9 as a string
+    assert cfg.policies[0].num_parameters == 6.74e9
+    py = StudyConfig(policies=[PolicyConfig("p", path="/models/p", num_parameters=6.74e9)],
+                     methods=[MethodConfig("sampling", "sampling", budgets=[1, 2, 4], subsample=True)])
+    validate(py)
+    assert config_to_dict(py) == config_to_dict(cfg)
+
+
+def test_resolved_yaml_round_trips(tmp_path):
+    cfg = load_config(CONFIGS / "llemma_math500.yaml")
+    dump_config(cfg, tmp_path / "resolved.yaml")
+    assert config_to_dict(load_config(tmp_path / "resolved.yaml")) == config_to_dict(cfg)
+
+
+def test_incompatible_keys_ignore_runtime_settings():
+    old = config_to_dict(config_from_dict(BASE))
+    grown = _with("methods.0.budgets", [1, 2, 4, 8], _with("seeds", [0, 1], _with("dataset.limit", 10, BASE)))
+    assert incompatible_keys(old, config_to_dict(config_from_dict(grown))) == []
+    changed = _with("policies.0.temperature", 0.7, _with("limits.max_step_tokens", 64, BASE))
+    assert incompatible_keys(old, config_to_dict(config_from_dict(changed))) == [
+        "limits.max_step_tokens", "policies[p].temperature"]
