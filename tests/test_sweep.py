@@ -1,0 +1,242 @@
+"""The sweep: resumable, shardable, seeded per problem, with exact records (scripted policy and PRM)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import weakref
+from pathlib import Path
+
+import pytest
+
+from experiments.config import (ConfigError, DatasetConfig, FieldMap, MethodConfig, PolicyConfig, StudyConfig,
+                                dump_config, load_config)
+from experiments.records import RecordsError, RecordsWarning, RecordWriter, load_dir, read_records, record_key
+from treesearch.step_format import StepFormat
+from treesearch.testing import ScriptedPolicy, ScriptedPRM
+from treesearch.voting import normalized_equal
+
+ROOT = Path(__file__).resolve().parents[1]
+_LIVE: list[weakref.ref] = []
+
+
+# ---- scripted backends, named in configs as "test_sweep:..." -----------------------------
+def _script(question: str, steps: tuple[str, ...], k: int, seed: int) -> str:
+    """Two steps, then an answer in {0, 1, 2}; every choice depends on the request seed."""
+    if len(steps) >= 2:
+        return f"The answer is {(seed >> 7) % 3}"
+    return f"Step {len(steps) + 1} {seed % 97}"
+
+
+def scripted_policy(cfg: PolicyConfig) -> ScriptedPolicy:
+    """A policy backend factory; fails if an earlier policy is still alive (one model at a time)."""
+    assert all(ref() is None for ref in _LIVE), "the previous policy was not freed before loading the next"
+    policy = ScriptedPolicy(_script, step_format=StepFormat.preset("newline"), num_parameters=int(cfg.num_parameters))
+    _LIVE.append(weakref.ref(policy))
+    return policy
+
+
+def scripted_prm(**_: object) -> ScriptedPRM:
+    return ScriptedPRM(lambda q, steps: (sum(map(ord, steps[-1])) % 10) / 10, num_parameters=100)
+
+
+# ---- fixtures ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def problems(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("data") / "problems.jsonl"
+    data.write_text("".join(json.dumps({"id": f"p{i}", "question": f"question {i}", "answer": str(i % 3),
+                                        "level": 1 + i % 2}) + "\n" for i in range(7)))
+    return data
+
+
+def make_config(tmp_path: Path, data: Path, **kw) -> StudyConfig:
+    backend = "test_sweep:scripted_policy"
+    return StudyConfig(
+        policies=[PolicyConfig("small", backend=backend, num_parameters=1000),
+                  PolicyConfig("large", backend=backend, num_parameters=5000)],
+        prm={"type": "test_sweep:scripted_prm"},
+        dataset=DatasetConfig(name=str(data), fields=FieldMap(id="id", level="level"), grader="exact"),
+        methods=[MethodConfig("greedy", "greedy"),
+                 MethodConfig("sampling", "sampling", budgets=[1, 2, 4], subsample=True),
+                 MethodConfig("rebase", "rebase", params={"temperature": 0.1}, budgets=[2, 4]),
+                 MethodConfig("mcts", "mcts", params={"width": 2}, budgets=[3], budget_params={3: {"root_width": 2}})],
+        seeds=[0, 1], problems_per_chunk=2, output=str(tmp_path / "out"), **kw)
+
+
+def comparable(directory: Path) -> list[str]:
+    """Records without wall time (the only field that may differ between equal runs), sorted."""
+    out = []
+    for r in load_dir(directory):
+        r = {k: v for k, v in r.items() if k != "wall_time"}
+        out.append(json.dumps(r, sort_keys=True))
+    return sorted(out)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, problems) -> tuple[Path, StudyConfig]:
+    """One uninterrupted single-process run every other run is compared with."""
+    from experiments.sweep import run_study
+
+    tmp = tmp_path_factory.mktemp("reference")
+    cfg = make_config(tmp, problems)
+    return run_study(cfg, progress=False), cfg
+
+
+N_RECORDS = 7 * 2 * 2 * (1 + 3 + 2 + 1)  # problems x policies x seeds x budgets of all methods
+
+
+# ---- tests ---------------------------------------------------------------------------------
+def test_records_are_complete_and_graded(reference):
+    out, cfg = reference
+    records = load_dir(out)
+    assert len(records) == N_RECORDS == len({record_key(r) for r in records})
+    assert (out / "resolved.yaml").exists() and load_config(out / "resolved.yaml").seeds == [0, 1]
+    for r in records:
+        for v in r["votes"].values():
+            assert v["correct"] == (v["answer"] is not None and normalized_equal(v["answer"], r["gold"]))
+        assert set(r["votes"]) == {"majority", "best_of_n/last", "weighted/last"}
+        assert r["ledger"]["paper_flops"] == 2 * r["ledger"]["policy_params"] * r["ledger"]["generated_tokens"]
+        assert all("steps" not in c for c in r["candidates"])
+    # a rerun finds everything recorded and writes nothing
+    size = (out / "records.jsonl").stat().st_size
+    from experiments.sweep import run_study
+    run_study(cfg, progress=False)
+    assert (out / "records.jsonl").stat().st_size == size
+
+
+def test_subsampled_budgets_are_the_first_samples(reference):
+    out, _ = reference
+    recs = {record_key(r): r for r in load_dir(out)}
+    big = recs[("p3", "small", "sampling", 4, 1)]
+    assert big["derived_from"] is None and sorted(c["sample"] for c in big["candidates"]) == [0, 1, 2, 3]
+    for b in (1, 2):
+        r = recs[("p3", "small", "sampling", b, 1)]
+        kept = [c for c in big["candidates"] if c["sample"] < b]
+        tokens = sum(c["num_tokens"] for c in kept)
+        share = tokens / big["ledger"]["generated_tokens"]
+        assert r["candidates"] == kept and r["derived_from"] == {"budget": 4, "share": share, "exact_paper_flops": True}
+        assert r["ledger"]["generated_tokens"] == tokens and r["ledger"]["paper_flops"] == 2 * 1000 * tokens
+        assert r["ledger"]["policy_processed_tokens"] == round(share * big["ledger"]["policy_processed_tokens"])
+        assert r["params"] == {"n": b}
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(reference, problems, tmp_path, monkeypatch):
+    from experiments import sweep
+
+    cfg = make_config(tmp_path, problems)
+    original = RecordWriter.write
+    calls = []
+
+    def dies_in_the_fifth_chunk(self, records):
+        records = list(records)
+        if len(calls) == 4:  # the process is killed halfway through writing its fifth chunk
+            line = json.dumps(records[0])
+            self._f.write(line + "\n" + json.dumps(records[1])[:25])
+            self._f.flush()
+            raise KeyboardInterrupt
+        calls.append(len(records))
+        return original(self, records)
+
+    monkeypatch.setattr(RecordWriter, "write", dies_in_the_fifth_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_study(cfg, progress=False)
+    monkeypatch.setattr(RecordWriter, "write", original)
+    path = tmp_path / "out" / "records.jsonl"
+    assert not path.read_text().endswith("\n")  # a torn last line
+    with pytest.warns(RecordsWarning, match="torn last line"):
+        partial = read_records(path)
+    assert len(partial) == sum(calls) + 1 < N_RECORDS
+
+    # resume with other chunks (problems_per_chunk is a runtime setting): seeds are per problem
+    cfg.problems_per_chunk = 3
+    with pytest.warns(RecordsWarning):
+        sweep.run_study(cfg, progress=False)
+    lines = path.read_text().splitlines()
+    assert len(lines) == N_RECORDS and all(json.loads(x) for x in lines)
+    assert comparable(tmp_path / "out") == comparable(reference[0])
+
+
+def test_subset_first_then_the_rest_equals_uninterrupted(reference, problems, tmp_path):
+    from experiments.sweep import run_study
+
+    cfg = make_config(tmp_path, problems)
+    run_study(cfg, limit=3, progress=False)
+    assert len(load_dir(tmp_path / "out")) == 3 * N_RECORDS // 7
+    run_study(cfg, progress=False)
+    assert comparable(tmp_path / "out") == comparable(reference[0])
+
+
+def test_missing_derived_records_come_from_the_stored_run(reference, problems, tmp_path, monkeypatch):
+    """Adding a smaller sampling budget later needs no model: it is derived from the stored run."""
+    from experiments import sweep
+
+    cfg = make_config(tmp_path, problems)
+    cfg.methods[1].budgets = [2, 4]
+    sweep.run_study(cfg, progress=False)
+    monkeypatch.setattr(PolicyConfig, "load", lambda *a, **k: pytest.fail("no policy should be loaded"))
+    cfg.methods[1].budgets = [1, 2, 4]
+    sweep.run_study(cfg, progress=False)
+    assert comparable(tmp_path / "out") == comparable(reference[0])
+
+
+def test_changed_settings_refuse_to_mix_records(reference, problems, tmp_path):
+    from experiments.sweep import run_study
+
+    cfg = make_config(tmp_path, problems)
+    run_study(cfg, limit=1, progress=False)
+    cfg.policies[0].temperature = 0.5
+    with pytest.raises(ConfigError, match=r"policies\[small\]\.temperature"):
+        run_study(cfg, limit=1, progress=False)
+
+
+def test_problem_seed_is_stable():
+    from experiments.sweep import problem_seed
+
+    assert problem_seed(0, "p1") == problem_seed(0, "p1") != problem_seed(1, "p1")
+    assert problem_seed(0, "p1") == 5595208845573517269  # blake2b: the same on every machine and Python run
+
+
+def test_torn_and_damaged_files(tmp_path):
+    path = tmp_path / "records.jsonl"
+    rec = {"problem_id": "a", "model": "m", "method": "s", "budget": 1, "seed": 0}
+    path.write_text(json.dumps(rec) + "\n" + '{"problem_id": "b", "mo')
+    with pytest.warns(RecordsWarning):
+        assert read_records(path) == [rec]
+    with pytest.warns(RecordsWarning, match="cutting off"):
+        with RecordWriter(path) as w:
+            w.write([{**rec, "problem_id": "c"}])
+    assert [r["problem_id"] for r in read_records(path)] == ["a", "c"]
+    path.write_text(json.dumps(rec) + "\n{oops\n" + json.dumps(rec) + "\n")
+    with pytest.raises(RecordsError, match=r"records\.jsonl:2: damaged record"):
+        read_records(path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_give_the_same_records(reference, problems, tmp_path):
+    """Two ranks launched as accelerate/torchrun would (RANK, WORLD_SIZE, ... env vars), through
+    `python -m experiments run`: PartialState, gloo on CPU, records.rank<k>.jsonl, merged by the reader."""
+    cfg = make_config(tmp_path, problems)
+    config = tmp_path / "study.yaml"
+    dump_config(cfg, config)
+    port = str(_free_port())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    procs = [subprocess.Popen([sys.executable, "-m", "experiments", "run", str(config), "--no-progress"],
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    files = sorted(x.name for x in (tmp_path / "out").glob("records*.jsonl"))
+    assert files == ["records.rank0.jsonl", "records.rank1.jsonl"]
+    rank0 = {r["problem_id"] for r in read_records(tmp_path / "out" / "records.rank0.jsonl")}
+    assert rank0 == {"p0", "p2", "p4", "p6"}  # problem i goes to rank i % 2
+    assert comparable(tmp_path / "out") == comparable(reference[0])
