@@ -1,0 +1,155 @@
+"""Problem sets for the scaling experiments: typed records, strict loaders, slicing.
+
+Loaders fail loudly (``DatasetError`` naming file, line and field) rather than skip
+lines, because a silently shorter benchmark changes every accuracy number.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+SHIPPED: dict[str, Path] = {
+    "gsm8k": DATA_DIR / "gsm8k_test.jsonl",
+    "math500": DATA_DIR / "math500_test.jsonl",
+}
+
+
+class DatasetError(ValueError):
+    """A data file that cannot be read as the expected problem format."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One benchmark question with its gold final answer (kept as given, not normalized further)."""
+
+    id: str
+    question: str
+    answer: str
+    level: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict, hash=False)  # hash by the other fields
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (1-based line number, JSON object) for each non-blank line."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DatasetError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise DatasetError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
+
+
+def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], path: Path, lineno: int) -> Any:
+    """Fetch a required field and check its type, with a message a person can act on."""
+    if name not in obj:
+        raise DatasetError(f"{path}:{lineno}: missing field {name!r}")
+    value = obj[name]
+    # bool is an int subclass; a level of `true` is a data error, not level 1.
+    if isinstance(value, bool) or not isinstance(value, kind):
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise DatasetError(f"{path}:{lineno}: field {name!r} must be {want}, got {type(value).__name__}")
+    return value
+
+
+def _gsm8k_final(solution: str, path: Path, lineno: int) -> str:
+    """The text after the last '#### ', thousands separators dropped (GSM8K writes '1,600')."""
+    if "####" not in solution:
+        raise DatasetError(f"{path}:{lineno}: field 'answer' has no '####' final-answer marker")
+    final = solution.rsplit("####", 1)[1].strip().replace(",", "")
+    if not final:
+        raise DatasetError(f"{path}:{lineno}: field 'answer' has an empty final answer after '####'")
+    return final
+
+
+def load_gsm8k(path: str | Path) -> list[Problem]:
+    """GSM8K lines {question, answer}; id is 'gsm8k/<line>' since the file has no ids."""
+    path = Path(path)
+    out = []
+    for lineno, obj in _records(path):
+        question = _field(obj, "question", str, path, lineno)
+        solution = _field(obj, "answer", str, path, lineno)
+        out.append(Problem(id=f"gsm8k/{lineno}", question=question,
+                           answer=_gsm8k_final(solution, path, lineno), meta={"solution": solution}))
+    return out
+
+
+def load_math500(path: str | Path) -> list[Problem]:
+    """MATH500 lines {problem, solution, answer, subject, level, unique_id}."""
+    path = Path(path)
+    out = []
+    for lineno, obj in _records(path):
+        get = lambda name, kind: _field(obj, name, kind, path, lineno)  # noqa: E731
+        level = get("level", int)
+        if not 1 <= level <= 5:
+            raise DatasetError(f"{path}:{lineno}: field 'level' must be 1..5, got {level}")
+        out.append(Problem(id=get("unique_id", str), question=get("problem", str), answer=get("answer", str),
+                           level=level, meta={"subject": get("subject", str), "solution": get("solution", str)}))
+    return out
+
+
+def load_jsonl(path: str | Path, question_field: str, answer_field: str,
+               id_field: str | None = None, level_field: str | None = None) -> list[Problem]:
+    """Any JSONL with a question and a final answer; numeric answers are accepted and stringified."""
+    path = Path(path)
+    out = []
+    for lineno, obj in _records(path):
+        answer = _field(obj, answer_field, (str, int, float), path, lineno)
+        pid = str(_field(obj, id_field, (str, int), path, lineno)) if id_field else f"{path.stem}/{lineno}"
+        level = _field(obj, level_field, int, path, lineno) if level_field else None
+        used = {question_field, answer_field, id_field, level_field}
+        out.append(Problem(id=pid, question=_field(obj, question_field, str, path, lineno), answer=str(answer),
+                           level=level, meta={k: v for k, v in obj.items() if k not in used}))
+    return out
+
+
+def select(problems: Sequence[Problem], start: int = 0, limit: int | None = None,
+           shuffle_seed: int | None = None) -> list[Problem]:
+    """Shuffle (seeded, so runs are comparable) then slice [start, start+limit)."""
+    if start < 0 or (limit is not None and limit < 0):
+        raise ValueError(f"start and limit must be non-negative, got start={start}, limit={limit}")
+    items = list(problems)
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(items)
+    end = None if limit is None else start + limit
+    return items[start:end]
+
+
+# Named datasets. Add the built-in synthetic task here as LOADERS["builtin"] = <callable returning
+# list[Problem]>; load_dataset passes it the same slicing arguments via select().
+LOADERS: dict[str, Callable[[], list[Problem]]] = {
+    "gsm8k": lambda: load_gsm8k(SHIPPED["gsm8k"]),
+    "math500": lambda: load_math500(SHIPPED["math500"]),
+}
+
+
+def _load_path(path: Path) -> list[Problem]:
+    """Guess the format of a user-supplied file from its first record's keys."""
+    for _, obj in _records(path):
+        if {"problem", "unique_id", "level"} <= obj.keys():
+            return load_math500(path)
+        if {"question", "answer"} <= obj.keys():
+            return load_gsm8k(path)
+        break
+    raise DatasetError(f"{path}: cannot tell the format; use load_jsonl with explicit field names")
+
+
+def load_dataset(name_or_path: str | Path, start: int = 0, limit: int | None = None,
+                 shuffle_seed: int | None = None) -> list[Problem]:
+    """A shipped dataset by name ('gsm8k', 'math500') or a MATH500/GSM8K-format JSONL by path."""
+    key = str(name_or_path)
+    if key in LOADERS:
+        problems = LOADERS[key]()
+    elif Path(key).is_file():
+        problems = _load_path(Path(key))
+    else:
+        raise ValueError(f"unknown dataset {key!r}: not one of {sorted(LOADERS)} and not a file")
+    return select(problems, start=start, limit=limit, shuffle_seed=shuffle_seed)
