@@ -11,7 +11,7 @@ import csv
 import json
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -154,18 +154,28 @@ class SaturatingFit:
 
 
 def fit_saturating(flops: Sequence[float], acc: Sequence[float]) -> SaturatingFit | None:
-    """Least squares with (a, b) solved exactly for each rate c (the model is linear in them),
-    c found by a log-spaced grid then golden-section refinement. Needs 3 distinct FLOPs."""
+    """Least squares with 0 <= a <= 1 and b >= 0 (a rising curve under a ceiling an accuracy can
+    reach). For each rate c the model is linear in (a, b), solved exactly (on the boundary when
+    the free optimum breaks a bound); c comes from a log-spaced grid refined by golden section.
+    Needs 3 distinct FLOPs."""
     x, y = np.log10(np.asarray(flops, float)), np.asarray(acc, float)
     if len(np.unique(x)) < 3:
         return None
     x0 = float(x.min())
 
     def solve(c: float) -> tuple[float, np.ndarray]:
-        design = np.stack([np.ones_like(x), -np.exp(-c * (x - x0))], axis=1)
-        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-        resid = y - design @ coef
-        return float(resid @ resid), coef
+        e = np.exp(-c * (x - x0))
+        design = np.stack([np.ones_like(x), -e], axis=1)
+        free, *_ = np.linalg.lstsq(design, y, rcond=None)
+        options = [free] if 0 <= free[0] <= 1 and free[1] >= 0 else [
+            np.array([1.0, max(0.0, float(e @ (1 - y)) / float(e @ e))]),  # ceiling at 1
+            np.array([min(max(float(y.mean()), 0.0), 1.0), 0.0])]  # flat
+        best = None
+        for coef in options:
+            resid = y - design @ coef
+            if best is None or resid @ resid < best[0]:
+                best = (float(resid @ resid), coef)
+        return best
 
     grid = np.geomspace(1e-3, 30.0, 241)
     sse = np.array([solve(c)[0] for c in grid])
@@ -419,11 +429,13 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
     ref = load_reference(reference) if reference else []
     res = ReportResult(rows, fits, front, rule, format_table(rows))
 
-    res.files["table.csv"] = _write_csv(out / "table.csv", [asdict(r) for r in rows])
+    row_cols = [f.name for f in fields(Row)]
+    fit_cols = ["model", "method", "rule", *(f.name for f in fields(SaturatingFit)), "max_flops", "accuracy_at_10x"]
+    res.files["table.csv"] = _write_csv(out / "table.csv", [asdict(r) for r in rows], row_cols)
     res.files["fits.csv"] = _write_csv(out / "fits.csv", [
         {"model": f.model, "method": f.method, "rule": f.rule, **asdict(f.fit), "max_flops": f.max_flops,
-         "accuracy_at_10x": f.extrapolated} for f in fits])
-    res.files["pareto.csv"] = _write_csv(out / "pareto.csv", [asdict(r) for r in front])
+         "accuracy_at_10x": f.extrapolated} for f in fits], fit_cols)
+    res.files["pareto.csv"] = _write_csv(out / "pareto.csv", [asdict(r) for r in front], row_cols)
     levels = sorted({r.get("level") for r in records if r.get("level") is not None})
     by_level = {lv: summarize([r for r in records if r.get("level") == lv], [rule]) for lv in levels}
     if plots:
@@ -440,12 +452,12 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
     return res
 
 
-def _write_csv(path: Path, dicts: list[dict[str, Any]]) -> Path:
+def _write_csv(path: Path, dicts: list[dict[str, Any]], columns: Sequence[str]) -> Path:
+    """A CSV with a header even when there are no rows (so readers need no special case)."""
     with open(path, "w", newline="", encoding="utf-8") as f:
-        if dicts:
-            w = csv.DictWriter(f, fieldnames=list(dicts[0]))
-            w.writeheader()
-            w.writerows(dicts)
+        w = csv.DictWriter(f, fieldnames=list(columns))
+        w.writeheader()
+        w.writerows(dicts)
     return path
 
 
