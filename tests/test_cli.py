@@ -1,0 +1,84 @@
+"""The treesearch command: help, run + report end to end, errors as one line, solve on a tiny model."""
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from experiments.cli import main
+from experiments.config import config_to_dict
+
+
+def prm_fn(question, steps):
+    """A PRM for `solve`: later steps score higher."""
+    return [0.1 * (i + 1) for i in range(len(steps))]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["report", "--help"], ["check", "--help"],
+                                  ["solve", "--help"]])
+def test_help(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0 and "usage: treesearch" in capsys.readouterr().out
+
+
+def test_python_m_experiments_help():
+    out = subprocess.run([sys.executable, "-m", "experiments", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "run" in out.stdout and "report" in out.stdout and "solve" in out.stdout
+
+
+def test_run_then_report(tmp_path, capsys, problems):
+    from test_sweep import make_config
+
+    cfg = make_config(tmp_path, problems)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    assert main(["check", str(path), "--limit", "2"]) == 0
+    assert "2 problems, 2 policies: 20 searched settings (model, method, budget, seed), 56 records" in capsys.readouterr().out
+    out = tmp_path / "cli_out"
+    assert main(["run", str(path), "--out", str(out), "--limit", "2", "--no-progress", "--store-steps"]) == 0
+    assert main(["report", str(out), "--reference", "llemma-math500"]) == 0
+    printed = capsys.readouterr().out
+    assert "weighted/last" in printed and "saturating fits" in printed
+    for name in ("results.md", "table.csv", "accuracy_vs_flops.png", "pareto.png", "compute_optimal.png"):
+        assert (out / "report" / name).exists()
+    records = (out / "records.jsonl").read_text().splitlines()
+    assert '"steps": [' in records[0]
+
+
+def test_errors_are_one_line_with_status_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"policies": [{"name": "p", "path": "x", "temprature": 1}],
+                                   "methods": [{"name": "g", "algorithm": "greedy"}]}))
+    assert main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml: policies[0].temprature: unknown key (did you mean 'temperature'?)" in err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no records" in capsys.readouterr().err
+    (tmp_path / "records.jsonl").write_text('{"problem_id": "a", "model": "m", "method": "g", "budget": 1, "seed": 0, '
+                                            '"votes": {}, "ledger": {}}\n')
+    assert main(["report", str(tmp_path), "--rule", "weighted"]) == 2
+
+
+def test_solve_prints_tree_and_votes(tmp_path, capsys, tokenizer):
+    from conftest import tiny_llama
+
+    model_dir = tmp_path / "tiny"
+    tiny_llama(len(tokenizer)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    code = main(["solve", "--policy", str(model_dir), "--method", "rebase", "--budget", "3", "--param", "temperature=0.2",
+                 "--prm", "callable", "--prm-opt", "fn=test_cli:prm_fn", "--device", "cpu", "--grader", "exact",
+                 "--max-step-tokens", "6", "--max-solution-tokens", "18", "1+1="])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.startswith("Q: 1+1=") and "weighted/last" in out and "majority" in out and "paper FLOPs" in out
+
+
+@pytest.fixture(scope="module")
+def problems(tmp_path_factory):
+    import json
+
+    data = tmp_path_factory.mktemp("data") / "problems.jsonl"
+    data.write_text("".join(json.dumps({"id": f"p{i}", "question": f"question {i}", "answer": str(i % 3),
+                                        "level": 1 + i % 2}) + "\n" for i in range(4)))
+    return data
