@@ -161,6 +161,17 @@ def _sample_index(tree: Tree) -> dict[int, int]:
 def build_record(problem: Any, model: str, method: MethodConfig, budget: int, seed: int, pseed: int,
                  result: SearchResult, voting: VotingConfig, grader: Callable[[str, str], bool],
                  dataset: str, store_steps: bool = False) -> dict[str, Any]:
+    """One JSON record (schema 1).
+
+    Key: problem_id, model, method, budget, seed. Context: problem_seed (what the Runner used),
+    dataset, level, gold, algorithm, params (including the budget). candidates: [{answer,
+    step_scores, num_tokens, finish_reason, sample (index of the independent first step it
+    grew from), steps (only with store_steps)}]. votes: {"majority" | "<rule>/<agg>": {answer,
+    correct}}; oracle_correct; num_answered. ledger: ComputeLedger.to_dict() (token counts,
+    paper_flops, full_flops). wall_time: seconds from the problem's start to its finish inside
+    its lock-step chunk. derived_from: null, or {budget, share, exact_paper_flops} when cut
+    from a larger sampling run.
+    """
     samples = _sample_index(result.tree)
     cands = []
     for c in result.candidates:
