@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+import warnings
 import weakref
 from pathlib import Path
 
@@ -30,10 +33,17 @@ def _script(question: str, steps: tuple[str, ...], k: int, seed: int) -> str:
     return f"Step {len(steps) + 1} {seed % 97}"
 
 
+class _SlowPolicy(ScriptedPolicy):
+    def expand(self, requests):
+        time.sleep(0.05)  # so a test can kill the process mid-run
+        return super().expand(requests)
+
+
 def scripted_policy(cfg: PolicyConfig) -> ScriptedPolicy:
     """A policy backend factory; fails if an earlier policy is still alive (one model at a time)."""
     assert all(ref() is None for ref in _LIVE), "the previous policy was not freed before loading the next"
-    policy = ScriptedPolicy(_script, step_format=StepFormat.preset("newline"), num_parameters=int(cfg.num_parameters))
+    cls = _SlowPolicy if os.environ.get("TEST_SWEEP_SLOW") else ScriptedPolicy
+    policy = cls(_script, step_format=StepFormat.preset("newline"), num_parameters=int(cfg.num_parameters))
     _LIVE.append(weakref.ref(policy))
     return policy
 
@@ -155,6 +165,32 @@ def test_interrupted_then_resumed_equals_uninterrupted(reference, problems, tmp_
         sweep.run_study(cfg, progress=False)
     lines = path.read_text().splitlines()
     assert len(lines) == N_RECORDS and all(json.loads(x) for x in lines)
+    assert comparable(tmp_path / "out") == comparable(reference[0])
+
+
+def test_sigkill_then_resume_equals_uninterrupted(reference, problems, tmp_path):
+    """A real `kill -9` of `python -m experiments run` mid-sweep, then a resume."""
+    from experiments.sweep import run_study
+
+    cfg = make_config(tmp_path, problems)
+    config = tmp_path / "study.yaml"
+    dump_config(cfg, config)
+    env = {**os.environ, "TEST_SWEEP_SLOW": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "experiments", "run", str(config), "--no-progress"],
+                            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    path = tmp_path / "out" / "records.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (path.exists() and path.stat().st_size > 0):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    with warnings.catch_warnings():  # the kill may or may not have torn a line
+        warnings.simplefilter("ignore", RecordsWarning)
+        killed = len(read_records(path))
+    assert 0 < killed < N_RECORDS
+    run_study(cfg, progress=False)
+    assert len(path.read_text().splitlines()) == N_RECORDS
     assert comparable(tmp_path / "out") == comparable(reference[0])
 
 
