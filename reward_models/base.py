@@ -63,11 +63,17 @@ class PieceTokenizer:
     steps), so encoding each piece once pays. ``prefix_ids`` are the special tokens the
     tokenizer puts before a text (e.g. ``<s>``), found by comparing encodings with and
     without special tokens rather than assumed.
+
+    Continuation pieces (everything after the prompt) must not get what a tokenizer adds
+    at the start of a text: SentencePiece-style tokenizers (Llama 2, Mistral, Llemma)
+    prepend "▁" to every encode call, which would put a stray space token before every
+    step. When the tokenizer does that, continuations are encoded after a special-token
+    anchor (a new section, so nothing is prepended) and the anchor's id is dropped.
     """
 
     def __init__(self, tokenizer, max_memo: int = 200_000):
         self.tokenizer = tokenizer
-        self._memo: dict[str, tuple[int, ...]] = {}
+        self._memo: dict[tuple[str, bool], tuple[int, ...]] = {}
         self._max_memo = max_memo
         with_sp = list(tokenizer.encode("a", add_special_tokens=True))
         without = list(tokenizer.encode("a", add_special_tokens=False))
@@ -78,14 +84,40 @@ class PieceTokenizer:
         if pad is None:
             pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         self.pad_token_id: int = int(pad)
+        self.anchor: str | None = self._find_anchor()
 
-    def encode(self, text: str) -> tuple[int, ...]:
-        ids = self._memo.get(text)
+    def _raw(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def _find_anchor(self) -> str | None:
+        """A special token to encode continuations after, if the tokenizer prepends at text start."""
+        tok = self.tokenizer
+        for a in (tok.bos_token, tok.eos_token, tok.unk_token, tok.pad_token):
+            if not isinstance(a, str) or not a:
+                continue
+            a_ids = self._raw(a)
+            if len(a_ids) != 1:
+                continue
+            anchored = self._raw(a + "x\n")
+            if anchored[:1] != a_ids:
+                continue
+            return a if anchored[1:] != self._raw("x\n") else None
+        return None
+
+    def encode(self, text: str, continuation: bool = False) -> tuple[int, ...]:
+        """Ids of ``text`` at the start of an input, or (``continuation``) in the middle of one."""
+        key = (text, continuation)
+        ids = self._memo.get(key)
         if ids is None:
-            ids = tuple(self.tokenizer.encode(text, add_special_tokens=False)) if text else ()
+            if not text:
+                ids = ()
+            elif continuation and self.anchor is not None:
+                ids = tuple(self._raw(self.anchor + text)[1:])
+            else:
+                ids = tuple(self._raw(text))
             if len(self._memo) >= self._max_memo:
                 self._memo.clear()
-            self._memo[text] = ids
+            self._memo[key] = ids
         return ids
 
     def single_token_id(self, text: str, role: str) -> int:
@@ -111,14 +143,18 @@ class PieceTokenizer:
 
 
 def encode_chain(tok: PieceTokenizer, prompt: str, steps: Sequence[str], *, readout: Readout,
-                 step_suffix: str = "", mark_id: int | None = None, mark_suffix: str = "",
-                 add_special_prefix: bool = True) -> Encoding:
+                 step_lead: str = "", step_suffix: str = "", mark_id: int | None = None,
+                 mark_suffix: str = "", add_special_prefix: bool = True) -> Encoding:
     """Ids of ``prompt`` then each step, with the positions each step's score reads.
 
-    Layout: ``[special prefix] prompt step_1 suffix [mark] mark_suffix step_2 suffix [mark] ...``
-    (``step.rstrip()`` is used, so a trailing delimiter in the step text does not double
-    up with ``step_suffix``). Nothing follows the last step: every model here is causal,
-    so later text could not change the scores.
+    Layout: ``[special prefix] prompt | lead step_1 suffix | [mark] | mark_suffix step_2 suffix | [mark] ...``
+    where ``|`` separates independently tokenized pieces, ``lead`` = ``step_lead`` for the
+    first step (e.g. the space after the question) and ``mark_suffix`` after a mark.
+    Separators lead the next piece rather than trail the previous one, so a word keeps
+    its leading space ("▁Step", "ĠStep") as in a joint tokenization. ``step.rstrip()`` is
+    used, so a trailing delimiter in the step text does not double up with ``step_suffix``.
+    Nothing follows the last step: every model here is causal, so later text could not
+    change the scores.
 
     readout="mark": the position of the inserted ``mark_id`` after each step;
     readout="last": the last token of each step piece (value heads on "step end");
@@ -132,8 +168,8 @@ def encode_chain(tok: PieceTokenizer, prompt: str, steps: Sequence[str], *, read
     ids.extend(tok.encode(prompt))
     positions: list[tuple[int, ...]] = []
     for i, step in enumerate(steps):
-        lead = mark_suffix if (i > 0 and mark_id is not None) else ""
-        piece = tok.encode(lead + step.rstrip() + step_suffix)
+        lead = step_lead if i == 0 else (mark_suffix if mark_id is not None else "")
+        piece = tok.encode(lead + step.rstrip() + step_suffix, continuation=bool(ids))
         start = len(ids)
         ids.extend(piece)
         if readout == "mark":
@@ -214,12 +250,15 @@ def backbone_of(model: torch.nn.Module) -> torch.nn.Module:
 class ModelPRM(ABC):
     """A PRM backed by a torch model; ``score`` goes through the shared :class:`BatchScorer`.
 
+    ``causal``: each position sees only earlier tokens (all adapters here); a bidirectional
+    model must set it False, and ``prefix_filling`` False too.
     ``prefix_filling``: a step's score depends only on the chain up to it (true for causal
     models read at step positions), so scoring one chain also caches every prefix. Outcome
     RMs and bidirectional models must set it False.
     """
 
     prefix_filling: bool = True
+    causal: bool = True  # False for bidirectional models: padding then always gets a mask
     num_parameters: int = 0
     device: torch.device = torch.device("cpu")
     pad_token_id: int = 0
@@ -238,7 +277,7 @@ class ModelPRM(ABC):
     def encode(self, chain: Chain) -> Encoding: ...
 
     @abstractmethod
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                  position_ids: torch.Tensor) -> torch.Tensor:
         """[B, T, D] per-token features."""
 

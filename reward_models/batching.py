@@ -13,7 +13,8 @@ Why it looks like this:
   chain, which re-raises. The lowered token budget is kept for later calls, so a long
   search does not hit the same wall on every step (``reset_budget()`` restores it).
 * Left and right padding give the same scores: position ids come from the attention
-  mask, and read-out positions are shifted by each row's left padding.
+  mask, and read-out positions are shifted by each row's left padding. With right
+  padding a causal model needs no attention mask at all (pads only follow real tokens).
 """
 from __future__ import annotations
 
@@ -89,12 +90,13 @@ class ScoringBackend(Protocol):
     """What the batch scorer needs from an adapter (``ModelPRM`` provides it)."""
 
     prefix_filling: bool
+    causal: bool  # optional, default True: right padding then needs no attention mask
     device: torch.device
     pad_token_id: int
 
     def encode(self, chain: Chain) -> Encoding: ...
 
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                  position_ids: torch.Tensor) -> torch.Tensor: ...
 
     def head(self, feats: torch.Tensor, next_ids: torch.Tensor) -> torch.Tensor: ...
@@ -253,13 +255,19 @@ class BatchScorer:
                 seg.extend([s] * len(pos))
                 s += 1
             steps_per_chain.append(len(e.readout))
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        # Positions count real tokens only (left padding shifts nothing); pads after the real
+        # tokens keep counting up, so positions never repeat (which models read as packing).
+        position_ids = torch.where(mask.bool(), mask.cumsum(-1) - 1,
+                                   torch.arange(width).expand(len(encs), width) if self.padding_side == "right" else 0)
         rows_t, cols_t = torch.tensor(rows), torch.tensor(cols)
         next_ids = ids[rows_t, cols_t + 1]
         seg_t = torch.tensor(seg)
         dev = b.device
         with torch.inference_mode():
-            feats = b.features(ids[:, :width].to(dev), mask.to(dev), position_ids.to(dev))
+            # Causal model, right padding: real tokens never see the pads after them, so no mask
+            # is needed, and attention takes its fused causal path instead of a materialised mask.
+            skip_mask = self.padding_side == "right" and getattr(b, "causal", True)
+            feats = b.features(ids[:, :width].to(dev), None if skip_mask else mask.to(dev), position_ids.to(dev))
             h = feats[rows_t.to(dev), cols_t.to(dev)]
             vals = b.head(h, next_ids.to(dev)).float().reshape(-1)
             sums = torch.zeros(s, device=vals.device).index_add_(0, seg_t.to(vals.device), vals)

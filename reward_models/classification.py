@@ -64,7 +64,7 @@ class ClassificationPRM(ModelPRM):
 
     def _render(self, question: str) -> tuple[str, bool]:
         if not self.use_chat_template:
-            return question + self.question_suffix, True
+            return question, True
         messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": _SENTINEL}]
         text = self.tok.tokenizer.apply_chat_template(messages, tokenize=False)
@@ -73,9 +73,10 @@ class ClassificationPRM(ModelPRM):
         return text.split(_SENTINEL)[0], False  # the template writes its own special tokens
 
     def encode(self, chain: Chain) -> Encoding:
-        prompt, add_prefix = self.prompt(chain.question)
+        prompt, plain = self.prompt(chain.question)
         return encode_chain(self.tok, prompt, chain.steps, readout="mark", step_suffix=self.step_suffix,
-                            mark_id=self.sep_id, add_special_prefix=add_prefix)
+                            step_lead=self.question_suffix if plain else "", mark_id=self.sep_id,
+                            add_special_prefix=plain)
 
     def features(self, input_ids, attention_mask, position_ids):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)

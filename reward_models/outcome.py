@@ -52,7 +52,7 @@ class OutcomeRM(ModelPRM):
                          padding_side=padding_side, cache=cache)
 
     def encode(self, chain: Chain) -> Encoding:
-        enc = encode_chain(self.tok, chain.question + self.question_suffix, chain.steps, readout="last",
+        enc = encode_chain(self.tok, chain.question, chain.steps, step_lead=self.question_suffix, readout="last",
                            step_suffix=self.step_suffix)
         last = (len(enc.input_ids) - 1,)
         return Encoding(enc.input_ids, tuple(last for _ in enc.readout))

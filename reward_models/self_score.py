@@ -38,6 +38,7 @@ class SelfScorePRM(ModelPRM):
                          padding_side=padding_side, cache=cache)
 
     def encode(self, chain: Chain) -> Encoding:
+        # The separator after the question stays with the prompt: a step's score covers its own tokens only.
         return encode_chain(self.tok, chain.question + self.question_suffix, chain.steps, readout="span",
                             step_suffix=self.step_suffix)
 

@@ -50,7 +50,7 @@ class TaggedLMPRM(ModelPRM):
         return tokenizer
 
     def encode(self, chain: Chain) -> Encoding:
-        return encode_chain(self.tok, chain.question + self.question_suffix, chain.steps, readout="mark",
+        return encode_chain(self.tok, chain.question, chain.steps, step_lead=self.question_suffix, readout="mark",
                             step_suffix=self.step_suffix, mark_id=self.tag_id, mark_suffix=self.tag_suffix)
 
     def features(self, input_ids, attention_mask, position_ids):

@@ -104,3 +104,28 @@ def save_value_head(directory: str, arch: str, tokenizer, seed: int = 0, **confi
 def step_length_scorer(question: str, steps: list[str]) -> list[float]:
     """A toy heuristic PRM (importable, for config-driven tests): shorter steps score higher."""
     return [1.0 / (1.0 + len(s)) for s in steps]
+
+
+def build_sentencepiece_like_tokenizer():
+    """A SentencePiece-style tokenizer (Metaspace "▁", prepended at text start), like Llama 2/Mistral's.
+
+    Character-level BPE with the merges that matter here: "ки" is one token and "▁ки" is
+    none (as in Mistral's vocabulary, so " ки" encodes to "▁", "ки"); "▁+" and "▁-" are
+    tokens (Math-Shepherd's good/bad ids are those of "▁+"/"▁-"). Used to check that step
+    pieces get no stray "▁" at their start.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    chars = [c for c in string.printable if c not in " \x0b\x0c\r"] + ["к", "и", "▁"]
+    vocab: dict[str, int] = {}
+    for t in SPECIALS + chars + ["ки", "▁+", "▁-"]:
+        vocab.setdefault(t, len(vocab))
+    merges = [("к", "и"), ("▁", "+"), ("▁", "-")]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B",
+                                                       special_tokens=[("<s>", vocab["<s>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", pad_token="<pad>", clean_up_tokenization_spaces=False)

@@ -256,7 +256,8 @@ def train_value_head(backbone_or_config, labelled_chains: Sequence[LabelledChain
             batch = [data[i] for i in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
             ids, mask, rows, cols, targets = _collate(batch, tok.pad_token_id)
             ids, mask = ids.to(device), mask.to(device)
-            logits = model(ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+            # Right padding and a causal backbone: pads only follow real tokens, so no mask needed.
+            logits = model(ids, attention_mask=None, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
             loss = loss_fn(logits[rows.to(device), cols.to(device)].float(), targets.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -119,9 +119,9 @@ def read_format(directory: str) -> ValueHeadFormat:
 def encode_value_head(tok: PieceTokenizer, fmt: ValueHeadFormat, chain: Chain) -> Encoding:
     """The one layout shared by training and scoring."""
     if fmt.tag is None:
-        return encode_chain(tok, chain.question + fmt.question_suffix, chain.steps, readout="last",
+        return encode_chain(tok, chain.question, chain.steps, step_lead=fmt.question_suffix, readout="last",
                             step_suffix=fmt.step_suffix)
-    return encode_chain(tok, chain.question + fmt.question_suffix, chain.steps, readout="mark",
+    return encode_chain(tok, chain.question, chain.steps, step_lead=fmt.question_suffix, readout="mark",
                         step_suffix=fmt.step_suffix, mark_id=tok.single_token_id(fmt.tag, "step tag"),
                         mark_suffix=fmt.tag_suffix)
 

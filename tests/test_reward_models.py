@@ -359,3 +359,19 @@ def test_adapters_accept_built_models(tok):
     prm = rm.StepTagPRM(model=model, tokenizer=tok)
     assert len(prm.score([CHAINS[3]])[0].scores) == 5
     assert prm.num_parameters == sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+
+
+def test_sentencepiece_style_pieces_match_the_joint_tokenization(tmp_path):
+    """Llama-2/Mistral-style tokenizers prepend "▁" per encode call; step pieces must not get it."""
+    from reward_models.base import PieceTokenizer
+    from reward_models.testing import build_sentencepiece_like_tokenizer
+
+    sp = build_sentencepiece_like_tokenizer()
+    assert PieceTokenizer(sp).anchor == "<s>" and PieceTokenizer(build_tokenizer()).anchor is None
+    path = save_causal_lm(str(tmp_path / "sp"), "mistral", sp)
+    prm = rm.StepTagPRM(path, tokenizer=sp, dtype="float32")
+    assert sp.convert_ids_to_tokens([prm.tag_id, prm.good_id, prm.bad_id]) == ["ки", "▁+", "▁-"]  # as Math-Shepherd
+    chain = Chain("What is 2+3?", ("Step 1: 2+3=5", "Step 2: 5*2=10", "The answer is: 10"))
+    joint = sp.encode("What is 2+3? Step 1: 2+3=5 ки\nStep 2: 5*2=10 ки\nThe answer is: 10 ки")
+    assert list(prm.encode(chain).input_ids) == joint
+    assert len(prm.score([chain])[0].scores) == 3
