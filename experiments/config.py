@@ -48,7 +48,8 @@ class ConfigError(ValueError):
 @dataclass
 class PolicyConfig:
     """One policy model. ``backend`` "transformers" loads ``path`` with TransformersPolicy;
-    any other value is an import path ``pkg.mod:factory`` called as ``factory(config)``."""
+    any other value is a factory, or its import path ``pkg.mod:factory``, called as
+    ``factory(config)`` (Python-built configs may pass the function itself)."""
 
     name: str
     path: str | None = None
@@ -69,8 +70,8 @@ class PolicyConfig:
 
     def load(self, limits: SearchLimits, device: str | None = None):
         """Build the policy; ``device`` (from the shard) replaces "auto"/"cuda"."""
-        if self.backend != "transformers":
-            return import_path(self.backend)(self)
+        if self.backend != "transformers":  # a factory, or its import path
+            return (self.backend if callable(self.backend) else import_path(self.backend))(self)
         from treesearch.policy_hf import TransformersPolicy  # torch/transformers only when needed
         from treesearch.step_format import StepFormat
 
@@ -126,6 +127,8 @@ class DatasetConfig:
 
     def grader_fn(self) -> Grader:
         kind = self.grader
+        if callable(kind):
+            return kind
         if kind == AUTO:
             kind = "exact" if self.name == "builtin" else "math"
         if kind == "exact":
@@ -406,7 +409,7 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
     d = cfg.dataset
     if d.start < 0 or (d.limit is not None and d.limit < 0):
         fail("dataset.limit" if d.start >= 0 else "dataset.start", "must be >= 0")
-    if d.grader not in (AUTO, "math", "exact") and ":" not in d.grader:
+    if not callable(d.grader) and d.grader not in (AUTO, "math", "exact") and ":" not in d.grader:
         fail("dataset.grader", f"unknown grader {d.grader!r}: use auto, math, exact or 'pkg.mod:fn'")
 
 
