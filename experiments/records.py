@@ -146,7 +146,9 @@ def load_dir(directory: str | Path) -> list[dict[str, Any]]:
 
 
 def merge(directory: str | Path, out: str | Path) -> int:
-    """Write the merged records of every shard to one file; returns how many."""
+    """Write the merged records of every shard to one file; returns how many.
+
+    Name ``out`` outside ``directory`` or not ``records*.jsonl``, or readers count it twice."""
     records = load_dir(directory)
     tmp = Path(str(out) + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:

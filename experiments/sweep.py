@@ -18,7 +18,6 @@ import hashlib
 import inspect
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
