@@ -153,7 +153,9 @@ def _solve(args: argparse.Namespace) -> int:
     from treesearch.voting import vote
 
     from .config import DatasetConfig
-    from .sweep import SeededRunner, load_prm_for, memoized, problem_seed, Shard
+    from treesearch.runner import Runner
+
+    from .sweep import Shard, load_prm_for, memoized, problem_seed
 
     prm_spec = None
     if args.prm:
@@ -170,9 +172,9 @@ def _solve(args: argparse.Namespace) -> int:
     validate(study, "<command line>")
     policy = policy_cfg.load(limits)
     prm = load_prm_for(prm_spec, Shard()) if prm_spec else None
-    runner = SeededRunner(policy, prm, limits, progress=False)
-    [res] = runner.run_seeded([args.question], [problem_seed(args.seed, args.question)],
-                              method.algorithm_for(method.budgets[0]))
+    runner = Runner(policy, prm, limits, progress=False)
+    [res] = runner.run([args.question], method.algorithm_for(method.budgets[0]),
+                       seeds=[problem_seed(args.seed, args.question)])
     print(res.tree.render(max_text=args.width))
     print(f"\n{len(res.candidates)} candidates; answers: {[c.answer for c in res.candidates]}")
     equal = memoized(study.dataset.grader_fn())

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import hashlib
-import inspect
 import os
 import sys
 from dataclasses import dataclass, field
@@ -81,41 +80,6 @@ def problem_seed(seed: int, problem_id: str) -> int:
     """A 63-bit seed from the record's seed and the problem id (stable across Python runs)."""
     digest = hashlib.blake2b(f"{seed}\x1f{problem_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") & 0x7FFFFFFFFFFFFFFF
-
-
-# ---------------------------------------------------------------------------------------------
-# Running searches with per-problem seeds
-# ---------------------------------------------------------------------------------------------
-_RUN_HAS_SEEDS = "seeds" in inspect.signature(Runner.run).parameters
-
-
-class SeededRunner(Runner):
-    """A Runner whose problems take given seeds instead of (run seed, position in the batch).
-
-    Why: records must not change with the chunk or shard a problem landed in. Uses
-    ``Runner.run(seeds=...)`` when the core offers it; until then it sets the seed the
-    Runner keeps per problem right after the Runner creates it (before any sampling).
-    """
-
-    _seeds: Sequence[int] | None = None
-
-    def run_seeded(self, questions: Sequence[str], seeds: Sequence[int], algorithm: Any,
-                   desc: str | None = None) -> list[SearchResult]:
-        if len(seeds) != len(questions):
-            raise ValueError(f"{len(seeds)} seeds for {len(questions)} questions")
-        if _RUN_HAS_SEEDS:
-            return self.run(questions, algorithm, seeds=list(seeds), desc=desc)  # type: ignore[call-arg]
-        self._seeds = list(seeds)
-        try:
-            return self.run(questions, algorithm, desc=desc)
-        finally:
-            self._seeds = None
-
-    def _start(self, index, question, algorithm, seed):  # type: ignore[override]
-        p = super()._start(index, question, algorithm, seed)
-        if self._seeds is not None:
-            p.seed = self._seeds[index]
-        return p
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,12 +332,12 @@ def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], prm: Any, 
             continue
         if runner is None:
             policy = pol.load(cfg.limits, device=device)
-            runner = SeededRunner(policy, prm, cfg.limits, progress=False)
+            runner = Runner(policy, prm, cfg.limits, progress=False)
         algorithm = job.method.algorithm_for(job.budget)
         for i in range(0, len(searched), size):
             chunk = searched[i:i + size]
             seeds = [problem_seed(job.seed, p.id) for p, _ in chunk]
-            results = runner.run_seeded([p.question for p, _ in chunk], seeds, algorithm)
+            results = runner.run([p.question for p, _ in chunk], algorithm, seeds=seeds)
             recs = []
             for (p, budgets), s, res in zip(chunk, seeds, results):
                 rec = build_record(p, job.model, job.method, job.budget, job.seed, s, res, cfg.voting, grader,

@@ -81,8 +81,14 @@ class Runner:
 
     # ---- public -------------------------------------------------------------------------
     def run(self, questions: Sequence[str], algorithm: SearchAlgorithm, seed: int = 0,
-            desc: str | None = None) -> list[SearchResult]:
-        problems = [self._start(i, q, algorithm, seed) for i, q in enumerate(questions)]
+            desc: str | None = None, seeds: Sequence[int] | None = None) -> list[SearchResult]:
+        """Search every question; problem i draws its randomness from ``seeds[i]`` if given,
+        else from (``seed``, i). Results do not depend on which other problems share the batch."""
+        if seeds is None:
+            seeds = [_mix(seed, i) for i in range(len(questions))]
+        elif len(seeds) != len(questions):
+            raise ValueError(f"{len(seeds)} seeds for {len(questions)} questions")
+        problems = [self._start(i, q, algorithm, s) for i, (q, s) in enumerate(zip(questions, seeds))]
         bar = tqdm(total=len(problems), desc=desc or _name(algorithm), disable=not self.progress,
                    leave=False, unit="problem")
         active = [p for p in problems if p.finals is None]
@@ -110,7 +116,7 @@ class Runner:
         tree = Tree(question, self.policy.encode_prompt(question))
         ledger = ComputeLedger(policy_params=self.policy.num_parameters,
                                prm_params=self.prm.num_parameters if self.prm is not None else 0)
-        p = _Problem(index, tree, algorithm(tree), ledger, _mix(seed, index), started=time.perf_counter())
+        p = _Problem(index, tree, algorithm(tree), ledger, seed, started=time.perf_counter())
         self._advance(p, None)
         return p
 
