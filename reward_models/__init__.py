@@ -17,6 +17,8 @@ from .registry import available_prms, load_prm, register_prm
 from .self_score import SelfScorePRM
 from .step_tag import StepTagPRM, TaggedLMPRM
 from .value_head import ValueHeadFormat, ValueHeadModel, ValueHeadPRM
+from .training import LabelledChain, MonteCarloRollouts, TrainConfig, monte_carlo_labels, train_value_head
+from .evaluation import SampledSolution, roc_auc, score_solutions, selection_accuracy, step_auc
 
 __all__ = [
     "Chain", "ChainScores", "ProcessRewardModel",
@@ -25,4 +27,6 @@ __all__ = [
     "CallablePRM", "ClassificationPRM", "LlemmaPRM", "OutcomeRM", "SelfScorePRM",
     "StepTagPRM", "TaggedLMPRM", "ValueHeadFormat", "ValueHeadModel", "ValueHeadPRM",
     "available_prms", "load_prm", "register_prm",
+    "LabelledChain", "MonteCarloRollouts", "TrainConfig", "monte_carlo_labels", "train_value_head",
+    "SampledSolution", "roc_auc", "score_solutions", "selection_accuracy", "step_auc",
 ]

@@ -13,7 +13,15 @@ from reward_models.evaluation import SampledSolution, roc_auc, score_solutions, 
 from reward_models.testing import build_tokenizer, tiny_config
 from reward_models.training import LabelledChain, MonteCarloRollouts, monte_carlo_labels, train_value_head
 
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (and the machine is shared); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def addition_chains(n: int, seed: int) -> list[LabelledChain]:

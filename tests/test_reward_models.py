@@ -13,7 +13,15 @@ from reward_models.base import Encoding, ModelPRM, encode_chain
 from reward_models.testing import (ARCHS, build_tokenizer, save_causal_lm, save_sequence_classifier,
                                    save_token_classifier, save_value_head)
 
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (and the machine is shared); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 KINDS = ("step_tag", "llemma", "llemma2", "classification", "value_head", "outcome", "self_score")
 
