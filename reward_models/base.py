@@ -151,10 +151,11 @@ def encode_chain(tok: PieceTokenizer, prompt: str, steps: Sequence[str], *, read
     where ``|`` separates independently tokenized pieces, ``lead`` = ``step_lead`` for the
     first step (e.g. the space after the question) and ``mark_suffix`` after a mark.
     Separators lead the next piece rather than trail the previous one, so a word keeps
-    its leading space ("▁Step", "ĠStep") as in a joint tokenization. ``step.rstrip()`` is
-    used, so a trailing delimiter in the step text does not double up with ``step_suffix``.
-    Nothing follows the last step: every model here is causal, so later text could not
-    change the scores.
+    its leading space ("▁Step", "ĠStep") as in a joint tokenization. With a mark, the
+    step is ``rstrip``-ed (the tag follows the text, as in "... = 5 ки\n"); without one,
+    the step is kept verbatim and ``step_suffix`` is appended only if it does not already
+    end with it (a policy's steps usually end with their delimiter). Nothing follows the
+    last step: every model here is causal, so later text could not change the scores.
 
     readout="mark": the position of the inserted ``mark_id`` after each step;
     readout="last": the last token of each step piece (value heads on "step end");
@@ -169,7 +170,11 @@ def encode_chain(tok: PieceTokenizer, prompt: str, steps: Sequence[str], *, read
     positions: list[tuple[int, ...]] = []
     for i, step in enumerate(steps):
         lead = step_lead if i == 0 else (mark_suffix if mark_id is not None else "")
-        piece = tok.encode(lead + step.rstrip() + step_suffix, continuation=bool(ids))
+        if readout == "mark":  # the mark goes right after the text: drop the policy's trailing delimiter
+            body = step.rstrip() + step_suffix
+        else:  # the step as the policy wrote it, ending with step_suffix (added only if missing)
+            body = step if step.endswith(step_suffix) else step + step_suffix
+        piece = tok.encode(lead + body, continuation=bool(ids))
         start = len(ids)
         ids.extend(piece)
         if readout == "mark":

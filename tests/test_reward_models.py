@@ -383,3 +383,17 @@ def test_sentencepiece_style_pieces_match_the_joint_tokenization(tmp_path):
     joint = sp.encode("What is 2+3? Step 1: 2+3=5 ки\nStep 2: 5*2=10 ки\nThe answer is: 10 ки")
     assert list(prm.encode(chain).input_ids) == joint
     assert len(prm.score([chain])[0].scores) == 3
+
+
+def test_steps_keep_their_delimiters_without_a_mark_and_lose_them_before_a_tag(tok):
+    from reward_models.base import PieceTokenizer
+
+    t = PieceTokenizer(tok)
+    steps = ["Para one.\n\n", "Para two"]
+    enc = encode_chain(t, "Q", steps, readout="last", step_lead="\n", step_suffix="\n")
+    assert tok.decode(enc.input_ids, skip_special_tokens=True) == "Q\nPara one.\n\nPara two\n"
+    enc = encode_chain(t, "Q", steps, readout="span", step_suffix="")
+    assert tok.decode(enc.input_ids, skip_special_tokens=True) == "QPara one.\n\nPara two"
+    tag = t.single_token_id("ки", "tag")
+    enc = encode_chain(t, "Q", steps, readout="mark", step_lead=" ", step_suffix=" ", mark_id=tag, mark_suffix="\n")
+    assert tok.decode(enc.input_ids, skip_special_tokens=True) == "Q Para one. ки\nPara two ки"
