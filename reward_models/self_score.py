@@ -3,6 +3,10 @@
 Step score = exp(mean log-probability of the step's tokens given everything before), the
 per-token geometric-mean probability, in (0, 1]. A weak signal (it rewards fluent, not
 correct, steps) but free of extra training and comparable across step lengths.
+
+The prompt options mirror the transformers policy's (``prompt_template``, or
+``chat_template`` + ``system_prompt`` with the generation prompt), so steps are scored
+under the conditioning they were sampled with; steps are taken verbatim.
 """
 from __future__ import annotations
 
@@ -17,13 +21,16 @@ from .registry import register_prm
 class SelfScorePRM(ModelPRM):
     """exp(mean token log-prob of each step) under a causal LM."""
 
-    def __init__(self, path: str | None = None, *, question_suffix: str = "\n", step_suffix: str = "\n",
+    def __init__(self, path: str | None = None, *, prompt_template: str = "{question}\n",
+                 chat_template: bool = False, system_prompt: str | None = None, step_suffix: str = "\n",
                  device: str | None = None, dtype: str | torch.dtype | None = "auto",
                  trust_remote_code: bool = False, model: torch.nn.Module | None = None, tokenizer=None,
                  max_batch_tokens: int = 16384, max_batch_size: int = 256,
                  padding_side: str = "right", cache: bool = True, vocab_chunk_rows: int = 2048):
         from transformers import AutoModelForCausalLM
 
+        if "{question}" not in prompt_template:
+            raise ValueError("prompt_template must contain '{question}'")
         self.model, tokenizer, self.device = prepare(path, model, tokenizer, AutoModelForCausalLM,
                                                      device, dtype, trust_remote_code)
         self.backbone = backbone_of(self.model)
@@ -31,16 +38,33 @@ class SelfScorePRM(ModelPRM):
         self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
         self.tok = PieceTokenizer(tokenizer)
         self.pad_token_id = self.tok.pad_token_id
-        self.question_suffix, self.step_suffix = question_suffix, step_suffix
+        self.prompt_template, self.chat_template, self.system_prompt = prompt_template, chat_template, system_prompt
+        if chat_template and not getattr(tokenizer, "chat_template", None):
+            raise ValueError("chat_template=True but the tokenizer has no chat template")
+        self.step_suffix = step_suffix
         self.vocab_chunk_rows = vocab_chunk_rows
         self.num_parameters = non_embedding_parameters(self.model)
+        self._prompts: dict[str, str] = {}
         super().__init__(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
                          padding_side=padding_side, cache=cache)
 
+    def prompt(self, question: str) -> str:
+        if question not in self._prompts:
+            if len(self._prompts) > 10_000:
+                self._prompts.clear()
+            if self.chat_template:
+                messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
+                messages.append({"role": "user", "content": question})
+                text = self.tok.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            else:
+                text = self.prompt_template.format(question=question)
+            self._prompts[question] = text
+        return self._prompts[question]
+
     def encode(self, chain: Chain) -> Encoding:
-        # The separator after the question stays with the prompt: a step's score covers its own tokens only.
-        return encode_chain(self.tok, chain.question + self.question_suffix, chain.steps, readout="span",
-                            step_suffix=self.step_suffix)
+        # A chat template writes its own special tokens; a plain template gets the tokenizer's (e.g. <s>).
+        return encode_chain(self.tok, self.prompt(chain.question), chain.steps, readout="span",
+                            step_suffix=self.step_suffix, add_special_prefix=not self.chat_template)
 
     def features(self, input_ids, attention_mask, position_ids):
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask,

@@ -397,3 +397,12 @@ def test_steps_keep_their_delimiters_without_a_mark_and_lose_them_before_a_tag(t
     tag = t.single_token_id("ки", "tag")
     enc = encode_chain(t, "Q", steps, readout="mark", step_lead=" ", step_suffix=" ", mark_id=tag, mark_suffix="\n")
     assert tok.decode(enc.input_ids, skip_special_tokens=True) == "Q Para one. ки\nPara two ки"
+
+
+def test_self_score_mirrors_the_policy_prompt(make_prm, tok):
+    plain = make_prm("self_score", cache=False)
+    chat = make_prm("self_score", cache=False, chat_template=True, system_prompt="Be brief.")
+    chain = Chain("Q?", ("Step one.\n\n", "Step two.\n\n"))
+    assert tok.decode(plain.encode(chain).input_ids) == "<s>Q?\nStep one.\n\nStep two.\n\n"
+    assert tok.decode(chat.encode(chain).input_ids) == "<|system|>Be brief.\n<|user|>Q?\nStep one.\n\nStep two.\n\n"
+    assert len(chat.score([chain])[0].scores) == 2
