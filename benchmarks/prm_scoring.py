@@ -134,7 +134,7 @@ def bench_batching(args) -> dict:
     tol = 1e-4 if args.dtype == "float32" else 3e-2
     worst = max(abs(a - b) for x, y in zip(check, batched_out[:8]) for a, b in zip(x, y.scores))
     single, batched = min(singles), min(batches)
-    return dict(params=prm.num_parameters, chains=len(chains), tokens=tokens, single_s=single, batched_s=batched,
+    return dict(params=prm.num_parameters, budget=prm.scorer.max_batch_tokens, chains=len(chains), tokens=tokens, single_s=single, batched_s=batched,
                 speedup=single / batched, max_diff=worst, ok=worst <= tol, forward_calls=calls)
 
 
@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 on CUDA")
     ap.add_argument("--model-size", choices=sorted(SIZES), default="small")
     ap.add_argument("--chains", type=int, default=256)
-    ap.add_argument("--max-batch-tokens", type=int, default=16384)
+    ap.add_argument("--max-batch-tokens", type=int, default=None,
+                    help="token budget per forward pass (default: the PRM's, 1024 on CPU, 16384 on GPU)")
     ap.add_argument("--problems", type=int, default=32, help="problems in the cache workload")
     ap.add_argument("--widths", type=int, nargs="+", default=[4, 8, 16], help="REBASE widths swept")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# PRM scoring benchmark: Llama value-head PRM '{args.model_size}', {args.dtype}, {dev}")
     b = bench_batching(args)
     print(f"\n(a) batching: {b['chains']} chains, {b['tokens']:,} tokens, {b['params']:,} non-embedding params, "
-          f"best of {args.repeats}")
+          f"{b['budget']} tokens per batch, best of {args.repeats}")
     print(f"    {'mode':<16}{'seconds':>10}{'chains/s':>12}{'tokens/s':>12}")
     print(f"    {'one at a time':<16}{b['single_s']:>10.3f}{b['chains'] / b['single_s']:>12.1f}"
           f"{b['tokens'] / b['single_s']:>12,.0f}")

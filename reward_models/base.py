@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 Readout = Literal["mark", "last", "span"]
+CUDA_BATCH_TOKENS = 16384  # default token budget per forward pass on a GPU
+CPU_BATCH_TOKENS = 1024  # ... and on a CPU
 
 
 @dataclass(frozen=True)
@@ -268,10 +270,14 @@ class ModelPRM(ABC):
     device: torch.device = torch.device("cpu")
     pad_token_id: int = 0
 
-    def __init__(self, *, max_batch_tokens: int = 16384, max_batch_size: int = 256,
+    def __init__(self, *, max_batch_tokens: int | None = None, max_batch_size: int = 256,
                  padding_side: str = "right", cache: bool = True, cache_size: int | None = 1_000_000):
         from .batching import BatchScorer, PrefixCache
 
+        if max_batch_tokens is None:
+            # GPU: big batches fill the device. CPU: small ones keep activations in cache, which
+            # measured ~1.8x faster per token than 16k-token batches (benchmarks/prm_scoring.py).
+            max_batch_tokens = CUDA_BATCH_TOKENS if self.device.type == "cuda" else CPU_BATCH_TOKENS
         self.scorer = BatchScorer(
             self, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
             padding_side=padding_side,

@@ -33,7 +33,7 @@ class ClassificationPRM(ModelPRM):
                  model_class: str = "AutoModelForTokenClassification",
                  device: str | None = None, dtype: str | torch.dtype | None = "auto",
                  trust_remote_code: bool = False, model: torch.nn.Module | None = None, tokenizer=None,
-                 max_batch_tokens: int = 16384, max_batch_size: int = 256,
+                 max_batch_tokens: int | None = None, max_batch_size: int = 256,
                  padding_side: str = "right", cache: bool = True):
         import transformers
 

@@ -31,7 +31,7 @@ class OutcomeRM(ModelPRM):
                  positive_label: int = 1, head_name: str | None = None, device: str | None = None,
                  dtype: str | torch.dtype | None = "auto", trust_remote_code: bool = False,
                  model: torch.nn.Module | None = None, tokenizer=None,
-                 max_batch_tokens: int = 16384, max_batch_size: int = 256,
+                 max_batch_tokens: int | None = None, max_batch_size: int = 256,
                  padding_side: str = "right", cache: bool = True):
         from transformers import AutoModelForSequenceClassification
 

@@ -25,7 +25,7 @@ class SelfScorePRM(ModelPRM):
                  chat_template: bool = False, system_prompt: str | None = None, step_suffix: str = "\n",
                  device: str | None = None, dtype: str | torch.dtype | None = "auto",
                  trust_remote_code: bool = False, model: torch.nn.Module | None = None, tokenizer=None,
-                 max_batch_tokens: int = 16384, max_batch_size: int = 256,
+                 max_batch_tokens: int | None = None, max_batch_size: int = 256,
                  padding_side: str = "right", cache: bool = True, vocab_chunk_rows: int = 2048):
         from transformers import AutoModelForCausalLM
 

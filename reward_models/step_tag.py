@@ -27,7 +27,7 @@ class TaggedLMPRM(ModelPRM):
                  step_suffix: str = " ", tag_suffix: str = "\n", device: str | None = None,
                  dtype: str | torch.dtype | None = "auto", trust_remote_code: bool = False,
                  model: torch.nn.Module | None = None, tokenizer=None,
-                 max_batch_tokens: int = 16384, max_batch_size: int = 256,
+                 max_batch_tokens: int | None = None, max_batch_size: int = 256,
                  padding_side: str = "right", cache: bool = True):
         tokenizer = self._load(path, model, tokenizer, device, dtype, trust_remote_code)
         self.tok = PieceTokenizer(tokenizer)

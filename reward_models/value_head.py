@@ -132,7 +132,7 @@ class ValueHeadPRM(ModelPRM):
     def __init__(self, path: str | None = None, *, model: ValueHeadModel | None = None, tokenizer=None,
                  fmt: ValueHeadFormat | None = None, device: str | None = None,
                  dtype: str | torch.dtype | None = "auto", trust_remote_code: bool = False,
-                 max_batch_tokens: int = 16384, max_batch_size: int = 256,
+                 max_batch_tokens: int | None = None, max_batch_size: int = 256,
                  padding_side: str = "right", cache: bool = True):
         if model is None:
             if path is None:

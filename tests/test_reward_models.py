@@ -102,8 +102,8 @@ def test_reexports_core_protocol():
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_one_score_per_step_batched_equals_single_and_padding_sides(make_prm, kind, arch):
-    right = make_prm(kind, arch, cache=False, padding_side="right")
-    left = make_prm(kind, arch, cache=False, padding_side="left")
+    right = make_prm(kind, arch, cache=False, padding_side="right", max_batch_tokens=16384)
+    left = make_prm(kind, arch, cache=False, padding_side="left", max_batch_tokens=16384)
     assert isinstance(right, ProcessRewardModel) and right.num_parameters > 0
     batched = right.score(CHAINS)
     assert right.scorer.stats.forward_calls == 1  # all six chains in one batch
@@ -123,7 +123,8 @@ def test_one_score_per_step_batched_equals_single_and_padding_sides(make_prm, ki
 
 
 def test_tiny_token_budget_packs_many_batches_with_same_scores(make_prm):
-    big = make_prm("value_head", cache=False)
+    assert make_prm("value_head").scorer.max_batch_tokens == 1024  # the CPU default
+    big = make_prm("value_head", cache=False, max_batch_tokens=16384)
     small = make_prm("value_head", cache=False, max_batch_tokens=64, max_batch_size=2)
     _close(big.score(CHAINS), small.score(CHAINS))
     assert small.scorer.stats.forward_calls >= 3
