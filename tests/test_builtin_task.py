@@ -60,7 +60,7 @@ def test_parse_step_and_grading_catch_errors() -> None:
     assert parse_step("The answer is 135\n") is None
     assert parse_step("Step 2: 45 * = 135") is None
     assert arithmetic_ok("Step 1: 37 + 8 = 45\n") and not arithmetic_ok("Step 1: 37 + 8 = 46\n")
-    q = "Compute 37 + 8 * 3 left to right."
+    q = "Left to right: 37 + 8 * 3"
     gold = ["Step 1: 37 + 8 = 45\n", "Step 2: 45 * 3 = 135\n", "The answer is 135\n"]
     assert all(g.ok for g in grade_steps(q, gold))
     bad = ["Step 1: 37 + 8 = 46\n", "Step 2: 46 * 3 = 138\n", "The answer is 138\n"]
@@ -78,9 +78,9 @@ def test_tokenizer_round_trips_task_text() -> None:
         assert len(ids) == len(text)  # one token per character
         assert tok.decode(ids) == text
         assert tok.decode(tok.encode(text), skip_special_tokens=True) == text
-    ids, n_prompt = encode_example(tok, "Compute 2 + 3 left to right.", ["Step 1: 2 + 3 = 5\n", "The answer is 5\n"])
+    ids, n_prompt = encode_example(tok, "Left to right: 2 + 3", ["Step 1: 2 + 3 = 5\n", "The answer is 5\n"])
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
-    assert tok.decode(ids[1:n_prompt]) == "Compute 2 + 3 left to right.\n"
+    assert tok.decode(ids[1:n_prompt]) == "Left to right: 2 + 3\n"
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -93,7 +93,7 @@ def test_committed_checkpoint_loads_offline_and_writes_steps(size: str, monkeypa
     assert (path / "model.safetensors").exists() and (path / "README.md").exists()
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
-    text = "Compute 37 + 8 * 3 left to right.\nStep 1: 37 + 8 = 45\n  The answer is 135\n"
+    text = "Left to right: 37 + 8 * 3\nStep 1: 37 + 8 = 45\n  The answer is 135\n"
     assert tok.decode(tok.encode(text), skip_special_tokens=True) == text
 
     problems = generate(6, seed=11, levels=[1, 2])

@@ -1,7 +1,7 @@
 """Built-in miniature reasoning task: chained arithmetic in the paper's step format.
 
-A question is a start value and 1-5 operations to apply in order ("Compute 37 + 8 * 3
-left to right."). The gold solution applies them one line at a time, the running value
+A question is a start value and 1-5 operations to apply in order ("Left to right: 37 + 8
+* 3"). The gold solution applies them one line at a time, the running value
 always the left operand, then states the answer on its own line::
 
     Step 1: 37 + 8 = 45
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
 OPS = ("+", "-", "*")
-_QUESTION_RE = re.compile(r"^Compute (\d+)((?: [-+*] \d+)+) left to right\.$")
+_QUESTION_RE = re.compile(r"^Left to right: (\d+)((?: [-+*] \d+)+)$")
 _INSTR_RE = re.compile(r" ([-+*]) (\d+)")
 _STEP_RE = re.compile(r"^Step (\d+): (-?\d+) ([-+*]) (\d+) = (-?\d+)\s*$")
 _ANSWER_RE = re.compile(r"^The answer is (-?\d+)\s*$")
@@ -55,14 +55,18 @@ class LevelSpec:
     max_factor: int  # operand of * is 2..max_factor
 
 
-# Tuned so a 2-layer/64-wide model gets the easy levels mostly right and the hard ones
-# mostly wrong, with a ~1-3M parameter model clearly better after minutes of CPU training.
+# Operands b are single digits at every level: "a_units op b =" then sits at fixed offsets,
+# which a tiny model learns far faster than variable-width operands (measured: with 2-digit
+# addends a 1M-parameter model's + steps were still 94 % wrong after 1.4k updates). The
+# ceiling on the running value is the arithmetic knob: with values < 100 at levels 1-3 a
+# 2x64 model solved those levels 98 % in 5 CPU minutes, so the ceiling grows with the
+# level (3-digit values: carries into hundreds, multi-digit products) as do the steps.
 LEVELS: dict[int, LevelSpec] = {
     1: LevelSpec(n_ops=1, max_start=99, max_value=99, max_addend=9, max_factor=9),
-    2: LevelSpec(n_ops=2, max_start=50, max_value=99, max_addend=9, max_factor=9),
-    3: LevelSpec(n_ops=3, max_start=99, max_value=199, max_addend=20, max_factor=9),
-    4: LevelSpec(n_ops=4, max_start=99, max_value=499, max_addend=50, max_factor=9),
-    5: LevelSpec(n_ops=5, max_start=99, max_value=999, max_addend=99, max_factor=9),
+    2: LevelSpec(n_ops=2, max_start=99, max_value=199, max_addend=9, max_factor=9),
+    3: LevelSpec(n_ops=3, max_start=99, max_value=299, max_addend=9, max_factor=9),
+    4: LevelSpec(n_ops=4, max_start=99, max_value=599, max_addend=9, max_factor=9),
+    5: LevelSpec(n_ops=5, max_start=99, max_value=999, max_addend=9, max_factor=9),
 }
 
 
@@ -121,7 +125,7 @@ def _feasible(a: int, spec: LevelSpec) -> list[tuple[str, range]]:
 
 def render(start: int, ops: Sequence[tuple[str, int]]) -> tuple[str, list[str], int]:
     """Question text, gold step lines and the answer for a start value and operations."""
-    question = f"Compute {start}" + "".join(f" {op} {b}" for op, b in ops) + " left to right."
+    question = f"Left to right: {start}" + "".join(f" {op} {b}" for op, b in ops)
     steps, value = [], start
     for k, (op, b) in enumerate(ops, 1):
         new = apply_op(value, op, b)

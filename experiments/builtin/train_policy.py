@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from .task import LEVELS, BuiltinProblem, grade_steps, parse_answer, split_steps, test_split, train_stream
+from .task import LEVELS, BuiltinProblem, grade_steps, parse_answer, parse_step, split_steps, test_split, train_stream
 from .tokenizer import build_tokenizer, encode_example, prompt_text
 
 
@@ -39,13 +39,16 @@ class ModelSize:
     hidden: int
     heads: int
     intermediate: int
+    lr: float  # default peak LR (smaller models tolerate larger steps)
 
 
-# One architecture at three widths/depths; non-embedding params differ ~20x small->large.
+# One architecture (Llama, char vocab, tied embeddings) at three sizes; non-embedding
+# parameters ~33k / ~197k / ~590k (18x small->large). Sized for a 1-core CPU budget:
+# measured 38 / ~13 / 7 updates per second at batch 16.
 SIZES: dict[str, ModelSize] = {
-    "small": ModelSize(layers=2, hidden=64, heads=4, intermediate=256),
-    "medium": ModelSize(layers=4, hidden=128, heads=4, intermediate=512),
-    "large": ModelSize(layers=6, hidden=192, heads=6, intermediate=768),
+    "small": ModelSize(layers=2, hidden=32, heads=2, intermediate=128, lr=1e-2),
+    "medium": ModelSize(layers=3, hidden=64, heads=4, intermediate=256, lr=7e-3),
+    "large": ModelSize(layers=4, hidden=96, heads=4, intermediate=384, lr=5e-3),
 }
 
 
@@ -55,18 +58,26 @@ class TrainConfig:
     minutes: float
     max_steps: int | None = None  # optional step budget too: whichever ends first
     seed: int = 0
-    batch_size: int = 64
-    lr: float = 3e-3
+    batch_size: int = 16  # small batches: more updates per CPU second, which is what matters here
+    lr: float = 5e-3
     min_lr_frac: float = 0.05
     warmup_steps: int = 100
     weight_decay: float = 0.05
+    init_scale: float = 1.0
     levels: tuple[int, ...] = (1, 2, 3, 4, 5)
-    threads: int = 2
+    threads: int = 1  # 2 threads thrash when other jobs share the 2 cores (measured 6x slower)
     eval_n: int = 500
     checkpoint_every_s: float = 120.0
+    eval_every_s: float = 0.0  # >0: quick greedy eval on 100 test problems this often (logged)
 
 
-def make_model(size: str, tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausalLM:
+def make_model(size: str, tokenizer: PreTrainedTokenizerFast, seed: int, init_scale: float = 1.0) -> LlamaForCausalLM:
+    """Llama of the given size; weights N(0, (init_scale/sqrt(hidden))^2).
+
+    Why not HF's default std 0.02: at hidden 64-192 it makes attention logits ~0, so
+    attention starts uniform and the copy/lookup heads this task needs take thousands
+    of steps to appear.
+    """
     s = SIZES[size]
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -81,6 +92,7 @@ def make_model(size: str, tokenizer: PreTrainedTokenizerFast, seed: int) -> Llam
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         attn_implementation="sdpa",
+        initializer_range=init_scale / math.sqrt(s.hidden),
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
@@ -92,23 +104,33 @@ def non_embedding_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p is not emb)
 
 
-def batches(tokenizer: PreTrainedTokenizerFast, seed: int, batch_size: int, levels: Sequence[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(input_ids, attention_mask, labels) from the endless train stream; loss on solutions only."""
+def batches(tokenizer: PreTrainedTokenizerFast, seed: int, batch_size: int, levels: Sequence[int], pool: int = 16) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(input_ids, attention_mask, labels) from the endless train stream; loss on solutions only.
+
+    Batches are cut from a pool of ``pool`` batches sorted by length, so little compute goes
+    to padding (lengths run 50-170 tokens), then served in random order.
+    """
     problems = train_stream(seed, levels)
     rng = random.Random(seed)
     while True:
-        chunk = [next(problems) for _ in range(batch_size)]
-        rng.shuffle(chunk)
-        encoded = [encode_example(tokenizer, p.question, p.solution_steps) for p in chunk]
-        width = max(len(ids) for ids, _ in encoded)
-        ids = torch.full((batch_size, width), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((batch_size, width), -100, dtype=torch.long)
-        mask = torch.zeros((batch_size, width), dtype=torch.long)
-        for i, (seq, n_prompt) in enumerate(encoded):
-            ids[i, : len(seq)] = torch.tensor(seq)
-            labels[i, n_prompt : len(seq)] = torch.tensor(seq[n_prompt:])
-            mask[i, : len(seq)] = 1
-        yield ids, mask, labels
+        encoded = [encode_example(tokenizer, p.question, p.solution_steps) for p in (next(problems) for _ in range(batch_size * pool))]
+        encoded.sort(key=lambda e: len(e[0]))
+        chunks = [encoded[i : i + batch_size] for i in range(0, len(encoded), batch_size)]
+        rng.shuffle(chunks)
+        for chunk in chunks:
+            yield _collate(chunk, tokenizer.pad_token_id)
+
+
+def _collate(chunk: Sequence[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids, _ in chunk)
+    ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(chunk), width), dtype=torch.long)
+    for i, (seq, n_prompt) in enumerate(chunk):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        labels[i, n_prompt : len(seq)] = torch.tensor(seq[n_prompt:])
+        mask[i, : len(seq)] = 1
+    return ids, mask, labels
 
 
 def lr_at(cfg: TrainConfig, step: int, frac_time: float) -> float:
@@ -128,6 +150,7 @@ class EvalResult:
     per_level_step_error_rate: dict[int, float]
     per_step_index_error_rate: dict[int, float]  # by position k of the step (1-based)
     error_kinds: dict[str, int]
+    arith_error_rate_by_op: dict[str, float]  # among steps that copied a, op, b right
     n: int
 
 
@@ -159,6 +182,7 @@ def score(problems: Sequence[BuiltinProblem], texts: Sequence[str]) -> EvalResul
     step_err: dict[int, list[bool]] = {}
     by_index: dict[int, list[bool]] = {}
     kinds: dict[str, int] = {}
+    by_op: dict[str, list[bool]] = {}
     for p, text in zip(problems, texts):
         steps = split_steps(text)
         answer = parse_answer(steps[-1]) if steps else None
@@ -168,6 +192,9 @@ def score(problems: Sequence[BuiltinProblem], texts: Sequence[str]) -> EvalResul
             by_index.setdefault(k, []).append(not g.ok)
             if not g.ok:
                 kinds[g.kind] = kinds.get(g.kind, 0) + 1
+            parsed = parse_step(steps[k - 1])
+            if parsed is not None and g.kind in ("ok", "arith"):
+                by_op.setdefault(parsed[1], []).append(g.kind == "arith")
 
     def mean(xs: Sequence[bool]) -> float:
         return round(sum(xs) / max(1, len(xs)), 4)
@@ -181,6 +208,7 @@ def score(problems: Sequence[BuiltinProblem], texts: Sequence[str]) -> EvalResul
         per_level_step_error_rate={lv: mean(xs) for lv, xs in sorted(step_err.items())},
         per_step_index_error_rate={k: mean(xs) for k, xs in sorted(by_index.items())},
         error_kinds=dict(sorted(kinds.items())),
+        arith_error_rate_by_op={op: mean(xs) for op, xs in sorted(by_op.items())},
         n=len(flat),
     )
 
@@ -196,7 +224,7 @@ def evaluate(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, n: int
 def train(cfg: TrainConfig, work_dir: Path, resume: bool) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, dict]:
     torch.set_num_threads(cfg.threads)
     tokenizer = build_tokenizer()
-    model = make_model(cfg.size, tokenizer, cfg.seed)
+    model = make_model(cfg.size, tokenizer, cfg.seed, cfg.init_scale)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     state_path = work_dir / "train_state.pt"
     step, elapsed, tokens = 0, 0.0, 0
@@ -209,7 +237,8 @@ def train(cfg: TrainConfig, work_dir: Path, resume: bool) -> tuple[LlamaForCausa
     data = batches(tokenizer, cfg.seed * 1000 + step, cfg.batch_size, cfg.levels)  # fresh data on resume
     budget = cfg.minutes * 60
     model.train()
-    t0, last_ckpt, ema = time.time() - elapsed, time.time(), None
+    t0, last_ckpt, last_eval, ema = time.time() - elapsed, time.time(), time.time(), None
+    curve: list[dict] = []
     bar = tqdm(total=int(budget), unit="s", desc=f"train {cfg.size}", initial=int(elapsed), mininterval=5)
     while (elapsed := time.time() - t0) < budget and step < (cfg.max_steps or math.inf):
         ids, mask, labels = next(data)
@@ -226,12 +255,18 @@ def train(cfg: TrainConfig, work_dir: Path, resume: bool) -> tuple[LlamaForCausa
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.update(int(elapsed) - bar.n)
         bar.set_postfix(step=step, loss=f"{ema:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}", refresh=False)
+        if cfg.eval_every_s and time.time() - last_eval > cfg.eval_every_s:
+            r = evaluate(model, tokenizer, 100)
+            curve.append({"step": step, "minutes": round(elapsed / 60, 2), "loss": round(ema, 4), "acc": r.accuracy, "step_err": r.step_error_rate})
+            tqdm.write(json.dumps(curve[-1] | {"levels": r.per_level_accuracy}))
+            model.train()
+            last_eval = time.time()
         if time.time() - last_ckpt > cfg.checkpoint_every_s:
             work_dir.mkdir(parents=True, exist_ok=True)
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed, "tokens": tokens}, state_path)
             last_ckpt = time.time()
     bar.close()
-    stats = {"steps": step, "train_seconds": round(elapsed, 1), "train_tokens": tokens, "final_loss_ema": round(ema or float("nan"), 4)}
+    stats = {"curve": curve, "steps": step, "train_seconds": round(elapsed, 1), "train_tokens": tokens, "final_loss_ema": round(ema or float("nan"), 4)}
     return model, tokenizer, stats
 
 
@@ -291,13 +326,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--work-dir", type=Path, default=None, help="training state for --resume (default runs/builtin/policy-SIZE)")
     ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--lr", type=float, default=TrainConfig.lr)
+    ap.add_argument("--lr", type=float, default=None, help="peak LR (default: per size)")
     ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     ap.add_argument("--threads", type=int, default=TrainConfig.threads)
     ap.add_argument("--eval-n", type=int, default=TrainConfig.eval_n)
     ap.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps)
+    ap.add_argument("--init-scale", type=float, default=TrainConfig.init_scale)
+    ap.add_argument("--eval-every-s", type=float, default=0.0)
     args = ap.parse_args(argv)
-    cfg = TrainConfig(size=args.size, minutes=args.minutes, max_steps=args.max_steps, seed=args.seed, lr=args.lr, batch_size=args.batch_size, threads=args.threads, eval_n=args.eval_n, warmup_steps=args.warmup_steps)
+    cfg = TrainConfig(size=args.size, minutes=args.minutes, max_steps=args.max_steps, seed=args.seed, lr=args.lr or SIZES[args.size].lr, batch_size=args.batch_size, threads=args.threads, eval_n=args.eval_n, warmup_steps=args.warmup_steps, init_scale=args.init_scale, eval_every_s=args.eval_every_s)
     work_dir = args.work_dir or Path("runs/builtin") / f"policy-{args.size}"
     command = "python -m experiments.builtin.train_policy " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
 
