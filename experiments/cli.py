@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="overlay the paper's points: llemma-math500, llemma-gsm8k (or mistral-/llama3-/paper-<dataset>)")
     rep.add_argument("--no-plots", action="store_true", help="tables only")
 
+    sub.add_parser("demo", help="the built-in study in miniature on a CPU (see --help)", add_help=False)
+
     chk = sub.add_parser("check", help="validate a config and show what a run would do")
     chk.add_argument("config")
     chk.add_argument("--limit", type=int)
@@ -93,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:  # the demo owns its flags
+        from .builtin.demo import main as demo
+        return demo(argv[1:])
     args = build_parser().parse_args(argv)
     from .datasets import DatasetError
     from .records import RecordsError
