@@ -37,9 +37,8 @@ def load(args) -> tuple[object, object, list[str]]:
         tok = AutoTokenizer.from_pretrained(BUILTIN)
         model = AutoModelForCausalLM.from_pretrained(BUILTIN, dtype=dtype)
         return model.to(args.device).eval(), tok, [p.question for p in test_split(args.problems)]
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import char_tokenizer
-    tok = char_tokenizer()
+    from experiments.builtin.tokenizer import build_tokenizer
+    tok = build_tokenizer()
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), num_key_value_heads=4, max_position_embeddings=2048,
                       eos_token_id=2, bos_token_id=1, pad_token_id=0, **RANDOM_SIZES[args.random_size or "small"])

@@ -25,6 +25,8 @@ from typing import Literal, Sequence
 
 import torch
 
+from treesearch.ledger import non_embedding_parameters
+
 from treesearch.protocols import Chain, ChainScores, ProcessRewardModel
 
 __all__ = [
@@ -220,16 +222,6 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         return names[str(dtype).removeprefix("torch.")]
     except KeyError:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(names)} or 'auto'") from None
-
-
-def non_embedding_parameters(model: torch.nn.Module) -> int:
-    """Parameters outside the input token embedding (the N of FLOPs ≈ 2·N per token).
-
-    Same convention as the policy side: an untied output head counts, a tied one does not.
-    """
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    skip = {id(p) for p in emb.parameters()} if emb is not None else set()
-    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):

@@ -3,20 +3,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-CHARS = list("0123456789+-*= \nStepTheanswris:.")
-
+from experiments.builtin.tokenizer import build_tokenizer
 
 def char_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2}
-    for c in CHARS:
-        vocab.setdefault(c, len(vocab))
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tk.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
+    """The built-in task's character tokenizer (built in memory, no files)."""
+    return build_tokenizer()
 
 
 def tiny_llama(vocab_size: int, seed: int = 0, layers: int = 2, hidden: int = 64) -> LlamaForCausalLM:

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from treesearch.algorithms import MCTS, BeamSearch, Greedy, Rebase, Sampling
-from treesearch.policy_hf import TransformersPolicy, non_embedding_parameters
+from treesearch.ledger import non_embedding_parameters
+from treesearch.policy_hf import TransformersPolicy
 from treesearch.protocols import ExpandRequest
 from treesearch.runner import Runner, SearchLimits
 from treesearch.step_format import StepFormat

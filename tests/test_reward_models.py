@@ -367,7 +367,8 @@ def test_adapters_accept_built_models(tok):
     model = AutoModelForCausalLM.from_config(tiny_config("llama", tok))
     prm = rm.StepTagPRM(model=model, tokenizer=tok)
     assert len(prm.score([CHAINS[3]])[0].scores) == 5
-    assert prm.num_parameters == sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    tables = model.get_input_embeddings().weight.numel() + model.get_output_embeddings().weight.numel()  # untied
+    assert prm.num_parameters == sum(p.numel() for p in model.parameters()) - tables  # same N as the policy side
 
 
 def test_sentencepiece_style_pieces_match_the_joint_tokenization(tmp_path):

@@ -23,7 +23,7 @@ class ComputeLedger:
 
     @property
     def paper_flops(self) -> float:
-        return 2.0 * self.policy_params * self.generated_tokens
+        return paper_flops(self.policy_params, self.generated_tokens)
 
     @property
     def full_flops(self) -> float:
@@ -37,3 +37,20 @@ class ComputeLedger:
 def paper_flops(num_parameters: float, generated_tokens: float) -> float:
     """Wu et al.'s FLOPs: 2 · N · generated tokens."""
     return 2.0 * num_parameters * generated_tokens
+
+
+def non_embedding_parameters(model) -> int:
+    """Kaplan's N: parameters outside the vocabulary-sized input and output embedding tables.
+
+    One convention for policies and PRMs; a tied output head is counted once (not at all),
+    a small value head on top of a backbone is counted.
+    """
+    total = sum(p.numel() for p in model.parameters())
+    seen = set()
+    for getter in ("get_input_embeddings", "get_output_embeddings"):
+        emb = getattr(model, getter, lambda: None)()
+        weight = getattr(emb, "weight", None)
+        if weight is not None and weight.data_ptr() not in seen:
+            seen.add(weight.data_ptr())
+            total -= weight.numel()
+    return total

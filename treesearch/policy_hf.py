@@ -17,21 +17,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from .kv_cache import CacheEntry, PrefixKVStore
+from .ledger import non_embedding_parameters
 from .protocols import ExpandOutput, ExpandRequest, StepSample
 from .step_format import StepFormat
 
 _M32 = 0xFFFFFFFF
-
-
-def non_embedding_parameters(model: torch.nn.Module) -> int:
-    """Parameters outside the input and output embedding tables (Kaplan's N)."""
-    total = sum(p.numel() for p in model.parameters())
-    seen = set()
-    for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
-        if emb is not None and emb.weight.data_ptr() not in seen:
-            seen.add(emb.weight.data_ptr())
-            total -= emb.weight.numel()
-    return total
 
 
 class _GrowingLayer(DynamicLayer):
