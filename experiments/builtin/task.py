@@ -53,20 +53,22 @@ class LevelSpec:
     max_value: int  # running value stays within [0, max_value]
     max_addend: int  # operand of + and - is 1..max_addend
     max_factor: int  # operand of * is 2..max_factor
+    p_mul: float = 0.5  # chance of "*" when it is feasible (+ and - share the rest)
 
 
 # Operands b are single digits at every level: "a_units op b =" then sits at fixed offsets,
 # which a tiny model learns far faster than variable-width operands (measured: with 2-digit
 # addends a 1M-parameter model's + steps were still 94 % wrong after 1.4k updates). The
 # ceiling on the running value is the arithmetic knob: with values < 100 at levels 1-3 a
-# 2x64 model solved those levels 98 % in 5 CPU minutes, so the ceiling grows with the
-# level (3-digit values: carries into hundreds, multi-digit products) as do the steps.
+# 2x64 model solved those levels 98 % in 5 CPU minutes, so values reach 3 digits from
+# level 2 and 4 digits from level 4, and half the feasible steps multiply (multi-digit
+# products with chained carries are what small models get wrong; + and - are learnt).
 LEVELS: dict[int, LevelSpec] = {
     1: LevelSpec(n_ops=1, max_start=99, max_value=99, max_addend=9, max_factor=9),
-    2: LevelSpec(n_ops=2, max_start=99, max_value=199, max_addend=9, max_factor=9),
-    3: LevelSpec(n_ops=3, max_start=99, max_value=299, max_addend=9, max_factor=9),
-    4: LevelSpec(n_ops=4, max_start=99, max_value=599, max_addend=9, max_factor=9),
-    5: LevelSpec(n_ops=5, max_start=99, max_value=999, max_addend=9, max_factor=9),
+    2: LevelSpec(n_ops=2, max_start=99, max_value=999, max_addend=9, max_factor=9),
+    3: LevelSpec(n_ops=3, max_start=99, max_value=999, max_addend=9, max_factor=9),
+    4: LevelSpec(n_ops=4, max_start=99, max_value=9999, max_addend=9, max_factor=9),
+    5: LevelSpec(n_ops=5, max_start=99, max_value=9999, max_addend=9, max_factor=9),
 }
 
 
@@ -123,6 +125,15 @@ def _feasible(a: int, spec: LevelSpec) -> list[tuple[str, range]]:
     return out
 
 
+def _pick_op(rng: random.Random, feasible: list[tuple[str, range]], p_mul: float) -> tuple[str, range]:
+    """Multiplications are the hard steps (multi-digit products), so they are favoured."""
+    muls = [f for f in feasible if f[0] == "*"]
+    others = [f for f in feasible if f[0] != "*"]
+    if muls and (not others or rng.random() < p_mul):
+        return muls[0]
+    return rng.choice(others)
+
+
 def render(start: int, ops: Sequence[tuple[str, int]]) -> tuple[str, list[str], int]:
     """Question text, gold step lines and the answer for a start value and operations."""
     question = f"Left to right: {start}" + "".join(f" {op} {b}" for op, b in ops)
@@ -140,7 +151,7 @@ def sample_problem(rng: random.Random, level: int) -> BuiltinProblem:
     start = rng.randint(2, spec.max_start)
     value, ops = start, []
     for _ in range(spec.n_ops):
-        op, rng_b = rng.choice(_feasible(value, spec))
+        op, rng_b = _pick_op(rng, _feasible(value, spec), spec.p_mul)
         b = rng.choice(rng_b)
         ops.append((op, b))
         value = apply_op(value, op, b)
