@@ -98,8 +98,13 @@ def test_committed_checkpoint_loads_offline_and_writes_steps(size: str, monkeypa
 
     problems = generate(6, seed=11, levels=[1, 2])
     enc = tok([p.question + "\n" for p in problems], return_tensors="pt", padding=True)
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=60, do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model; extra threads only contend with other jobs
+    try:
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=60, do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    finally:
+        torch.set_num_threads(threads)
     texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     fmt = StepFormat.preset("newline")
     n_correct = 0
