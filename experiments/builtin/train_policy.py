@@ -270,41 +270,57 @@ def train(cfg: TrainConfig, work_dir: Path, resume: bool) -> tuple[LlamaForCausa
     return model, tokenizer, stats
 
 
-def model_card(cfg: TrainConfig, stats: dict, greedy: EvalResult, sampled: EvalResult, n_params: int, command: str) -> str:
-    s = SIZES[cfg.size]
-    lv = "\n".join(
-        f"| {k} | {LEVELS[k].n_ops + 1} | {greedy.per_level_accuracy.get(k, 0):.3f} | {greedy.per_level_step_error_rate.get(k, 0):.3f} | {sampled.per_level_accuracy.get(k, 0):.3f} |"
-        for k in sorted(greedy.per_level_accuracy)
+def model_card(metrics: dict) -> str:
+    """The checkpoint's README, rendered from its metrics.json (so cards can be re-rendered)."""
+    cfg, g, smp = metrics["config"], metrics["greedy"], metrics["sampled_t1"]
+    s = SIZES[cfg["size"]]
+    rows = "\n".join(
+        f"| {k} | {LEVELS[int(k)].n_ops + 1} | {g['per_level_accuracy'][k]:.3f} | {g['per_level_step_error_rate'][k]:.3f} "
+        f"| {smp['per_level_accuracy'][k]:.3f} | {smp['per_level_step_error_rate'][k]:.3f} |"
+        for k in g["per_level_accuracy"]
     )
-    return f"""# policy-{cfg.size} (built-in arithmetic task)
+    curve = "\n".join(f"| {c['step']} | {c['minutes']} | {c['loss']} | {c['acc']:.2f} | {c['step_err']:.3f} |" for c in metrics.get("curve", []))
+    stopped = "step budget" if cfg.get("max_steps") and metrics["steps"] >= cfg["max_steps"] else "time budget"
+    return f"""# policy-{cfg['size']} (built-in arithmetic task)
 
 LlamaForCausalLM, {s.layers} layers, hidden {s.hidden}, {s.heads} heads, MLP {s.intermediate},
-tied embeddings, char-level tokenizer (vocab 100). **Non-embedding parameters: {n_params:,}.**
+tied embeddings, char-level tokenizer (vocab 100), fp32 safetensors.
+**Non-embedding parameters: {metrics['non_embedding_params']:,}.**
 
-Trained from scratch on CPU ({cfg.threads} threads) on `experiments.builtin.task` train problems
-(levels {list(cfg.levels)}, uniform; loss on solution tokens only) for {stats['train_seconds'] / 60:.1f} min:
-{stats['steps']} steps of batch {cfg.batch_size}, {stats['train_tokens']:,} tokens, AdamW lr {cfg.lr}
-(warmup {cfg.warmup_steps} steps, cosine on wall time to {cfg.min_lr_frac}x), seed {cfg.seed}.
-Final training loss (EMA): {stats['final_loss_ema']}.
+Trained from scratch on CPU ({cfg['threads']} torch thread, CPU shared with other jobs) on
+`experiments.builtin.task` train problems (levels 1-5 uniform, fresh problems every batch,
+loss on solution tokens only): {metrics['steps']} updates of batch {cfg['batch_size']}
+({metrics['train_tokens']:,} tokens) in {metrics['train_seconds'] / 60:.1f} min wall time (stopped by the
+{stopped}; the time includes the periodic 100-problem evaluations below). AdamW peak lr
+{cfg['lr']}, weight decay {cfg['weight_decay']}, warmup {cfg['warmup_steps']} steps then cosine to
+{cfg['min_lr_frac']}x over max(fraction of --minutes, fraction of --max-steps); init std
+{cfg['init_scale']}/sqrt(hidden); seed {cfg['seed']}. Final training loss (EMA): {metrics['final_loss_ema']}.
 
-Command:
+    {metrics.get('command', '')}
 
-    {command}
+## Measured on the fixed test split (`task.test_split({g['n']})`, 100 per level)
 
-## Measured on the fixed test split ({greedy.n} problems)
+Greedy accuracy **{g['accuracy']:.3f}**, step error rate {g['step_error_rate']:.3f}.
+Temperature 1.0 single-sample accuracy **{smp['accuracy']:.3f}**, step error rate {smp['step_error_rate']:.3f}.
 
-Greedy accuracy **{greedy.accuracy:.3f}**; step error rate {greedy.step_error_rate:.3f}.
-Sampled (temperature 1.0) single-sample accuracy {sampled.accuracy:.3f}.
+| level | steps | greedy acc | greedy step err | T=1 acc | T=1 step err |
+|---|---|---|---|---|---|
+{rows}
 
-| level | steps | greedy acc | greedy step error rate | sampled acc (T=1) |
+A step's error is judged locally (`task.grade_steps`): right running value, the next
+instruction, correct arithmetic. Greedy step error rate by step position:
+{g['per_step_index_error_rate']}. Greedy error kinds: {g['error_kinds']}.
+Arithmetic error rate per operation (steps with the right operands): greedy
+{g['arith_error_rate_by_op']}, T=1 {smp['arith_error_rate_by_op']}.
+
+## Learning curve (greedy, first 100 test problems)
+
+| update | minutes | train loss | acc | step err |
 |---|---|---|---|---|
-{lv}
-
-Greedy step error rate by step position: {greedy.per_step_index_error_rate}.
-Greedy error kinds: {greedy.error_kinds}.
+{curve}
 
 Prompt: `<bos>` + question + `"\\n"`; the model writes "Step k: a op b = c" lines and
-"The answer is X", then `<eos>`.
+"The answer is X", each ending in "\\n", then `<eos>`.
 """
 
 
@@ -344,9 +360,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     greedy = evaluate(model, tokenizer, cfg.eval_n, greedy=True)
     sampled = evaluate(model, tokenizer, cfg.eval_n, greedy=False, seed=cfg.seed)
     stats["eval_seconds"] = round(time.time() - t, 1)
-    metrics = {"config": asdict(cfg), "non_embedding_params": n_params, **stats, "greedy": asdict(greedy), "sampled_t1": asdict(sampled)}
+    metrics = {"command": command, "config": asdict(cfg), "non_embedding_params": n_params, **stats, "greedy": asdict(greedy), "sampled_t1": asdict(sampled)}
+    metrics = json.loads(json.dumps(metrics))  # the on-disk form (string keys), which the card reads
     print(json.dumps(metrics, indent=2))
-    save(model, tokenizer, args.out, model_card(cfg, stats, greedy, sampled, n_params, command), metrics)
+    save(model, tokenizer, args.out, model_card(metrics), metrics)
     if (work_dir / "train_state.pt").exists():
         os.remove(work_dir / "train_state.pt")  # finished: the saved model supersedes it
 
