@@ -25,14 +25,14 @@ from reward_models import SampledSolution, monte_carlo_labels, score_solutions, 
     train_value_head
 from treesearch.algorithms import Sampling
 from treesearch.policy_hf import TransformersPolicy
-from treesearch.runner import Runner, SearchLimits
+from treesearch.runner import Runner
 from treesearch.step_format import StepFormat
 
-from .task import train_split, test_split
+from .demo import LIMITS
+from .task import test_split, train_split
 from .tokenizer import build_tokenizer
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
-LIMITS = SearchLimits(max_depth=10, max_step_tokens=32, max_solution_tokens=200)
 
 
 def load_policy(name: str, temperature: float = 1.0) -> TransformersPolicy:
@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--k-rollouts", type=int, default=4)
     ap.add_argument("--eval-problems", type=int, default=100, help="held-out test problems for AUC and voting")
     ap.add_argument("--eval-samples", type=int, default=16)
+    ap.add_argument("--init-from", default="large",
+                    help="start the backbone from this built-in policy (it already reads arithmetic), "
+                         "or 'scratch' for a random Llama of --layers x --hidden")
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=4)
@@ -81,14 +84,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(chains)} labelled chains ({label_seconds:.0f} s); mean label "
           f"{sum(sum(c.labels) / len(c.labels) for c in chains) / len(chains):.3f}")
 
-    # 2. The value head on a small Llama backbone, trained from scratch.
+    # 2. A value head on a Llama backbone: a policy's (as Math-Shepherd and Wu et al. start the PRM
+    #    from a pretrained LM) or a random one.
     tok = build_tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=args.hidden, intermediate_size=4 * args.hidden,
-                      num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4,
-                      max_position_embeddings=512, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id)
+    if args.init_from == "scratch":
+        backbone = LlamaConfig(vocab_size=len(tok), hidden_size=args.hidden, intermediate_size=4 * args.hidden,
+                               num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4,
+                               max_position_embeddings=512, bos_token_id=tok.bos_token_id,
+                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    else:
+        backbone = str(CHECKPOINTS / f"policy-{args.init_from}")
     t1 = time.time()
-    prm = train_value_head(cfg, fit, tok, epochs=args.epochs, lr=args.lr, batch_size=32, warmup_steps=20,
+    prm = train_value_head(backbone, fit, tok, epochs=args.epochs, lr=args.lr, batch_size=32, warmup_steps=20,
                            seed=args.seed, output_dir=args.out)
     train_seconds = time.time() - t1
     auc_val = step_auc(prm, val)
@@ -120,8 +127,8 @@ def write_card(out: Path, m: dict, argv: list[str]) -> None:
                      for name, v in m[f"voting_at_{n}"].items())
     out.joinpath("README.md").write_text(f"""# Built-in value-head PRM
 
-A {m['args']['layers']}-layer, {m['args']['hidden']}-wide Llama backbone ({m['non_embedding_parameters']:,}
-non-embedding parameters) with a linear value head; the score of a step is the sigmoid of the head
+A Llama backbone ({m['non_embedding_parameters']:,} non-embedding parameters; initialised from
+{"a random " + str(m['args']['layers']) + "-layer, " + str(m['args']['hidden']) + "-wide Llama" if m['args']['init_from'] == "scratch" else "the built-in policy-" + m['args']['init_from']}) with a linear value head; the score of a step is the sigmoid of the head
 at the step's last token. Trained with the Math-Shepherd recipe on rollouts of the built-in policies.
 
     python -m experiments.builtin.train_prm {shlex.join(argv)}
