@@ -20,7 +20,7 @@ from treesearch.runner import SearchLimits
 from ..config import DatasetConfig, MethodConfig, PolicyConfig, StudyConfig, VotingConfig
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
-SIZES = ("small", "medium", "large")
+SIZES = ("small", "medium", "large")  # those with a trained checkpoint take part
 LIMITS = SearchLimits(max_depth=10, max_step_tokens=32, max_solution_tokens=200)
 PROFILES = {  # problems, largest budget, seeds
     "quick": (20, 8, [0]),
@@ -33,7 +33,7 @@ def study(profile: str = "default") -> StudyConfig:
     """The demo's study as a config (the same object a YAML file maps onto)."""
     problems, top, seeds = PROFILES[profile]
     budgets = [2 ** i for i in range(top.bit_length()) if 2 ** i <= top]
-    sizes = [s for s in SIZES if (CHECKPOINTS / f"policy-{s}").is_dir()]
+    sizes = [s for s in SIZES if (CHECKPOINTS / f"policy-{s}" / "model.safetensors").is_file()]
     prm_dir = CHECKPOINTS / "prm"
     if not sizes or not prm_dir.is_dir():
         raise FileNotFoundError(f"built-in checkpoints missing under {CHECKPOINTS}: train them with "
