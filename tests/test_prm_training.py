@@ -15,13 +15,7 @@ from reward_models.training import LabelledChain, MonteCarloRollouts, monte_carl
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and the machine is shared); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def addition_chains(n: int, seed: int) -> list[LabelledChain]:

@@ -15,13 +15,7 @@ from reward_models.testing import (ARCHS, build_tokenizer, save_causal_lm, save_
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and the machine is shared); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 KINDS = ("step_tag", "llemma", "llemma2", "classification", "value_head", "outcome", "self_score")
 
