@@ -227,18 +227,17 @@ def train(cfg: TrainConfig, work_dir: Path, resume: bool) -> tuple[LlamaForCausa
     model = make_model(cfg.size, tokenizer, cfg.seed, cfg.init_scale)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     state_path = work_dir / "train_state.pt"
-    step, elapsed, tokens = 0, 0.0, 0
+    step, elapsed, tokens, curve = 0, 0.0, 0, []
     if resume and state_path.exists():
         st = torch.load(state_path, weights_only=False)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
-        step, elapsed, tokens = st["step"], st["elapsed"], st["tokens"]
+        step, elapsed, tokens, curve = st["step"], st["elapsed"], st["tokens"], st.get("curve", [])
         print(f"resumed at step {step} ({elapsed / 60:.1f} min done)")
     data = batches(tokenizer, cfg.seed * 1000 + step, cfg.batch_size, cfg.levels)  # fresh data on resume
     budget = cfg.minutes * 60
     model.train()
     t0, last_ckpt, last_eval, ema = time.time() - elapsed, time.time(), time.time(), None
-    curve: list[dict] = []
     bar = tqdm(total=int(budget), unit="s", desc=f"train {cfg.size}", initial=int(elapsed), mininterval=5)
     while (elapsed := time.time() - t0) < budget and step < (cfg.max_steps or math.inf):
         ids, mask, labels = next(data)
@@ -263,7 +262,7 @@ def train(cfg: TrainConfig, work_dir: Path, resume: bool) -> tuple[LlamaForCausa
             last_eval = time.time()
         if time.time() - last_ckpt > cfg.checkpoint_every_s:
             work_dir.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed, "tokens": tokens}, state_path)
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed, "tokens": tokens, "curve": curve}, state_path)
             last_ckpt = time.time()
     bar.close()
     stats = {"curve": curve, "steps": step, "train_seconds": round(elapsed, 1), "train_tokens": tokens, "final_loss_ema": round(ema or float("nan"), 4)}
@@ -297,7 +296,7 @@ loss on solution tokens only): {metrics['steps']} updates of batch {cfg['batch_s
 {cfg['init_scale']}/sqrt(hidden); seed {cfg['seed']}. Final training loss (EMA): {metrics['final_loss_ema']}.
 
     {metrics.get('command', '')}
-
+{chr(10) + metrics['note'] + chr(10) if metrics.get('note') else ''}
 ## Measured on the fixed test split (`task.test_split({g['n']})`, 100 per level)
 
 Greedy accuracy **{g['accuracy']:.3f}**, step error rate {g['step_error_rate']:.3f}.
