@@ -22,7 +22,7 @@ from experiments.builtin.tokenizer import build_tokenizer, encode_example
 from treesearch.step_format import StepFormat
 
 CHECKPOINTS = Path(task.__file__).parent / "checkpoints"
-SIZES = ("small", "large")  # the committed checkpoints (the demo's policies)
+SIZES = ("small", "medium", "large")  # the committed checkpoints
 
 
 def test_generator_is_deterministic_per_seed() -> None:
