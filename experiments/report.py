@@ -283,6 +283,22 @@ def _plt():
     return plt
 
 
+FLOPS_LABEL = "FLOPs per problem (2·N·generated tokens)"
+
+
+def _finish(fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str) -> None:
+    """The common end of every log-FLOPs plot: axes, grid, legend, save, close."""
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    _plt().close(fig)
+
+
 def plot_accuracy(rows: Sequence[Row], rule: str, path: Path, reference: Sequence[dict] = (),
                   fits: Sequence[FitRow] = (), title: str = "") -> None:
     plt = _plt()
@@ -304,15 +320,8 @@ def plot_accuracy(rows: Sequence[Row], rule: str, path: Path, reference: Sequenc
                         fontsize=6, xytext=(3, 2), textcoords="offset points")
     if reference:
         ax.scatter([], [], marker="x", color="k", label="paper (Wu et al. 2024)")
-    ax.set_xscale("log")
-    ax.set_xlabel("FLOPs per problem (2·N·generated tokens)")
-    ax.set_ylabel(f"accuracy % ({rule})")
-    ax.set_title(title or "Accuracy vs inference compute (dotted: saturating fit)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    _finish(fig, ax, path, xlabel=FLOPS_LABEL, ylabel=f"accuracy % ({rule})",
+            title=title or "Accuracy vs inference compute (dotted: saturating fit)")
 
 
 def plot_pareto(rows: Sequence[Row], rule: str, path: Path) -> None:
@@ -334,15 +343,8 @@ def plot_pareto(rows: Sequence[Row], rule: str, path: Path) -> None:
         ax.scatter([], [], color=colors[m], label=m)
     for k in methods:
         ax.scatter([], [], color="gray", marker=markers[k], label=k)
-    ax.set_xscale("log")
-    ax.set_xlabel("FLOPs per problem (2·N·generated tokens)")
-    ax.set_ylabel(f"accuracy % ({rule})")
-    ax.set_title("Every (model, method, budget); the frontier is compute-optimal")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    _finish(fig, ax, path, xlabel=FLOPS_LABEL, ylabel=f"accuracy % ({rule})",
+            title="Every (model, method, budget); the frontier is compute-optimal")
 
 
 def plot_levels(by_level: dict[Any, list[Row]], rule: str, path: Path) -> None:
@@ -378,15 +380,8 @@ def plot_compute_optimal(rows: Sequence[Row], rule: str, path: Path) -> None:
     for lo, hi, winner in zip(edges, edges[1:], _winners(best)):
         if winner is not None:  # bottom strip: which model is compute-optimal from this budget on
             ax.axvspan(lo, hi, ymin=0, ymax=0.04, color=colors[winner], alpha=0.8, lw=0)
-    ax.set_xscale("log")
-    ax.set_xlabel("FLOPs budget per problem")
-    ax.set_ylabel(f"best accuracy % ({rule})")
-    ax.set_title("Compute-optimal model per budget (bottom strip: the winner)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    _finish(fig, ax, path, xlabel="FLOPs budget per problem", ylabel=f"best accuracy % ({rule})",
+            title="Compute-optimal model per budget (bottom strip: the winner)")
 
 
 def _winners(best: dict[str, list[float]]) -> list[str | None]:

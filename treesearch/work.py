@@ -7,7 +7,7 @@ unit-tested with a scripted policy.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Generator, Sequence, Union
 
 from .tree import Node, Tree
