@@ -1,6 +1,7 @@
 """Search throughput: KV reuse and cross-problem batching, measured side by side in one run.
 
     python benchmarks/search_throughput.py                 # CPU, built-in large policy if present
+    python benchmarks/search_throughput.py --random-size small               # random 3.5M Llama, GSM8K questions
     python benchmarks/search_throughput.py --device cuda --dtype bfloat16 --random-size 1b
 
 Prints (a) policy tokens processed per generated token with reuse on vs off, (b) the
@@ -43,6 +44,9 @@ def load(args) -> tuple[object, object, list[str]]:
     cfg = LlamaConfig(vocab_size=len(tok), num_key_value_heads=4, max_position_embeddings=2048,
                       eos_token_id=2, bos_token_id=1, pad_token_id=0, **RANDOM_SIZES[args.random_size or "small"])
     model = LlamaForCausalLM(cfg).to(dtype=dtype, device=args.device).eval()
+    if args.prompts == "gsm8k":
+        from experiments.datasets import load_dataset
+        return model, tok, [p.question for p in load_dataset("gsm8k", limit=args.problems)]
     return model, tok, [f"{i}+{i * 7 % 13}*{i % 5}" for i in range(args.problems)]
 
 
@@ -87,6 +91,9 @@ def main() -> None:
     ap.add_argument("--random-size", choices=sorted(RANDOM_SIZES), default=None,
                     help="use a randomly initialised Llama of this size instead of the built-in policy")
     ap.add_argument("--problems", type=int, default=32)
+    ap.add_argument("--prompts", choices=["gsm8k", "arithmetic"], default="gsm8k",
+                    help="questions for the random model: GSM8K test questions (the target workload) or "
+                         "short arithmetic strings (a prompt of ~8 tokens, the least that reuse can save)")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--one-by-one-problems", type=int, default=8,
                     help="problems for the one-by-one arm (its per-problem time is what is compared)")
@@ -99,8 +106,9 @@ def main() -> None:
     limits = SearchLimits(max_depth=8, max_step_tokens=48, max_solution_tokens=256)
     alg = Rebase(width=args.width, temperature=0.2)
     n_params = sum(p.numel() for p in model.parameters())
+    prompt_tokens = sum(len(tok(q)["input_ids"]) for q in questions) / len(questions)
     print(f"model: {n_params / 1e6:.2f} M parameters on {args.device} ({args.dtype}); "
-          f"REBASE width {args.width}, {len(questions)} problems")
+          f"REBASE width {args.width}, {len(questions)} problems, mean prompt {prompt_tokens:.0f} tokens")
 
     def policy(reuse):
         return TransformersPolicy(model, tok, fmt, reuse_kv=reuse, max_step_tokens=limits.max_step_tokens,

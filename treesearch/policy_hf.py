@@ -3,9 +3,9 @@
 One batched decode loop samples the next step for many prefixes at once and stops each
 row at the step delimiter or EOS. The KV cache of every sampled step is kept
 (``PrefixKVStore``), so expanding that step later feeds only its last token instead of
-re-encoding question and path. Sampling noise comes from a counter-based hash of
-(row seed, position, token), so a row's sample does not depend on what else is in the
-batch, on the batch order or on whether its prefix came from the cache.
+re-encoding question and path. Sampling draws come from ``sampler.draw``: a row's sample depends on
+its own logits and seed only, never on what else is in the batch or on whether its prefix
+came from the cache.
 """
 from __future__ import annotations
 
@@ -19,14 +19,13 @@ from transformers.cache_utils import DynamicLayer
 from .kv_cache import CacheEntry, PrefixKVStore
 from .ledger import non_embedding_parameters
 from .protocols import ExpandOutput, ExpandRequest, StepSample
+from .sampler import draw, seed32
 from .step_format import StepFormat
-
-_M32 = 0xFFFFFFFF
-
 
 class _GrowingLayer(DynamicLayer):
     """A KV cache layer with spare capacity: a decode step writes in place instead of
-    concatenating (which copies the whole cache at every token)."""
+    concatenating (which copies the whole cache at every token), and finished rows are
+    dropped in place (a fresh CPU allocation of the whole cache would page-fault on every write)."""
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int | None = None, spare: int = 64):
         super().__init__()
@@ -38,23 +37,43 @@ class _GrowingLayer(DynamicLayer):
         else:  # adopt a buffer that already has room
             self._k, self._v = keys, values
         self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+        self._rows = self._k.shape[0]
         self._set_length(length)
 
     def _set_length(self, n: int) -> None:
         self._n = n
-        self.keys, self.values = self._k[:, :, :n], self._v[:, :, :n]
+        self.keys, self.values = self._k[:self._rows, :, :n], self._v[:self._rows, :, :n]
 
     def update(self, key_states, value_states, *args, **kwargs):
         end = self._n + key_states.shape[2]
         if end > self._k.shape[2]:
             self.__init__(self.keys, self.values, spare=max(64, end))  # double the room
-        self._k[:, :, self._n:end] = key_states
-        self._v[:, :, self._n:end] = value_states
+        self._k[:self._rows, :, self._n:end] = key_states
+        self._v[:self._rows, :, self._n:end] = value_states
         self._set_length(end)
         return self.keys, self.values
 
     def select(self, idx: torch.Tensor) -> _GrowingLayer:
-        return _GrowingLayer(self._k[idx], self._v[idx], self._n)
+        return _GrowingLayer(self._k[:self._rows].index_select(0, idx), self._v[:self._rows].index_select(0, idx), self._n)
+
+    def keep_rows(self, rows: int, holes: list[int], tail: list[int]) -> None:
+        """Keep the first ``rows`` rows after moving rows ``tail`` (all >= rows) into ``holes``."""
+        for h, t in zip(holes, tail):  # row by row: no temporary, and a hole never overlaps a tail row
+            self._k[h].copy_(self._k[t])
+            self._v[h].copy_(self._v[t])
+        self._rows = rows
+        self._set_length(self._n)
+
+
+def _reuse(buffer: torch.Tensor | None, like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A tensor of ``shape`` laid out in ``buffer`` if it is big enough, else a new one."""
+    n = 1
+    for d in shape:
+        n *= d
+    if buffer is not None and buffer.is_contiguous() and buffer.numel() >= n and buffer.dtype == like.dtype \
+            and buffer.device == like.device:
+        return buffer.view(-1)[:n].view(shape)
+    return like.new_empty(shape)
 
 
 def _cache(keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> DynamicCache:
@@ -78,6 +97,21 @@ class _Rows:
         cache = DynamicCache()
         cache.layers = [l.select(idx) for l in self.cache.layers]
         return _Rows(cache, self.mask[idx], self.logits[idx])
+
+    def drop(self, alive: list[bool]) -> list[int]:
+        """Drop dead rows in place: live rows from the tail fill the holes in front.
+        Returns the old index of each remaining row."""
+        m = sum(alive)
+        holes = [b for b in range(m) if not alive[b]]
+        tail = [b for b in range(m, len(alive)) if alive[b]]
+        order = list(range(m))
+        for h, t in zip(holes, tail):
+            order[h] = t
+        for layer in self.cache.layers:
+            layer.keep_rows(m, holes, tail)
+        idx = torch.tensor(order, device=self.mask.device)
+        self.mask, self.logits = self.mask[idx], self.logits[idx]
+        return order
 
     @staticmethod
     def concat(parts: list[_Rows]) -> _Rows:
@@ -123,6 +157,7 @@ class TransformersPolicy:
         self.prompt_template, self.chat_template, self.system_prompt = prompt_template, chat_template, system_prompt
         self.reuse_kv = reuse_kv
         self.store = PrefixKVStore(kv_cache_bytes if reuse_kv else 0)
+        self._free_kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # the last batch's KV buffers, per layer
         self.max_batch_rows = max_batch_rows
         self.num_parameters = int(num_parameters) if num_parameters is not None else non_embedding_parameters(model)
         self.device = next(model.parameters()).device
@@ -134,7 +169,6 @@ class TransformersPolicy:
         self._may_stop = torch.tensor([tail in tokenizer.decode([i]) for i in range(vocab)], device=self.device)
         self._eos_mask = torch.zeros(vocab, dtype=torch.bool, device=self.device)
         self._eos_mask[[i for i in self.eos_ids if i < vocab]] = True
-        self._vocab_mix = (torch.arange(vocab, device=self.device, dtype=torch.int64) * 0x9E3779B1) & _M32
 
     @classmethod
     def from_pretrained(cls, path: str, device: str = "cpu", dtype: str = "float32", *,
@@ -192,15 +226,11 @@ class TransformersPolicy:
             parts.append(part)
             for i, n in zip(g, counts):
                 fed[i] = n
-        rows = _Rows.concat(parts)
+        rows = _Rows.concat(parts)  # one row per sample: each request's rows are ``width`` copies
         req_order = [i for g in groups for i in g]
-
-        # one row per sample: repeat each request's row ``width`` times
-        widths = torch.tensor([reqs[i].width for i in req_order], device=self.device)
-        rows = rows.select(torch.repeat_interleave(torch.arange(len(req_order), device=self.device), widths))
         owner = [i for i in req_order for _ in range(reqs[i].width)]
         sample_k = [k for i in req_order for k in range(reqs[i].width)]
-        seeds = torch.tensor([_seed32(reqs[i].seed, k) for i, k in zip(owner, sample_k)], device=self.device)
+        seeds = torch.tensor([seed32(reqs[i].seed, k) for i, k in zip(owner, sample_k)], device=self.device)
         greedy = torch.tensor([reqs[i].greedy for i in owner], device=self.device)
         caps = [reqs[i].max_new_tokens or self.max_step_tokens for i in owner]
         caps = [max(1, min(c, self.max_step_tokens)) for c in caps]
@@ -230,12 +260,14 @@ class TransformersPolicy:
             if live == 0:
                 break
             if (len(slots) - live) * 8 >= len(slots):  # drop finished rows once they are an eighth of the batch
-                keep = torch.tensor([b for b, s in enumerate(slots) if s >= 0], device=self.device)
-                rows, tok, seeds, greedy = rows.select(keep), tok[keep], seeds[keep], greedy[keep]
-                slots = [s for s in slots if s >= 0]
+                order = rows.drop([s >= 0 for s in slots])
+                keep = torch.tensor(order, device=self.device)
+                tok, seeds, greedy = tok[keep], seeds[keep], greedy[keep]
+                slots = [slots[b] for b in order]
             positions = [len(reqs[owner[s]].prefix_ids) + t if s >= 0 else 0 for s in slots]
             rows = self._step(rows, tok, positions)
             t += 1
+        self._free_kv = [(l._k, l._v) for l in rows.cache.layers if isinstance(l, _GrowingLayer)]
 
         outs = []
         for i, r in enumerate(reqs):
@@ -248,11 +280,15 @@ class TransformersPolicy:
         return outs
 
     def _prefill(self, reqs: list[ExpandRequest], entries: list[CacheEntry | None]) -> tuple[_Rows, list[int]]:
-        """Feed each row's uncached suffix; returns the rows and the tokens each fed.
+        """Feed each request's uncached suffix; returns ``width`` rows per request and the
+        tokens each request fed.
 
         Rows are right-aligned so that no row has a hole: every row feeds the same number
         of tokens ``n_in``, and a cached row whose suffix is shorter drops the tail of its
         cache and feeds those tokens again (a cache of a prefix is valid for any shorter prefix).
+        Cached prefixes are copied straight into the per-sample rows, which then each feed
+        their (usually one-token) suffix; uncached prompts are encoded once per request and
+        the result repeated.
         """
         n_in = max(len(r.prefix_ids) - (e.length if e else 0) for r, e in zip(reqs, entries))
         use = [max(0, len(r.prefix_ids) - n_in) if e else 0 for r, e in zip(reqs, entries)]
@@ -261,24 +297,19 @@ class TransformersPolicy:
         ids = torch.full((R, n_in), self.pad_id, dtype=torch.long)
         mask = torch.zeros((R, n_cache + n_in), dtype=torch.long)
         pos = torch.zeros((R, n_in), dtype=torch.long)
-        fed = []
         for b, (r, c) in enumerate(zip(reqs, use)):
             feed = r.prefix_ids[c:]
             ids[b, n_in - len(feed):] = torch.tensor(feed)
             mask[b, n_cache - c: n_cache] = 1
             mask[b, n_cache + n_in - len(feed):] = 1
             pos[b, n_in - len(feed):] = torch.arange(c, c + len(feed))
-            fed.append(len(feed))
+        widths = torch.tensor([r.width for r in reqs])
+        repeat = torch.repeat_interleave(torch.arange(R), widths)
+        fed = [len(r.prefix_ids) - c for r, c in zip(reqs, use)]
         if n_cache:
-            ref = next(e for e in entries if e is not None).kv
-
-            def left_padded(t: torch.Tensor) -> torch.Tensor:
-                return torch.cat([t.new_zeros((t.shape[0], n_cache - t.shape[1], t.shape[2])), t], 1)
-
-            cache = _cache(*zip(*[
-                (torch.stack([left_padded(e.kv[layer][0][:, :c] if e else k_ref[:, :0]) for e, c in zip(entries, use)]),
-                 torch.stack([left_padded(e.kv[layer][1][:, :c] if e else k_ref[:, :0]) for e, c in zip(entries, use)]))
-                for layer, (k_ref, _) in enumerate(ref)]))
+            cache = self._cached_rows(entries, use, widths.tolist(), n_cache + n_in + self.max_step_tokens)
+            ids, mask, pos = ids[repeat], mask[repeat], pos[repeat]
+            fed = [n * r.width for n, r in zip(fed, reqs)]
         else:
             cache = DynamicCache()
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
@@ -287,7 +318,31 @@ class TransformersPolicy:
         cache = out.past_key_values
         if not all(isinstance(l, _GrowingLayer) for l in cache.layers):
             cache = _cache([l.keys for l in cache.layers], [l.values for l in cache.layers])
-        return _Rows(cache, mask.to(self.device), out.logits[:, -1].float()), fed
+        rows = _Rows(cache, mask.to(self.device), out.logits[:, -1].float())
+        return (rows if n_cache else rows.select(repeat.to(self.device))), fed
+
+    def _cached_rows(self, entries: list[CacheEntry | None], use: list[int], widths: list[int], capacity: int) -> DynamicCache:
+        """A cache with ``widths[i]`` rows holding the first ``use[i]`` cached positions of
+        entry i, right-aligned at ``max(use)``, with room for ``capacity`` positions. It is
+        laid out in the previous batch's KV buffers when they are big enough: a fresh CPU
+        allocation of this size page-faults on every first write."""
+        n_cache = max(use)
+        layers = []
+        for layer, (k_ref, _) in enumerate(next(e for e in entries if e is not None).kv):
+            shape = (sum(widths), k_ref.shape[0], capacity, k_ref.shape[2])
+            buffers = tuple(_reuse(self._free_kv[layer][j] if layer < len(self._free_kv) else None, k_ref, shape)
+                            for j in range(2))
+            start = 0
+            for e, c, w in zip(entries, use, widths):
+                for buf, t in zip(buffers, e.kv[layer] if e else (None, None)):
+                    buf[start:start + w, :, :n_cache - c] = 0  # left padding, masked out but kept finite
+                    if c:
+                        buf[start:start + w, :, n_cache - c:n_cache] = t[:, :c]
+                start += w
+            layers.append(_GrowingLayer(*buffers, n_cache))
+        cache = DynamicCache()
+        cache.layers = layers
+        return cache
 
     def _step(self, rows: _Rows, tok: torch.Tensor, positions: list[int]) -> _Rows:
         mask = torch.cat([rows.mask, rows.mask.new_ones((rows.mask.shape[0], 1))], 1)
@@ -311,33 +366,4 @@ class TransformersPolicy:
         best = logits.argmax(-1)
         if self.temperature == 0 or bool(greedy.all()):
             return best
-        scores = logits / self.temperature
-        if self.top_p < 1.0:
-            sorted_l, sorted_i = scores.sort(-1, descending=True)
-            probs = sorted_l.softmax(-1)
-            drop = probs.cumsum(-1) - probs > self.top_p  # keep the smallest head with mass >= top_p
-            sorted_l = sorted_l.masked_fill(drop, float("-inf"))
-            scores = torch.full_like(scores, float("-inf")).scatter(-1, sorted_i, sorted_l)
-        u = _uniform(seeds, t, self._vocab_mix)
-        drawn = (scores.double() - torch.log(-torch.log(u))).argmax(-1)  # Gumbel-max = a categorical draw
-        return torch.where(greedy, best, drawn)
-
-
-def _hash32(x: torch.Tensor) -> torch.Tensor:
-    x = (((x >> 16) ^ x) * 0x45D9F3B) & _M32
-    x = (((x >> 16) ^ x) * 0x45D9F3B) & _M32
-    return (x >> 16) ^ x
-
-
-def _uniform(seeds: torch.Tensor, t: int, vocab_mix: torch.Tensor) -> torch.Tensor:
-    """Uniforms in (0, 1) that depend only on (row seed, position t, token id)."""
-    base = _hash32(seeds ^ _hash32(torch.tensor(t * 0x27D4EB2F & _M32, device=seeds.device)))
-    h = _hash32((base[:, None] + vocab_mix[None, :]) & _M32)
-    return (h.double() + 0.5) / 2.0**32
-
-
-def _seed32(seed: int, k: int) -> int:
-    x = (seed * 0x9E3779B1 + k * 0x85EBCA77 + 0x165667B1) & 0xFFFFFFFFFFFFFFFF
-    x ^= x >> 29
-    x = (x * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    return (x ^ (x >> 32)) & _M32
+        return torch.where(greedy, best, draw(logits, seeds, t, self.temperature, self.top_p))
