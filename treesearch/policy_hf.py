@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from .kv_cache import CacheEntry, PrefixKVStore
+from .kv_cache import PrefixKVStore, Segment
 from .ledger import non_embedding_parameters
 from .protocols import ExpandOutput, ExpandRequest, StepSample
 from .sampler import draw, seed32
@@ -220,12 +220,13 @@ class TransformersPolicy:
         fresh = [i for i, e in enumerate(entries) if e is None]
         groups = [g for g in (cached, fresh) if g]  # prefilled apart: a 1-token suffix never pads to a prompt
         fed = [0] * len(reqs)
+        bases: list[Segment | None] = [None] * len(reqs)  # KV of each request's whole prefix
         parts = []
         for g in groups:
-            part, counts = self._prefill([reqs[i] for i in g], [entries[i] for i in g])
+            part, counts, segments = self._prefill([reqs[i] for i in g], [entries[i] for i in g])
             parts.append(part)
-            for i, n in zip(g, counts):
-                fed[i] = n
+            for i, n, seg in zip(g, counts, segments):
+                fed[i], bases[i] = n, seg
         rows = _Rows.concat(parts)  # one row per sample: each request's rows are ``width`` copies
         req_order = [i for g in groups for i in g]
         owner = [i for i in req_order for _ in range(reqs[i].width)]
@@ -254,7 +255,7 @@ class TransformersPolicy:
                     reasons[s] = "step_cap"
                 if reasons[s]:
                     if self.reuse_kv:
-                        self._keep(reqs[owner[s]].prefix_ids, gen[s], reasons[s], rows, b)
+                        self._keep(bases[owner[s]], reqs[owner[s]].prefix_ids, gen[s], reasons[s], rows, b)
                     slots[b] = -1
                     live -= 1
             if live == 0:
@@ -279,9 +280,10 @@ class TransformersPolicy:
             outs.append(ExpandOutput(steps, processed))
         return outs
 
-    def _prefill(self, reqs: list[ExpandRequest], entries: list[CacheEntry | None]) -> tuple[_Rows, list[int]]:
-        """Feed each request's uncached suffix; returns ``width`` rows per request and the
-        tokens each request fed.
+    def _prefill(self, reqs: list[ExpandRequest], entries: list[Segment | None]
+                 ) -> tuple[_Rows, list[int], list[Segment | None]]:
+        """Feed each request's uncached suffix; returns ``width`` rows per request, the
+        tokens each request fed and (with reuse on) the KV chain of each whole prefix.
 
         Rows are right-aligned so that no row has a hole: every row feeds the same number
         of tokens ``n_in``, and a cached row whose suffix is shorter drops the tail of its
@@ -290,7 +292,7 @@ class TransformersPolicy:
         their (usually one-token) suffix; uncached prompts are encoded once per request and
         the result repeated.
         """
-        n_in = max(len(r.prefix_ids) - (e.length if e else 0) for r, e in zip(reqs, entries))
+        n_in = max(len(r.prefix_ids) - (e.end if e else 0) for r, e in zip(reqs, entries))
         use = [max(0, len(r.prefix_ids) - n_in) if e else 0 for r, e in zip(reqs, entries)]
         n_cache = max(use)
         R = len(reqs)
@@ -319,26 +321,39 @@ class TransformersPolicy:
         if not all(isinstance(l, _GrowingLayer) for l in cache.layers):
             cache = _cache([l.keys for l in cache.layers], [l.values for l in cache.layers])
         rows = _Rows(cache, mask.to(self.device), out.logits[:, -1].float())
-        return (rows if n_cache else rows.select(repeat.to(self.device))), fed
+        if not n_cache:
+            rows = rows.select(repeat.to(self.device))
+        bases: list[Segment | None] = [None] * R
+        if self.reuse_kv:  # the fed positions of each request's first row, after its cached chain
+            first = torch.cumsum(widths, 0) - widths
+            for i, (r, c, e) in enumerate(zip(reqs, use, entries)):
+                n = len(r.prefix_ids) - c
+                kv = tuple((k[first[i], :, k.shape[2] - n:].clone(), v[first[i], :, v.shape[2] - n:].clone())
+                           for k, v in zip(*rows.kv()))
+                bases[i] = Segment(kv, c, e.truncated(c) if e else None)
+        return rows, fed, bases
 
-    def _cached_rows(self, entries: list[CacheEntry | None], use: list[int], widths: list[int], capacity: int) -> DynamicCache:
+    def _cached_rows(self, entries: list[Segment | None], use: list[int], widths: list[int], capacity: int) -> DynamicCache:
         """A cache with ``widths[i]`` rows holding the first ``use[i]`` cached positions of
         entry i, right-aligned at ``max(use)``, with room for ``capacity`` positions. It is
         laid out in the previous batch's KV buffers when they are big enough: a fresh CPU
         allocation of this size page-faults on every first write."""
         n_cache = max(use)
         layers = []
-        for layer, (k_ref, _) in enumerate(next(e for e in entries if e is not None).kv):
+        for layer, (k_ref, _) in enumerate(next(e for e in entries if e is not None).chain()[0].kv):
             shape = (sum(widths), k_ref.shape[0], capacity, k_ref.shape[2])
             buffers = tuple(_reuse(self._free_kv[layer][j] if layer < len(self._free_kv) else None, k_ref, shape)
                             for j in range(2))
-            start = 0
+            row = 0
             for e, c, w in zip(entries, use, widths):
-                for buf, t in zip(buffers, e.kv[layer] if e else (None, None)):
-                    buf[start:start + w, :, :n_cache - c] = 0  # left padding, masked out but kept finite
-                    if c:
-                        buf[start:start + w, :, n_cache - c:n_cache] = t[:, :c]
-                start += w
+                rows = slice(row, row + w)
+                for buf in buffers:
+                    buf[rows, :, :n_cache - c] = 0  # left padding, masked out but kept finite
+                for seg in (e.truncated(c).chain() if e and c else ()):
+                    at = n_cache - c + seg.start
+                    buffers[0][rows, :, at:at + seg.length] = seg.kv[layer][0]
+                    buffers[1][rows, :, at:at + seg.length] = seg.kv[layer][1]
+                row += w
             layers.append(_GrowingLayer(*buffers, n_cache))
         cache = DynamicCache()
         cache.layers = layers
@@ -351,16 +366,17 @@ class TransformersPolicy:
                          past_key_values=rows.cache, use_cache=True)
         return _Rows(out.past_key_values, mask, out.logits[:, -1].float())
 
-    def _keep(self, prefix: tuple[int, ...], gen: list[int], reason: str, rows: _Rows, b: int) -> None:
-        """Store the KV of prefix + step (all but the step's last token, which was never fed)."""
+    def _keep(self, base: Segment, prefix: tuple[int, ...], gen: list[int], reason: str, rows: _Rows, b: int) -> None:
+        """Store the KV of prefix + step (all but the step's last token, which was never fed)
+        as a segment of the step's positions after the prefix's chain ``base``."""
         if reason == "eos":
             return
         text = self.tokenizer.decode(gen, skip_special_tokens=True)
         if self.step_format.extract_answer(text) is not None:
             return  # a final step is never expanded
-        n = len(prefix) + len(gen) - 1
-        kv = tuple((k[b, :, -n:].clone(), v[b, :, -n:].clone()) for k, v in zip(*rows.kv()))
-        self.store.put(prefix + tuple(gen), CacheEntry(kv, n))
+        n = len(gen) - 1
+        kv = tuple((k[b, :, k.shape[2] - n:].clone(), v[b, :, v.shape[2] - n:].clone()) for k, v in zip(*rows.kv()))
+        self.store.put(prefix + tuple(gen), Segment(kv, len(prefix), base))
 
     def _sample(self, logits: torch.Tensor, seeds: torch.Tensor, greedy: torch.Tensor, t: int) -> torch.Tensor:
         best = logits.argmax(-1)
