@@ -6,8 +6,7 @@ from treesearch.kv_cache import PrefixKVStore, Segment
 
 
 def seg(length, parent=None, layers=2, fill=0.0):
-    kv = tuple((torch.full((1, length, 4), fill), torch.full((1, length, 4), fill)) for _ in range(layers))
-    return Segment(kv, parent.end if parent else 0, parent)
+    return Segment(torch.full((layers, 2, 1, length, 4), fill), parent.end if parent else 0, parent)
 
 
 def per_position_bytes(layers=2):
@@ -43,7 +42,7 @@ def test_chain_and_truncation():
     child = seg(3, root, fill=2.0)
     assert [s.start for s in child.chain()] == [0, 4] and child.end == 7
     cut = child.truncated(5)
-    assert cut.end == 5 and cut.parent is root and torch.equal(cut.kv[0][0], child.kv[0][0][:, :1])
+    assert cut.end == 5 and cut.parent is root and torch.equal(cut.kv, child.kv[:, :, :, :1])
     assert child.truncated(4) is root and child.truncated(7) is child and child.truncated(0) is None
 
 

@@ -58,6 +58,17 @@ def test_kv_reuse_on_and_off_give_identical_steps(model, tokenizer, alg):
     assert on < off  # the prefix is not re-encoded
 
 
+def test_identical_siblings_share_the_stored_prefix(model, tokenizer):
+    pol = policy(model, tokenizer, max_step_tokens=8)
+    prompt = pol.encode_prompt(QUESTIONS[0])
+    a, b = pol.expand([ExpandRequest(prompt, 2, seed=1, greedy=True)])[0].samples  # greedy: the same step twice
+    assert a.token_ids == b.token_ids
+    child = prompt + a.token_ids
+    outs = pol.expand([ExpandRequest(child, 1, seed=2), ExpandRequest(child, 1, seed=3)])
+    assert (pol.store.hits, pol.store.misses) == (1, 1)  # the prompt missed once; both children hit
+    assert all(o.processed_tokens == len(o.samples[0].token_ids) for o in outs)  # fed: 1 token + the step but its last
+
+
 def test_samples_do_not_depend_on_batch_composition(model, tokenizer):
     pol = policy(model, tokenizer, reuse_kv=False)
     reqs = [ExpandRequest(pol.encode_prompt(q), 3, seed=7 + i) for i, q in enumerate(QUESTIONS)]

@@ -11,14 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-KV = tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer (keys, values), each [heads, length, dim]
-
-
 @dataclass(eq=False)
 class Segment:
     """KV of positions ``[start, start + length)``; the parent chain covers ``[0, start)``."""
 
-    kv: KV
+    kv: torch.Tensor  # [layers, 2 (keys, values), heads, length, dim]
     start: int
     parent: Segment | None = None
     refs: int = 0  # store entries whose chain holds this segment
@@ -26,18 +23,9 @@ class Segment:
     def __post_init__(self):
         if self.start != (self.parent.end if self.parent else 0):
             raise ValueError(f"segment starts at {self.start}, its parent ends at {self.parent.end if self.parent else 0}")
-
-    @property
-    def length(self) -> int:
-        return self.kv[0][0].shape[1]
-
-    @property
-    def end(self) -> int:
-        return self.start + self.length
-
-    @property
-    def nbytes(self) -> int:
-        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.kv)
+        self.length = self.kv.shape[3]
+        self.end = self.start + self.length
+        self.nbytes = self.kv.numel() * self.kv.element_size()
 
     def chain(self) -> list[Segment]:
         """This segment and its ancestors, root first."""
@@ -56,7 +44,7 @@ class Segment:
         if n <= self.start:
             return self.parent.truncated(n) if self.parent else None
         keep = n - self.start
-        return Segment(tuple((k[:, :keep], v[:, :keep]) for k, v in self.kv), self.start, self.parent)
+        return Segment(self.kv[:, :, :, :keep], self.start, self.parent)
 
 
 class PrefixKVStore:

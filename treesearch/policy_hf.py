@@ -22,81 +22,63 @@ from .protocols import ExpandOutput, ExpandRequest, StepSample
 from .sampler import draw, seed32
 from .step_format import StepFormat
 
-class _GrowingLayer(DynamicLayer):
-    """A KV cache layer with spare capacity: a decode step writes in place instead of
-    concatenating (which copies the whole cache at every token), and finished rows are
-    dropped in place (a fresh CPU allocation of the whole cache would page-fault on every write)."""
+class _LayerView(DynamicLayer):
+    """One layer's view of a batch's shared KV buffer: a decode step writes its new
+    position in place instead of concatenating (which copies the whole cache every token)."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int | None = None, spare: int = 64):
+    def __init__(self, buf: torch.Tensor, length: int):
         super().__init__()
-        if length is None:  # copy into a new buffer with room to grow
-            length = keys.shape[2]
-            self._k = keys.new_empty((*keys.shape[:2], length + spare, keys.shape[3]))
-            self._v = values.new_empty((*values.shape[:2], length + spare, values.shape[3]))
-            self._k[:, :, :length], self._v[:, :, :length] = keys, values
-        else:  # adopt a buffer that already has room
-            self._k, self._v = keys, values
-        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
-        self._rows = self._k.shape[0]
+        self.buf = buf  # [2, rows, heads, capacity, dim]
+        self.dtype, self.device, self.is_initialized = buf.dtype, buf.device, True
         self._set_length(length)
 
     def _set_length(self, n: int) -> None:
         self._n = n
-        self.keys, self.values = self._k[:self._rows, :, :n], self._v[:self._rows, :, :n]
+        self.keys, self.values = self.buf[0, :, :, :n], self.buf[1, :, :, :n]
 
     def update(self, key_states, value_states, *args, **kwargs):
         end = self._n + key_states.shape[2]
-        if end > self._k.shape[2]:
-            self.__init__(self.keys, self.values, spare=max(64, end))  # double the room
-        self._k[:self._rows, :, self._n:end] = key_states
-        self._v[:self._rows, :, self._n:end] = value_states
+        if end > self.buf.shape[3]:
+            raise RuntimeError(f"KV buffer of {self.buf.shape[3]} positions is full; this is a treesearch bug")
+        self.buf[0, :, :, self._n:end] = key_states
+        self.buf[1, :, :, self._n:end] = value_states
         self._set_length(end)
         return self.keys, self.values
-
-    def select(self, idx: torch.Tensor) -> _GrowingLayer:
-        return _GrowingLayer(self._k[:self._rows].index_select(0, idx), self._v[:self._rows].index_select(0, idx), self._n)
-
-    def keep_rows(self, rows: int, holes: list[int], tail: list[int]) -> None:
-        """Keep the first ``rows`` rows after moving rows ``tail`` (all >= rows) into ``holes``."""
-        for h, t in zip(holes, tail):  # row by row: no temporary, and a hole never overlaps a tail row
-            self._k[h].copy_(self._k[t])
-            self._v[h].copy_(self._v[t])
-        self._rows = rows
-        self._set_length(self._n)
-
-
-def _reuse(buffer: torch.Tensor | None, like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """A tensor of ``shape`` laid out in ``buffer`` if it is big enough, else a new one."""
-    n = 1
-    for d in shape:
-        n *= d
-    if buffer is not None and buffer.is_contiguous() and buffer.numel() >= n and buffer.dtype == like.dtype \
-            and buffer.device == like.device:
-        return buffer.view(-1)[:n].view(shape)
-    return like.new_empty(shape)
-
-
-def _cache(keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> DynamicCache:
-    cache = DynamicCache()
-    cache.layers = [_GrowingLayer(k, v) for k, v in zip(keys, values)]
-    return cache
 
 
 @dataclass
 class _Rows:
-    """A batch of rows in decode layout: a left-padded KV cache, its mask and the next-token logits."""
+    """A batch of rows in decode layout: every layer's left-padded KV in one tensor
+    ``kv`` [layers, 2, rows, heads, capacity, dim] (so row moves and copies take one op for
+    all layers), its attention mask and the next-token logits."""
 
-    cache: DynamicCache
-    mask: torch.Tensor  # [rows, L]
+    kv: torch.Tensor
+    length: int  # positions filled
+    mask: torch.Tensor  # [rows, length]
     logits: torch.Tensor  # [rows, vocab]
 
-    def kv(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        return [l.keys for l in self.cache.layers], [l.values for l in self.cache.layers]
+    def __post_init__(self):
+        self.cache = DynamicCache()
+        self.cache.layers = [_LayerView(self.kv[i], self.length) for i in range(self.kv.shape[0])]
+
+    @staticmethod
+    def from_cache(cache: DynamicCache, mask: torch.Tensor, logits: torch.Tensor, spare: int) -> _Rows:
+        """Copy a model-built cache into one buffer with ``spare`` free positions."""
+        keys = [layer.keys for layer in cache.layers]
+        if len({k.shape for k in keys}) != 1:
+            raise ValueError(f"TransformersPolicy needs every layer's KV to have one shape, got {sorted({tuple(k.shape) for k in keys})}")
+        rows, heads, n, dim = keys[0].shape
+        kv = keys[0].new_empty((len(keys), 2, rows, heads, n + spare, dim))
+        for i, layer in enumerate(cache.layers):
+            kv[i, 0, :, :, :n], kv[i, 1, :, :, :n] = layer.keys, layer.values
+        return _Rows(kv, n, mask, logits)
+
+    def sync(self) -> None:
+        """Take the length the model's forward pass advanced the layers to."""
+        self.length = self.cache.layers[0]._n
 
     def select(self, idx: torch.Tensor) -> _Rows:
-        cache = DynamicCache()
-        cache.layers = [l.select(idx) for l in self.cache.layers]
-        return _Rows(cache, self.mask[idx], self.logits[idx])
+        return _Rows(self.kv.index_select(2, idx), self.length, self.mask[idx], self.logits[idx])
 
     def drop(self, alive: list[bool]) -> list[int]:
         """Drop dead rows in place: live rows from the tail fill the holes in front.
@@ -105,35 +87,44 @@ class _Rows:
         holes = [b for b in range(m) if not alive[b]]
         tail = [b for b in range(m, len(alive)) if alive[b]]
         order = list(range(m))
-        for h, t in zip(holes, tail):
+        for h, t in zip(holes, tail):  # row by row: no temporary, and a hole never overlaps a tail row
+            self.kv[:, :, h].copy_(self.kv[:, :, t])
             order[h] = t
-        for layer in self.cache.layers:
-            layer.keep_rows(m, holes, tail)
         idx = torch.tensor(order, device=self.mask.device)
-        self.mask, self.logits = self.mask[idx], self.logits[idx]
+        self.kv, self.mask, self.logits = self.kv[:, :, :m], self.mask[idx], self.logits[idx]
+        self.__post_init__()
         return order
 
+    def last(self, b: int, n: int) -> torch.Tensor:
+        """A copy of row b's last ``n`` positions, [layers, 2, heads, n, dim]."""
+        return self.kv[:, :, b, :, self.length - n:self.length].clone()
+
     @staticmethod
-    def concat(parts: list[_Rows]) -> _Rows:
+    def concat(parts: list[_Rows], spare: int) -> _Rows:
         """Stack row groups of different lengths, left-padding the shorter ones."""
         if len(parts) == 1:
             return parts[0]
-        length = max(p.mask.shape[1] for p in parts)
+        n = max(p.length for p in parts)
+        ref = parts[0].kv
+        kv = ref.new_zeros((ref.shape[0], 2, sum(p.kv.shape[2] for p in parts), ref.shape[3], n + spare, ref.shape[5]))
+        row = 0
+        for p in parts:
+            rows = p.kv.shape[2]
+            kv[:, :, row:row + rows, :, n - p.length:n] = p.kv[:, :, :, :, :p.length]
+            row += rows
+        mask = torch.cat([torch.cat([p.mask.new_zeros((p.mask.shape[0], n - p.length)), p.mask], 1) for p in parts])
+        return _Rows(kv, n, mask, torch.cat([p.logits for p in parts]))
 
-        def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
-            extra = length - t.shape[dim]
-            if extra == 0:
-                return t
-            shape = list(t.shape)
-            shape[dim] = extra
-            return torch.cat([t.new_zeros(shape), t], dim=dim)
 
-        kvs = [p.kv() for p in parts]
-        n_layers = len(kvs[0][0])
-        return _Rows(_cache([torch.cat([pad(k[i], 2) for k, _ in kvs]) for i in range(n_layers)],
-                            [torch.cat([pad(v[i], 2) for _, v in kvs]) for i in range(n_layers)]),
-                     torch.cat([pad(p.mask, 1) for p in parts]),
-                     torch.cat([p.logits for p in parts]))
+def _reuse(buffer: torch.Tensor | None, like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A contiguous tensor of ``shape`` in ``buffer``'s memory if it is big enough, else a new one."""
+    n = like.element_size()
+    for d in shape:
+        n *= d
+    if buffer is not None and buffer.dtype == like.dtype and buffer.device == like.device \
+            and buffer.untyped_storage().nbytes() >= n:
+        return like.new_empty(0).set_(buffer.untyped_storage(), 0, shape)
+    return like.new_empty(shape)
 
 
 class TransformersPolicy:
@@ -157,7 +148,7 @@ class TransformersPolicy:
         self.prompt_template, self.chat_template, self.system_prompt = prompt_template, chat_template, system_prompt
         self.reuse_kv = reuse_kv
         self.store = PrefixKVStore(kv_cache_bytes if reuse_kv else 0)
-        self._free_kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # the last batch's KV buffers, per layer
+        self._free_kv: torch.Tensor | None = None  # the last batch's KV buffer, reused by the next
         self.max_batch_rows = max_batch_rows
         self.num_parameters = int(num_parameters) if num_parameters is not None else non_embedding_parameters(model)
         self.device = next(model.parameters()).device
@@ -199,12 +190,20 @@ class TransformersPolicy:
 
     def expand(self, requests: Sequence[ExpandRequest]) -> list[ExpandOutput]:
         outputs: list[ExpandOutput | None] = [None] * len(requests)
+        # One lookup per distinct prefix: identical sibling steps (common with a trained
+        # policy) share the stored KV instead of all but the first missing it.
+        cached: dict[tuple[int, ...], Segment | None] = {}
+        if self.reuse_kv:
+            for r in requests:
+                if r.prefix_ids not in cached:
+                    cached[r.prefix_ids] = self.store.pop(r.prefix_ids)
         order = sorted(range(len(requests)), key=lambda i: len(requests[i].prefix_ids))
         chunk: list[int] = []
         rows = 0
         for i in order + [None]:  # type: ignore[list-item]
             if chunk and (i is None or rows + requests[i].width > self.max_batch_rows):
-                for j, out in zip(chunk, self._expand_batch([requests[j] for j in chunk])):
+                batch = [requests[j] for j in chunk]
+                for j, out in zip(chunk, self._expand_batch(batch, [cached.get(r.prefix_ids) for r in batch])):
                     outputs[j] = out
                 chunk, rows = [], 0
             if i is not None:
@@ -214,20 +213,21 @@ class TransformersPolicy:
 
     # ---- one batch ----------------------------------------------------------------------
     @torch.inference_mode()
-    def _expand_batch(self, reqs: list[ExpandRequest]) -> list[ExpandOutput]:
-        entries = [self.store.pop(r.prefix_ids) if self.reuse_kv else None for r in reqs]
+    def _expand_batch(self, reqs: list[ExpandRequest], entries: list[Segment | None]) -> list[ExpandOutput]:
         cached = [i for i, e in enumerate(entries) if e is not None]
         fresh = [i for i, e in enumerate(entries) if e is None]
         groups = [g for g in (cached, fresh) if g]  # prefilled apart: a 1-token suffix never pads to a prompt
         fed = [0] * len(reqs)
-        bases: list[Segment | None] = [None] * len(reqs)  # KV of each request's whole prefix
+        # A stored child's segment hangs off chain bases[i] and covers positions from starts[i] on.
+        bases: list[Segment | None] = [None] * len(reqs)
+        starts = [0] * len(reqs)
         parts = []
         for g in groups:
-            part, counts, segments = self._prefill([reqs[i] for i in g], [entries[i] for i in g])
+            part, counts, links = self._prefill([reqs[i] for i in g], [entries[i] for i in g])
             parts.append(part)
-            for i, n, seg in zip(g, counts, segments):
-                fed[i], bases[i] = n, seg
-        rows = _Rows.concat(parts)  # one row per sample: each request's rows are ``width`` copies
+            for i, n, (base, start) in zip(g, counts, links):
+                fed[i], bases[i], starts[i] = n, base, start
+        rows = _Rows.concat(parts, self.max_step_tokens)  # one row per sample: ``width`` copies per request
         req_order = [i for g in groups for i in g]
         owner = [i for i in req_order for _ in range(reqs[i].width)]
         sample_k = [k for i in req_order for k in range(reqs[i].width)]
@@ -254,8 +254,11 @@ class TransformersPolicy:
                 elif len(gen[s]) >= caps[s]:
                     reasons[s] = "step_cap"
                 if reasons[s]:
-                    if self.reuse_kv:
-                        self._keep(bases[owner[s]], reqs[owner[s]].prefix_ids, gen[s], reasons[s], rows, b)
+                    if self.reuse_kv and self._expandable(gen[s], reasons[s]):
+                        i = owner[s]  # keep all but the step's last token (never fed)
+                        end = len(reqs[i].prefix_ids) + len(gen[s]) - 1
+                        self.store.put(reqs[i].prefix_ids + tuple(gen[s]),
+                                       Segment(rows.last(b, end - starts[i]), starts[i], bases[i]))
                     slots[b] = -1
                     live -= 1
             if live == 0:
@@ -268,7 +271,7 @@ class TransformersPolicy:
             positions = [len(reqs[owner[s]].prefix_ids) + t if s >= 0 else 0 for s in slots]
             rows = self._step(rows, tok, positions)
             t += 1
-        self._free_kv = [(l._k, l._v) for l in rows.cache.layers if isinstance(l, _GrowingLayer)]
+        self._free_kv = rows.kv
 
         outs = []
         for i, r in enumerate(reqs):
@@ -281,16 +284,16 @@ class TransformersPolicy:
         return outs
 
     def _prefill(self, reqs: list[ExpandRequest], entries: list[Segment | None]
-                 ) -> tuple[_Rows, list[int], list[Segment | None]]:
-        """Feed each request's uncached suffix; returns ``width`` rows per request, the
-        tokens each request fed and (with reuse on) the KV chain of each whole prefix.
+                 ) -> tuple[_Rows, list[int], list[tuple[Segment | None, int]]]:
+        """Feed each request's uncached suffix. Returns ``width`` rows per request, the tokens
+        each request fed, and where a stored child's KV segment attaches: (chain, start).
 
         Rows are right-aligned so that no row has a hole: every row feeds the same number
         of tokens ``n_in``, and a cached row whose suffix is shorter drops the tail of its
         cache and feeds those tokens again (a cache of a prefix is valid for any shorter prefix).
         Cached prefixes are copied straight into the per-sample rows, which then each feed
-        their (usually one-token) suffix; uncached prompts are encoded once per request and
-        the result repeated.
+        their (usually one-token) suffix; uncached prompts are encoded once per request, kept
+        as one shared segment, and repeated.
         """
         n_in = max(len(r.prefix_ids) - (e.end if e else 0) for r, e in zip(reqs, entries))
         use = [max(0, len(r.prefix_ids) - n_in) if e else 0 for r, e in zip(reqs, entries)]
@@ -309,74 +312,56 @@ class TransformersPolicy:
         repeat = torch.repeat_interleave(torch.arange(R), widths)
         fed = [len(r.prefix_ids) - c for r, c in zip(reqs, use)]
         if n_cache:
-            cache = self._cached_rows(entries, use, widths.tolist(), n_cache + n_in + self.max_step_tokens)
-            ids, mask, pos = ids[repeat], mask[repeat], pos[repeat]
+            rows = self._cached_rows(entries, use, widths.tolist(), n_cache + n_in + self.max_step_tokens)
+            out = self.model(input_ids=ids[repeat].to(self.device), attention_mask=mask[repeat].to(self.device),
+                             position_ids=pos[repeat].to(self.device), past_key_values=rows.cache, use_cache=True,
+                             logits_to_keep=1)
+            rows.sync()
+            rows.mask, rows.logits = mask[repeat].to(self.device), out.logits[:, -1].float()
             fed = [n * r.width for n, r in zip(fed, reqs)]
-        else:
-            cache = DynamicCache()
+            links = [(e.truncated(c), c) for e, c in zip(entries, use)]
+            return rows, fed, links
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                         position_ids=pos.to(self.device), past_key_values=cache, use_cache=True,
+                         position_ids=pos.to(self.device), past_key_values=DynamicCache(), use_cache=True,
                          logits_to_keep=1)
-        cache = out.past_key_values
-        if not all(isinstance(l, _GrowingLayer) for l in cache.layers):
-            cache = _cache([l.keys for l in cache.layers], [l.values for l in cache.layers])
-        rows = _Rows(cache, mask.to(self.device), out.logits[:, -1].float())
-        if not n_cache:
-            rows = rows.select(repeat.to(self.device))
-        bases: list[Segment | None] = [None] * R
-        if self.reuse_kv:  # the fed positions of each request's first row, after its cached chain
-            first = torch.cumsum(widths, 0) - widths
-            for i, (r, c, e) in enumerate(zip(reqs, use, entries)):
-                n = len(r.prefix_ids) - c
-                kv = tuple((k[first[i], :, k.shape[2] - n:].clone(), v[first[i], :, v.shape[2] - n:].clone())
-                           for k, v in zip(*rows.kv()))
-                bases[i] = Segment(kv, c, e.truncated(c) if e else None)
-        return rows, fed, bases
+        rows = _Rows.from_cache(out.past_key_values, mask.to(self.device), out.logits[:, -1].float(), self.max_step_tokens)
+        links = [(Segment(rows.last(b, len(r.prefix_ids)), 0) if self.reuse_kv else None, len(r.prefix_ids))
+                 for b, r in enumerate(reqs)]
+        return rows.select(repeat.to(self.device)), fed, links
 
-    def _cached_rows(self, entries: list[Segment | None], use: list[int], widths: list[int], capacity: int) -> DynamicCache:
-        """A cache with ``widths[i]`` rows holding the first ``use[i]`` cached positions of
-        entry i, right-aligned at ``max(use)``, with room for ``capacity`` positions. It is
-        laid out in the previous batch's KV buffers when they are big enough: a fresh CPU
-        allocation of this size page-faults on every first write."""
+    def _cached_rows(self, entries: list[Segment], use: list[int], widths: list[int], capacity: int) -> _Rows:
+        """``widths[i]`` rows holding the first ``use[i]`` cached positions of entry i,
+        right-aligned at ``max(use)``, with room for ``capacity`` positions (mask and logits
+        are filled in by the caller). The rows are laid out in the previous batch's KV buffer
+        when it is big enough: a fresh CPU allocation of this size page-faults on every first write."""
         n_cache = max(use)
-        layers = []
-        for layer, (k_ref, _) in enumerate(next(e for e in entries if e is not None).chain()[0].kv):
-            shape = (sum(widths), k_ref.shape[0], capacity, k_ref.shape[2])
-            buffers = tuple(_reuse(self._free_kv[layer][j] if layer < len(self._free_kv) else None, k_ref, shape)
-                            for j in range(2))
-            row = 0
-            for e, c, w in zip(entries, use, widths):
-                rows = slice(row, row + w)
-                for buf in buffers:
-                    buf[rows, :, :n_cache - c] = 0  # left padding, masked out but kept finite
-                for seg in (e.truncated(c).chain() if e and c else ()):
-                    at = n_cache - c + seg.start
-                    buffers[0][rows, :, at:at + seg.length] = seg.kv[layer][0]
-                    buffers[1][rows, :, at:at + seg.length] = seg.kv[layer][1]
-                row += w
-            layers.append(_GrowingLayer(*buffers, n_cache))
-        cache = DynamicCache()
-        cache.layers = layers
-        return cache
+        ref = entries[0].chain()[0].kv  # [layers, 2, heads, length, dim]
+        shape = (ref.shape[0], 2, sum(widths), ref.shape[2], capacity, ref.shape[4])
+        kv = _reuse(self._free_kv, ref, shape)
+        row = 0
+        for e, c, w in zip(entries, use, widths):
+            rows = slice(row, row + w)
+            kv[:, :, rows, :, :n_cache - c] = 0  # left padding, masked out but kept finite
+            for seg in (e.truncated(c).chain() if c else ()):
+                at = n_cache - c + seg.start
+                kv[:, :, rows, :, at:at + seg.length] = seg.kv[:, :, None]
+            row += w
+        return _Rows(kv, n_cache, torch.empty(0), torch.empty(0))
 
     def _step(self, rows: _Rows, tok: torch.Tensor, positions: list[int]) -> _Rows:
         mask = torch.cat([rows.mask, rows.mask.new_ones((rows.mask.shape[0], 1))], 1)
         out = self.model(input_ids=tok[:, None], attention_mask=mask,
                          position_ids=torch.tensor(positions, device=self.device)[:, None],
                          past_key_values=rows.cache, use_cache=True)
-        return _Rows(out.past_key_values, mask, out.logits[:, -1].float())
+        rows.sync()
+        rows.mask, rows.logits = mask, out.logits[:, -1].float()
+        return rows
 
-    def _keep(self, base: Segment, prefix: tuple[int, ...], gen: list[int], reason: str, rows: _Rows, b: int) -> None:
-        """Store the KV of prefix + step (all but the step's last token, which was never fed)
-        as a segment of the step's positions after the prefix's chain ``base``."""
+    def _expandable(self, gen: list[int], reason: str) -> bool:
+        """Whether a finished step may be expanded later (else its KV is not worth keeping)."""
         if reason == "eos":
-            return
-        text = self.tokenizer.decode(gen, skip_special_tokens=True)
-        if self.step_format.extract_answer(text) is not None:
-            return  # a final step is never expanded
-        n = len(gen) - 1
-        kv = tuple((k[b, :, k.shape[2] - n:].clone(), v[b, :, v.shape[2] - n:].clone()) for k, v in zip(*rows.kv()))
-        self.store.put(prefix + tuple(gen), Segment(kv, len(prefix), base))
+            return False
+        return self.step_format.extract_answer(self.tokenizer.decode(gen, skip_special_tokens=True)) is None
 
     def _sample(self, logits: torch.Tensor, seeds: torch.Tensor, greedy: torch.Tensor, t: int) -> torch.Tensor:
         best = logits.argmax(-1)
