@@ -7,6 +7,9 @@
     the same randomly initialised Llama-architecture value-head PRM (cache off, so both
     runs do the same work). Targets: >= 4x on CPU (small), >= 20x on a GPU (1b).
     CPU timings are only as good as the machine is quiet: the header prints the load.
+    GFLOP/s (2 x non-embedding parameters x tokens / s) shows how close each mode is to
+    the machine's matmul peak: a chain of ~100 tokens is already a 100-row matmul, so on
+    a CPU batching can only win back the gap between one chain's rate and the peak.
 (b) Cache: REBASE run through the real Runner on built-in-task-like problems with a
     low-entropy scripted policy (as a trained small policy is: siblings often repeat a
     step), over a budget sweep (width 4, 8, 16 on the same problems and seeds, as the
@@ -228,11 +231,12 @@ def main(argv: list[str] | None = None) -> None:
     b = bench_batching(args)
     print(f"\n(a) batching: {b['chains']} chains, {b['tokens']:,} tokens, {b['params']:,} non-embedding params, "
           f"{b['budget']} tokens per batch, best of {args.repeats}")
-    print(f"    {'mode':<16}{'seconds':>10}{'chains/s':>12}{'tokens/s':>12}")
+    gflops = 2 * b["params"] * b["tokens"] / 1e9  # matmul work of the non-embedding weights
+    print(f"    {'mode':<16}{'seconds':>10}{'chains/s':>12}{'tokens/s':>12}{'GFLOP/s':>10}")
     print(f"    {'one at a time':<16}{b['single_s']:>10.3f}{b['chains'] / b['single_s']:>12.1f}"
-          f"{b['tokens'] / b['single_s']:>12,.0f}")
+          f"{b['tokens'] / b['single_s']:>12,.0f}{gflops / b['single_s']:>10.1f}")
     print(f"    {'batched':<16}{b['batched_s']:>10.3f}{b['chains'] / b['batched_s']:>12.1f}"
-          f"{b['tokens'] / b['batched_s']:>12,.0f}   ({b['forward_calls']} forward calls)")
+          f"{b['tokens'] / b['batched_s']:>12,.0f}{gflops / b['batched_s']:>10.1f}   ({b['forward_calls']} forward calls)")
     target = 20 if args.model_size == "1b" else 4
     print(f"    speedup {b['speedup']:.1f}x (target >= {target}x: {'met' if b['speedup'] >= target else 'NOT met'}); "
           f"batched vs single max |diff| {b['max_diff']:.2e} ({'ok' if b['ok'] else 'TOO LARGE'})")

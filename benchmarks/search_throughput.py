@@ -121,7 +121,6 @@ def main() -> None:
     off_wall, off_gen, off_proc = run(policy(False), questions, alg, limits)
     k = min(args.one_by_one_problems, len(questions))
     one_wall, one_gen, _ = run(policy(True), questions[:k], alg, limits, one_by_one=True)
-    batch_wall_k = on_wall * k / len(questions)
 
     print(f"{'arm':<28}{'wall s':>9}{'gen tok':>10}{'proc tok':>10}{'gen tok/s':>11}")
     for name, wall, gen, proc in [("batched, reuse on", on_wall, on_gen, on_proc),

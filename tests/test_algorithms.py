@@ -1,6 +1,4 @@
 """Every algorithm against hand-computed outcomes, with a scripted policy and PRM."""
-import math
-
 import pytest
 
 from treesearch.algorithms import MCTS, BeamSearch, Greedy, Rebase, Sampling, allocate_widths, make_algorithm

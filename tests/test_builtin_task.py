@@ -115,3 +115,16 @@ def test_committed_checkpoint_loads_offline_and_writes_steps(size: str, monkeypa
         assert answer is not None, t
         n_correct += answer == p.answer
     assert n_correct >= 1  # weak sanity check: easy problems are not all wrong
+
+
+
+def test_prm_probe_tells_a_checker_from_a_blind_scorer() -> None:
+    from experiments.builtin.probe_prm import off_by, probe
+    from reward_models import load_prm
+
+    assert off_by("Step 2: 45 * 3 = 135\n", -7) == "Step 2: 45 * 3 = 128\n"
+    problems = [p for p in fixed_test_split(100) if len(p.solution_steps) >= 4][:20]
+    checker = load_prm("callable", fn=lambda q, steps: [float(ok) for ok in on_gold_path(q, steps)])
+    assert probe(checker, problems, step=1, delta=1)[0] == 1.0
+    blind = load_prm("callable", fn=lambda q, steps: [0.5] * len(steps))
+    assert probe(blind, problems, step=1, delta=1)[0] == 0.0  # ties never count as "right > wrong"

@@ -143,8 +143,6 @@ def test_step_tag_scores_match_a_plain_forward_at_inserted_tags(make_prm, tok):
 
 
 def test_llemma_two_row_head_is_read_from_the_checkpoint(make_prm, checkpoints, tok):
-    from transformers import AutoModelForCausalLM
-
     prm = make_prm("llemma2", cache=False)
     assert prm.lm_head.weight.shape[0] == 2
     # The same weights, loaded as a full causal LM by hand, give the same sigmoid(mean) scores.

@@ -22,6 +22,7 @@ from .protocols import ExpandOutput, ExpandRequest, StepSample
 from .sampler import draw, seed32
 from .step_format import StepFormat
 
+
 class _LayerView(DynamicLayer):
     """One layer's view of a batch's shared KV buffer: a decode step writes its new
     position in place instead of concatenating (which copies the whole cache every token)."""
