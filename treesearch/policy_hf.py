@@ -234,6 +234,7 @@ class TransformersPolicy:
         sample_k = [k for i in req_order for k in range(reqs[i].width)]
         seeds = torch.tensor([seed32(reqs[i].seed, k) for i, k in zip(owner, sample_k)], device=self.device)
         greedy = torch.tensor([reqs[i].greedy for i in owner], device=self.device)
+        first_pos = torch.tensor([len(reqs[i].prefix_ids) for i in owner], device=self.device)  # of the step
         caps = [reqs[i].max_new_tokens or self.max_step_tokens for i in owner]
         caps = [max(1, min(c, self.max_step_tokens)) for c in caps]
 
@@ -267,10 +268,9 @@ class TransformersPolicy:
             if (len(slots) - live) * 8 >= len(slots):  # drop finished rows once they are an eighth of the batch
                 order = rows.drop([s >= 0 for s in slots])
                 keep = torch.tensor(order, device=self.device)
-                tok, seeds, greedy = tok[keep], seeds[keep], greedy[keep]
+                tok, seeds, greedy, first_pos = tok[keep], seeds[keep], greedy[keep], first_pos[keep]
                 slots = [slots[b] for b in order]
-            positions = [len(reqs[owner[s]].prefix_ids) + t if s >= 0 else 0 for s in slots]
-            rows = self._step(rows, tok, positions)
+            rows = self._step(rows, tok, first_pos + t)  # finished rows still in the batch decode on, unread
             t += 1
         self._free_kv = rows.kv
 
@@ -349,10 +349,9 @@ class TransformersPolicy:
             row += w
         return _Rows(kv, n_cache, torch.empty(0), torch.empty(0))
 
-    def _step(self, rows: _Rows, tok: torch.Tensor, positions: list[int]) -> _Rows:
+    def _step(self, rows: _Rows, tok: torch.Tensor, positions: torch.Tensor) -> _Rows:
         mask = torch.cat([rows.mask, rows.mask.new_ones((rows.mask.shape[0], 1))], 1)
-        out = self.model(input_ids=tok[:, None], attention_mask=mask,
-                         position_ids=torch.tensor(positions, device=self.device)[:, None],
+        out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=positions[:, None],
                          past_key_values=rows.cache, use_cache=True)
         rows.sync()
         rows.mask, rows.logits = mask, out.logits[:, -1].float()

@@ -19,17 +19,21 @@ class StepFormat:
     def __post_init__(self) -> None:
         if not self.delimiter:
             raise ValueError("StepFormat.delimiter must be a non-empty string")
+        compiled = []
         for p in self.answer_patterns:
             try:
-                if re.compile(p).groups < 1:
-                    raise ValueError(f"answer pattern {p!r} needs a capturing group for the answer")
+                compiled.append(re.compile(p, re.MULTILINE))
             except re.error as e:
                 raise ValueError(f"answer pattern {p!r} is not a valid regex: {e}") from e
+            if compiled[-1].groups < 1:
+                raise ValueError(f"answer pattern {p!r} needs a capturing group for the answer")
+        # compiled once: the decode loop checks every finished step (re.search's cache lookup costs more)
+        object.__setattr__(self, "_compiled", tuple(compiled))
 
     def extract_answer(self, step_text: str) -> str | None:
         text = step_text.strip()
-        for p in self.answer_patterns:
-            m = re.search(p, text, flags=re.MULTILINE)
+        for pattern in self._compiled:
+            m = pattern.search(text)
             if m:
                 return m.group(1).strip()
         return None
