@@ -238,49 +238,61 @@ class TransformersPolicy:
         caps = [reqs[i].max_new_tokens or self.max_step_tokens for i in owner]
         caps = [max(1, min(c, self.max_step_tokens)) for c in caps]
 
-        gen: list[list[int]] = [[] for _ in owner]
-        reasons: list[str] = [""] * len(owner)
-        slots = list(range(len(owner)))  # batch row -> sample index, or -1 once that sample has finished
-        live, t = len(slots), 0
+        n = len(owner)
+        tokens = torch.zeros((n, max(caps)), dtype=torch.long, device=self.device)  # sample -> its step so far
+        row_sample = torch.arange(n, device=self.device)  # batch row -> sample index, -1 once finished
+        row_cap = torch.tensor(caps, device=self.device)
+        gen: list[tuple[int, ...]] = [()] * n
+        reasons: list[str] = [""] * n
+        live, t = n, 0
         while True:
             tok = self._sample(rows.logits, seeds, greedy, t)
-            tok_list, may_stop, is_eos = tok.tolist(), self._may_stop[tok].tolist(), self._eos_mask[tok].tolist()
-            for b, s in enumerate(slots):
-                if s < 0:
-                    continue
-                gen[s].append(tok_list[b])
-                if is_eos[b]:
-                    reasons[s] = "eos"
-                elif may_stop[b] and self.step_format.delimiter in self.tokenizer.decode(gen[s]):
-                    reasons[s] = "delimiter"
-                elif len(gen[s]) >= caps[s]:
-                    reasons[s] = "step_cap"
-                if reasons[s]:
-                    if self.reuse_kv and self._expandable(gen[s], reasons[s]):
+            alive = row_sample >= 0
+            tokens[row_sample[alive], t] = tok[alive]
+            # Python looks only at rows whose token may end the step: EOS, the delimiter's last character, the cap.
+            maybe = (alive & (self._may_stop[tok] | self._eos_mask[tok] | (row_cap <= t + 1))).nonzero().flatten()
+            finished = []
+            if len(maybe):
+                samples = row_sample[maybe]
+                for b, s, ids, eos, may_stop in zip(maybe.tolist(), samples.tolist(), tokens[samples, :t + 1].tolist(),
+                                                     self._eos_mask[tok[maybe]].tolist(),
+                                                     self._may_stop[tok[maybe]].tolist()):
+                    if eos:
+                        reasons[s] = "eos"
+                    elif may_stop and self.step_format.delimiter in self.tokenizer.decode(ids):
+                        reasons[s] = "delimiter"
+                    elif t + 1 >= caps[s]:
+                        reasons[s] = "step_cap"
+                    else:
+                        continue
+                    gen[s] = tuple(ids)
+                    finished.append(b)
+                    if self.reuse_kv and self._expandable(ids, reasons[s]):
                         i = owner[s]  # keep all but the step's last token (never fed)
-                        end = len(reqs[i].prefix_ids) + len(gen[s]) - 1
-                        self.store.put(reqs[i].prefix_ids + tuple(gen[s]),
+                        end = len(reqs[i].prefix_ids) + len(ids) - 1
+                        self.store.put(reqs[i].prefix_ids + gen[s],
                                        Segment(rows.last(b, end - starts[i]), starts[i], bases[i]))
-                    slots[b] = -1
-                    live -= 1
+            if finished:
+                row_sample[torch.tensor(finished, device=self.device)] = -1
+                live -= len(finished)
             if live == 0:
                 break
-            if (len(slots) - live) * 8 >= len(slots):  # drop finished rows once they are an eighth of the batch
-                order = rows.drop([s >= 0 for s in slots])
-                keep = torch.tensor(order, device=self.device)
+            if (len(row_sample) - live) * 8 >= len(row_sample):  # drop finished rows once they are an eighth
+                keep = torch.tensor(rows.drop((row_sample >= 0).tolist()), device=self.device)
                 tok, seeds, greedy, first_pos = tok[keep], seeds[keep], greedy[keep], first_pos[keep]
-                slots = [slots[b] for b in order]
+                row_sample, row_cap = row_sample[keep], row_cap[keep]
             rows = self._step(rows, tok, first_pos + t)  # finished rows still in the batch decode on, unread
             t += 1
         self._free_kv = rows.kv
 
+        by_request: list[list[int]] = [[] for _ in reqs]  # sample indices, in sample order k = 0, 1, ...
+        for s, i in enumerate(owner):
+            by_request[i].append(s)
         outs = []
-        for i, r in enumerate(reqs):
-            samples = [(k, s) for s, (o, k) in enumerate(zip(owner, sample_k)) if o == i]
-            samples.sort()
-            steps = [StepSample(self.tokenizer.decode(gen[s], skip_special_tokens=True), tuple(gen[s]), reasons[s])
-                     for _, s in samples]
-            processed = fed[i] + sum(len(gen[s]) - 1 for _, s in samples)
+        for i, samples in enumerate(by_request):
+            steps = [StepSample(self.tokenizer.decode(gen[s], skip_special_tokens=True), gen[s], reasons[s])
+                     for s in samples]
+            processed = fed[i] + sum(len(gen[s]) - 1 for s in samples)
             outs.append(ExpandOutput(steps, processed))
         return outs
 
@@ -357,7 +369,7 @@ class TransformersPolicy:
         rows.mask, rows.logits = mask, out.logits[:, -1].float()
         return rows
 
-    def _expandable(self, gen: list[int], reason: str) -> bool:
+    def _expandable(self, gen: Sequence[int], reason: str) -> bool:
         """Whether a finished step may be expanded later (else its KV is not worth keeping)."""
         if reason == "eos":
             return False
