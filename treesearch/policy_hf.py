@@ -283,7 +283,9 @@ class TransformersPolicy:
                 row_sample, row_cap = row_sample[keep], row_cap[keep]
             rows = self._step(rows, tok, first_pos + t)  # finished rows still in the batch decode on, unread
             t += 1
-        self._free_kv = rows.kv
+        # Keep the buffer for the next batch on CPU only: there a fresh allocation page-faults, while
+        # CUDA's caching allocator reuses freed blocks anyway and the PRM may need the memory meanwhile.
+        self._free_kv = rows.kv if rows.kv.device.type == "cpu" else None
 
         by_request: list[list[int]] = [[] for _ in reqs]  # sample indices, in sample order k = 0, 1, ...
         for s, i in enumerate(owner):
