@@ -69,6 +69,19 @@ def test_identical_siblings_share_the_stored_prefix(model, tokenizer):
     assert all(o.processed_tokens == len(o.samples[0].token_ids) for o in outs)  # fed: 1 token + the step but its last
 
 
+def test_a_batch_mixing_cached_and_fresh_prefixes_matches_no_reuse(model, tokenizer):
+    def children(pol):
+        prompt = pol.encode_prompt(QUESTIONS[0])
+        step = pol.expand([ExpandRequest(prompt, 1, seed=1, greedy=True)])[0].samples[0]
+        mixed = [ExpandRequest(prompt + step.token_ids, 2, seed=2),  # cached (reuse on)
+                 ExpandRequest(pol.encode_prompt(QUESTIONS[1]), 3, seed=3)]  # a fresh prompt
+        return [[s.token_ids for s in o.samples] for o in pol.expand(mixed)]
+
+    on, off = policy(model, tokenizer, max_step_tokens=8), policy(model, tokenizer, max_step_tokens=8, reuse_kv=False)
+    assert children(on) == children(off)
+    assert on.store.hits == 1
+
+
 def test_samples_do_not_depend_on_batch_composition(model, tokenizer):
     pol = policy(model, tokenizer, reuse_kv=False)
     reqs = [ExpandRequest(pol.encode_prompt(q), 3, seed=7 + i) for i, q in enumerate(QUESTIONS)]
