@@ -9,7 +9,7 @@ came from the cache.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 from typing import Sequence
 
 import torch
@@ -47,20 +47,23 @@ class _LayerView(DynamicLayer):
         return self.keys, self.values
 
 
-@dataclass
 class _Rows:
     """A batch of rows in decode layout: every layer's left-padded KV in one tensor
     ``kv`` [layers, 2, rows, heads, capacity, dim] (so row moves and copies take one op for
-    all layers), its attention mask and the next-token logits."""
+    all layers), its attention mask [rows, length] and the next-token logits [rows, vocab]."""
 
-    kv: torch.Tensor
-    length: int  # positions filled
-    mask: torch.Tensor  # [rows, length]
-    logits: torch.Tensor  # [rows, vocab]
+    def __init__(self, kv: torch.Tensor, length: int, mask: torch.Tensor, logits: torch.Tensor | None):
+        self.kv, self.mask, self.logits = kv, mask, logits
+        self._views(length)
 
-    def __post_init__(self):
+    def _views(self, length: int) -> None:
         self.cache = DynamicCache()
-        self.cache.layers = [_LayerView(self.kv[i], self.length) for i in range(self.kv.shape[0])]
+        self.cache.layers = [_LayerView(self.kv[i], length) for i in range(self.kv.shape[0])]
+
+    @property
+    def length(self) -> int:
+        """Positions filled: the model's forward passes advance the layer views."""
+        return self.cache.layers[0]._n
 
     @staticmethod
     def from_cache(cache: DynamicCache, mask: torch.Tensor, logits: torch.Tensor, spare: int) -> _Rows:
@@ -73,10 +76,6 @@ class _Rows:
         for i, layer in enumerate(cache.layers):
             kv[i, 0, :, :, :n], kv[i, 1, :, :, :n] = layer.keys, layer.values
         return _Rows(kv, n, mask, logits)
-
-    def sync(self) -> None:
-        """Take the length the model's forward pass advanced the layers to."""
-        self.length = self.cache.layers[0]._n
 
     def select(self, idx: torch.Tensor) -> _Rows:
         return _Rows(self.kv.index_select(2, idx), self.length, self.mask[idx], self.logits[idx])
@@ -92,8 +91,9 @@ class _Rows:
             self.kv[:, :, h].copy_(self.kv[:, :, t])
             order[h] = t
         idx = torch.tensor(order, device=self.mask.device)
+        length = self.length
         self.kv, self.mask, self.logits = self.kv[:, :, :m], self.mask[idx], self.logits[idx]
-        self.__post_init__()
+        self._views(length)
         return order
 
     def last(self, b: int, n: int) -> torch.Tensor:
@@ -119,9 +119,7 @@ class _Rows:
 
 def _reuse(buffer: torch.Tensor | None, like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """A contiguous tensor of ``shape`` in ``buffer``'s memory if it is big enough, else a new one."""
-    n = like.element_size()
-    for d in shape:
-        n *= d
+    n = math.prod(shape) * like.element_size()
     if buffer is not None and buffer.dtype == like.dtype and buffer.device == like.device \
             and buffer.untyped_storage().nbytes() >= n:
         return like.new_empty(0).set_(buffer.untyped_storage(), 0, shape)
@@ -243,6 +241,7 @@ class TransformersPolicy:
         row_sample = torch.arange(n, device=self.device)  # batch row -> sample index, -1 once finished
         row_cap = torch.tensor(caps, device=self.device)
         gen: list[tuple[int, ...]] = [()] * n
+        texts: list[str] = [""] * n
         reasons: list[str] = [""] * n
         live, t = n, 0
         while True:
@@ -265,9 +264,9 @@ class TransformersPolicy:
                         reasons[s] = "step_cap"
                     else:
                         continue
-                    gen[s] = tuple(ids)
+                    gen[s], texts[s] = tuple(ids), self.tokenizer.decode(ids, skip_special_tokens=True)
                     finished.append(b)
-                    if self.reuse_kv and self._expandable(ids, reasons[s]):
+                    if self.reuse_kv and self._expandable(texts[s], reasons[s]):
                         i = owner[s]  # keep all but the step's last token (never fed)
                         end = len(reqs[i].prefix_ids) + len(ids) - 1
                         self.store.put(reqs[i].prefix_ids + gen[s],
@@ -292,8 +291,7 @@ class TransformersPolicy:
             by_request[i].append(s)
         outs = []
         for i, samples in enumerate(by_request):
-            steps = [StepSample(self.tokenizer.decode(gen[s], skip_special_tokens=True), gen[s], reasons[s])
-                     for s in samples]
+            steps = [StepSample(texts[s], gen[s], reasons[s]) for s in samples]
             processed = fed[i] + sum(len(gen[s]) - 1 for s in samples)
             outs.append(ExpandOutput(steps, processed))
         return outs
@@ -327,12 +325,12 @@ class TransformersPolicy:
         repeat = torch.repeat_interleave(torch.arange(R), widths)
         fed = [len(r.prefix_ids) - c for r, c in zip(reqs, use)]
         if n_cache:
-            rows = self._cached_rows(entries, use, widths.tolist(), n_cache + n_in + self.max_step_tokens)
-            out = self.model(input_ids=ids[repeat].to(self.device), attention_mask=mask[repeat].to(self.device),
+            kv = self._cached_rows(entries, use, widths.tolist(), n_cache + n_in + self.max_step_tokens)
+            rows = _Rows(kv, n_cache, mask[repeat].to(self.device), logits=None)
+            out = self.model(input_ids=ids[repeat].to(self.device), attention_mask=rows.mask,
                              position_ids=pos[repeat].to(self.device), past_key_values=rows.cache, use_cache=True,
                              logits_to_keep=1)
-            rows.sync()
-            rows.mask, rows.logits = mask[repeat].to(self.device), out.logits[:, -1].float()
+            rows.logits = out.logits[:, -1].float()
             fed = [n * r.width for n, r in zip(fed, reqs)]
             links = [(e.truncated(c), c) for e, c in zip(entries, use)]
             return rows, fed, links
@@ -344,11 +342,11 @@ class TransformersPolicy:
                  for b, r in enumerate(reqs)]
         return rows.select(repeat.to(self.device)), fed, links
 
-    def _cached_rows(self, entries: list[Segment], use: list[int], widths: list[int], capacity: int) -> _Rows:
-        """``widths[i]`` rows holding the first ``use[i]`` cached positions of entry i,
-        right-aligned at ``max(use)``, with room for ``capacity`` positions (mask and logits
-        are filled in by the caller). The rows are laid out in the previous batch's KV buffer
-        when it is big enough: a fresh CPU allocation of this size page-faults on every first write."""
+    def _cached_rows(self, entries: list[Segment], use: list[int], widths: list[int], capacity: int) -> torch.Tensor:
+        """A KV buffer with ``widths[i]`` rows holding the first ``use[i]`` cached positions of
+        entry i, right-aligned at ``max(use)``, with room for ``capacity`` positions. It is laid
+        out in the previous batch's buffer when that is big enough: a fresh CPU allocation of
+        this size page-faults on every first write."""
         n_cache = max(use)
         ref = entries[0].chain()[0].kv  # [layers, 2, heads, length, dim]
         shape = (ref.shape[0], 2, sum(widths), ref.shape[2], capacity, ref.shape[4])
@@ -361,21 +359,18 @@ class TransformersPolicy:
                 at = n_cache - c + seg.start
                 kv[:, :, rows, :, at:at + seg.length] = seg.kv[:, :, None]
             row += w
-        return _Rows(kv, n_cache, torch.empty(0), torch.empty(0))
+        return kv
 
     def _step(self, rows: _Rows, tok: torch.Tensor, positions: torch.Tensor) -> _Rows:
         mask = torch.cat([rows.mask, rows.mask.new_ones((rows.mask.shape[0], 1))], 1)
         out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=positions[:, None],
                          past_key_values=rows.cache, use_cache=True)
-        rows.sync()
         rows.mask, rows.logits = mask, out.logits[:, -1].float()
         return rows
 
-    def _expandable(self, gen: Sequence[int], reason: str) -> bool:
+    def _expandable(self, text: str, reason: str) -> bool:
         """Whether a finished step may be expanded later (else its KV is not worth keeping)."""
-        if reason == "eos":
-            return False
-        return self.step_format.extract_answer(self.tokenizer.decode(gen, skip_special_tokens=True)) is None
+        return reason != "eos" and self.step_format.extract_answer(text) is None
 
     def _sample(self, logits: torch.Tensor, seeds: torch.Tensor, greedy: torch.Tensor, t: int) -> torch.Tensor:
         best = logits.argmax(-1)
