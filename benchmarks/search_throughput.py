@@ -25,7 +25,7 @@ from treesearch.runner import Runner, SearchLimits  # noqa: E402
 from treesearch.step_format import StepFormat  # noqa: E402
 from treesearch.testing import ScriptedPRM  # noqa: E402
 
-BUILTIN = Path(__file__).resolve().parents[1] / "experiments" / "builtin" / "checkpoints" / "policy-large"
+BUILTIN = Path(__file__).resolve().parents[1] / "experiments" / "builtin" / "checkpoints" / "lm-xl"
 RANDOM_SIZES = {"small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4),
                 "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=16)}
 

@@ -4,6 +4,7 @@
     treesearch report RESULTS_DIR [--out DIR] [--rule weighted] [--reference llemma-math500]
     treesearch check CONFIG                               # validate, print the resolved config and the plan
     treesearch solve --policy PATH [--prm TYPE --prm-path PATH] --method rebase --budget 8 "question"
+    treesearch eval-prm --prm TYPE [--prm-path PATH] [--jsonl processbench:FILE]   # verifier quality
 
 Errors a user can fix (config, dataset, records) print one line and exit with status 2.
 """
@@ -67,6 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("config")
     chk.add_argument("--limit", type=int)
 
+    ev = sub.add_parser("eval-prm", help="how well a PRM tells a right step from a wrong one",
+                        description="Sibling pairwise accuracy and step AUC on steps the built-in policies sample "
+                                    "(test problems, judged by the task's checker), per policy and depth; and the "
+                                    "ProcessBench / PRMBench metrics on local JSONL files.")
+    ev.add_argument("--prm", required=True, help="PRM type (likelihood, value_head, builtin_oracle, noisy_oracle, ...) "
+                                                 "or pkg.mod:factory")
+    ev.add_argument("--prm-path", help="PRM checkpoint directory")
+    ev.add_argument("--prm-opt", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                    help="other load_prm arguments, e.g. flip_rate=0.2 (repeatable)")
+    ev.add_argument("--policies", default="small,large",
+                    help="built-in policies whose sibling steps to judge (comma list; 'none' to skip)")
+    ev.add_argument("--problems", type=int, default=100, help="test problems of levels 2-5 per policy")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--jsonl", action="append", default=[], metavar="FORMAT:PATH",
+                    help="also evaluate on a local file, FORMAT processbench or prmbench (repeatable)")
+    ev.add_argument("--threshold", type=float, default=0.5, help="score below which a step counts as wrong")
+    ev.add_argument("--json", metavar="PATH", help="also write the numbers to this JSON file")
+
     solve = sub.add_parser("solve", help="answer one question and print the search tree and the votes")
     solve.add_argument("question")
     solve.add_argument("--policy", required=True, help="local checkpoint directory of a causal LM")
@@ -104,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .records import RecordsError
 
     try:
-        return {"run": _run, "report": _report, "check": _check, "solve": _solve}[args.command](args)
+        return {"run": _run, "report": _report, "check": _check, "solve": _solve,
+                "eval-prm": _eval_prm}[args.command](args)
     except (ConfigError, DatasetError, RecordsError, FileNotFoundError) as e:
         print(f"treesearch {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -135,6 +155,9 @@ def _report(args: argparse.Namespace) -> int:
         for f in res.fits:
             print(f"  {f.model} {f.method}: a={100 * f.fit.a:.1f}% b={100 * f.fit.b:.1f}% c={f.fit.c:.3f} "
                   f"-> {100 * f.extrapolated:.1f}% at {10 * f.max_flops:.3g} FLOPs (10x the largest budget)")
+    if res.efficiency is not None and res.efficiency.ratios:
+        from .report import format_headline
+        print("\n" + format_headline(res.efficiency))
     print("\nwrote " + ", ".join(str(p) for p in res.files.values()))
     return 0
 
@@ -155,6 +178,57 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prm_spec(args: argparse.Namespace) -> dict[str, Any]:
+    return {"type": args.prm, **({"path": args.prm_path} if args.prm_path else {}), **dict(args.prm_opt)}
+
+
+def _eval_prm(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from reward_models.prm_benchmarks import FORMATS, BenchmarkFormatError, evaluate_benchmark, read_benchmark
+
+    from .sweep import Shard, load_prm_for
+
+    files = []
+    for item in args.jsonl:
+        fmt, sep, path = item.partition(":")
+        if not sep or fmt not in FORMATS:
+            raise ConfigError(f"--jsonl {item!r}: expected FORMAT:PATH with FORMAT one of {', '.join(FORMATS)}")
+        files.append((fmt, path))
+    names = [] if args.policies == "none" else [n for n in args.policies.split(",") if n]
+    try:
+        benchmarks = [(fmt, path, read_benchmark(path, fmt)) for fmt, path in files]  # bad files fail before any work
+    except BenchmarkFormatError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        prm = load_prm_for(_prm_spec(args), Shard())
+    except (ValueError, TypeError, OSError, ImportError) as e:
+        raise ConfigError(f"--prm {args.prm}: {e}") from None
+    out: dict[str, Any] = {"prm": _prm_spec(args)}
+    if names:
+        from .builtin.models import load_policy
+        from .builtin.siblings import eval_problems, format_rows, sample_groups, verifier_rows
+
+        problems = eval_problems(args.problems)
+        groups = {n: sample_groups(load_policy(n), problems, seed=args.seed) for n in names}
+        rows = verifier_rows(prm, groups)
+        print(f"built-in task: sibling steps of {len(problems)} test problems (levels 2-5), judged by the checker\n")
+        print(format_rows(rows))
+        out["builtin"] = [dataclasses.asdict(r) for r in rows]
+    for fmt, path, chains in benchmarks:
+        res = evaluate_benchmark(prm, chains, threshold=args.threshold)
+        print(f"\n{fmt} {path}: {res.chains} chains, {res.judged_steps} judged steps; step AUC {res.step_auc:.3f}; "
+              f"first error found {res.error_accuracy:.3f} (erroneous), none flagged {res.correct_accuracy:.3f} "
+              f"(correct), F1 {res.f1:.3f}; PRMScore {res.prm_score:.3f} (threshold {args.threshold})")
+        out.setdefault("benchmarks", []).append({"format": fmt, "path": path, **dataclasses.asdict(res)})
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=2, default=str)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
 def _solve(args: argparse.Namespace) -> int:
     from treesearch.voting import vote
 
@@ -163,9 +237,7 @@ def _solve(args: argparse.Namespace) -> int:
 
     from .sweep import Shard, load_prm_for, memoized, problem_seed
 
-    prm_spec = None
-    if args.prm:
-        prm_spec = {"type": args.prm, **({"path": args.prm_path} if args.prm_path else {}), **dict(args.prm_opt)}
+    prm_spec = _prm_spec(args) if args.prm else None
     policy_cfg = PolicyConfig(name="policy", path=args.policy, dtype=args.dtype, device=args.device,
                               num_parameters=args.num_parameters, step_format=args.step_format,
                               prompt_template=args.prompt_template, chat_template=args.chat_template,

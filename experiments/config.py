@@ -156,8 +156,12 @@ class MethodConfig:
     subsample: bool = False
     budget_params: dict[int, dict[str, Any]] = field(default_factory=dict)  # per-budget overrides (MCTS root width)
     model_budgets: dict[str, list[int]] = field(default_factory=dict)  # per-policy budgets replacing ``budgets``
+    models: list[str] | None = None  # run for these policies only (default: every policy)
+    prm: dict[str, Any] | None = None  # this method's verifier (search and voting), replacing the study's
 
     def budgets_for(self, model: str) -> list[int]:
+        if self.models is not None and model not in self.models:
+            return []
         return list(self.model_budgets.get(model, self.budgets))
 
     @property
@@ -193,7 +197,7 @@ class VotingConfig:
 
 @dataclass
 class StudyConfig:
-    """A whole sweep: policies x methods x budgets x seeds over one dataset, one PRM."""
+    """A whole sweep: policies x methods x budgets x seeds over one dataset; one PRM unless a method names its own."""
 
     policies: list[PolicyConfig]
     methods: list[MethodConfig]
@@ -379,8 +383,14 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
                 fail(f"methods[{i}].model_budgets.{model}", f"no policy named {model!r}; policies: {sorted(names)}")
             _validate_method(dataclasses.replace(m, budgets=budgets, model_budgets={}),
                              f"methods[{i}].model_budgets.{model}", fail)
-        if m.algorithm in NEEDS_PRM and cfg.prm is None:
-            fail("prm", f"method {m.name!r} ({m.algorithm}) searches with a PRM; give one (a load_prm dict)")
+        if m.algorithm in NEEDS_PRM and cfg.prm is None and m.prm is None:
+            fail("prm", f"method {m.name!r} ({m.algorithm}) searches with a PRM; give one "
+                        f"(prm: {{type: NAME, path: DIR}}, or the method's own prm)")
+        for model in m.models or []:
+            if model not in names:
+                fail(f"methods[{i}].models", f"no policy named {model!r}; policies: {sorted(names)}")
+        if m.prm is not None and "type" not in m.prm:
+            fail(f"methods[{i}].prm.type", "required (a reward_models registry name or 'pkg.mod:factory')")
     if cfg.prm is not None and "type" not in cfg.prm:
         fail("prm.type", "required (a reward_models registry name or 'pkg.mod:factory')")
     for r in cfg.voting.rules:
@@ -403,6 +413,8 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
         fail("gpus_per_process", f"must be >= 1, got {cfg.gpus_per_process}")
     devices = [(f"policies[{i}].device", p.device) for i, p in enumerate(cfg.policies)]
     devices += [("prm.device", cfg.prm["device"])] if cfg.prm and isinstance(cfg.prm.get("device"), str) else []
+    devices += [(f"methods[{i}].prm.device", m.prm["device"]) for i, m in enumerate(cfg.methods)
+                if m.prm and isinstance(m.prm.get("device"), str)]
     for key, dev in devices:
         if dev.startswith("cuda:+") and not (dev[6:].isdigit() and int(dev[6:]) < cfg.gpus_per_process):
             fail(key, f"{dev!r}: 'cuda:+k' needs 0 <= k < gpus_per_process ({cfg.gpus_per_process})")
@@ -461,7 +473,7 @@ def _unique(names: list[str], key: str, what: str, fail: Callable[[str, str], No
 _RUNTIME_KEYS = {"output", "problems_per_chunk", "store_steps", "fsync", "description", "seeds",
                  "dataset.start", "dataset.limit", "dataset.shuffle_seed", "prm.device", "gpus_per_process",
                  "policies[].device", "policies[].max_batch_rows", "methods[].budgets", "methods[].subsample",
-                 "methods[].model_budgets"}
+                 "methods[].model_budgets", "methods[].models", "methods[].prm.device"}
 
 
 def incompatible_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

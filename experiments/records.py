@@ -27,6 +27,18 @@ class RecordsWarning(UserWarning):
     """A torn last line (an interrupted write) was ignored or cut off."""
 
 
+PASS_AT_N = "oracle"  # the rule name for pass@n: some candidate is right (an upper bound for any voting rule)
+
+
+def verdict(rec: dict[str, Any], rule: str) -> bool | None:
+    """Was the answer ``rule`` ("majority", "weighted/last", ..., or "oracle" for pass@n) picked right?
+    None when the record has no such rule."""
+    if rule == PASS_AT_N:
+        return rec.get("oracle_correct")
+    v = rec.get("votes", {}).get(rule)
+    return None if v is None else bool(v["correct"])
+
+
 def record_key(rec: dict[str, Any]) -> Key:
     return tuple(rec[k] for k in KEY_FIELDS)
 

@@ -17,11 +17,13 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .records import load_dir
+from . import efficiency
+from .efficiency import mean_se
+from .records import PASS_AT_N, load_dir, verdict
 from .sweep import ledger_of
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
-ORACLE = "oracle"  # pass@n: some candidate is right (an upper bound for any voting rule)
+ORACLE = PASS_AT_N
 DEFAULT_RULE = "weighted"
 
 
@@ -43,13 +45,6 @@ class Row:
     derived: bool  # some records derived by subsampling a larger run
 
 
-def _correct(rec: dict[str, Any], rule: str) -> bool | None:
-    if rule == ORACLE:
-        return rec.get("oracle_correct")
-    v = rec.get("votes", {}).get(rule)
-    return None if v is None else bool(v["correct"])
-
-
 def rules_in(records: Iterable[dict[str, Any]]) -> list[str]:
     keys: set[str] = set()
     for r in records:
@@ -68,15 +63,6 @@ def resolve_rule(rule: str, available: Sequence[str]) -> str:
     return next((k for k in matches if k.endswith("/last")), matches[0])
 
 
-def mean_se(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error (sample std with ddof=1, over sqrt(n)); SE is 0 for one value."""
-    a = np.asarray(values, dtype=float)
-    if a.size == 0:
-        return math.nan, math.nan
-    se = float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else 0.0
-    return float(a.mean()), se
-
-
 def summarize(records: Sequence[dict[str, Any]], rules: Sequence[str] | None = None) -> list[Row]:
     """One row per (model, method, rule, budget)."""
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
@@ -92,7 +78,7 @@ def summarize(records: Sequence[dict[str, Any]], rules: Sequence[str] | None = N
         for rule in rules:
             by_seed: dict[int, list[bool]] = defaultdict(list)
             for r in recs:
-                c = _correct(r, rule)
+                c = verdict(r, rule)
                 if c is not None:
                     by_seed[r["seed"]].append(c)
             if not by_seed:
@@ -101,7 +87,7 @@ def summarize(records: Sequence[dict[str, Any]], rules: Sequence[str] | None = N
                 acc, se = mean_se([float(np.mean(v)) for v in by_seed.values()])
             else:
                 acc, se = mean_se([float(c) for c in next(iter(by_seed.values()))])
-            n = len({r["problem_id"] for r in recs if _correct(r, rule) is not None})
+            n = len({r["problem_id"] for r in recs if verdict(r, rule) is not None})
             rows.append(Row(model, method, rule, budget, paper, full, acc, se, n, len(by_seed), derived))
     return _ordered(rows, records, rules)
 
@@ -120,13 +106,37 @@ def _ordered(rows: list[Row], records: Sequence[dict[str, Any]], rules: Sequence
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    head = ("model", "method", "rule", "budget", "paper FLOPs", "full FLOPs", "accuracy %", "n")
-    body = [(r.model, r.method, r.rule, str(r.budget), f"{r.paper_flops:.3g}", f"{r.full_flops:.3g}",
-             f"{100 * r.accuracy:.1f} ± {100 * r.stderr:.1f}", f"{r.n_problems}" + (f" x{r.n_seeds}" if r.n_seeds > 1 else "")
-             + ("*" if r.derived else "")) for r in rows]
+    """The terminal table: one line per (model, method, budget), the voting rules as columns.
+
+    Greedy has one answer, so its line shows it once; the full long table is in table.csv and results.md."""
+    keyed: dict[tuple[str, str, int], dict[str, Row]] = {}
+    for r in rows:
+        keyed.setdefault((r.model, r.method, r.budget), {})[r.rule] = r
+    rules = list(dict.fromkeys(r.rule for r in rows))
+    names = {"majority": "majority", ORACLE: "pass@n"}
+    head = ("model", "method", "budget", "paper FLOPs", "full FLOPs", *(names.get(x, x.replace("/", " ")) for x in rules))
+    body = []
+    derived = False
+    for (model, method, budget), by_rule in keyed.items():
+        first = next(iter(by_rule.values()))
+        same = len({(r.accuracy, r.stderr) for r in by_rule.values()}) == 1 and method == "greedy"
+        cells = []
+        for x in rules:
+            r = by_rule.get(x)
+            cells.append("" if r is None or (same and x != rules[0]) else
+                         f"{100 * r.accuracy:.1f} ± {100 * r.stderr:.1f}" + ("*" if r.derived else ""))
+            derived |= bool(r is not None and r.derived)
+        body.append((model, method, str(budget), f"{first.paper_flops:.3g}", f"{first.full_flops:.3g}", *cells))
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
+    n = sorted({r.n_problems for r in rows})
+    seeds = sorted({r.n_seeds for r in rows})
+    spread = "over seeds where a setting has several, else over problems" if max(seeds, default=1) > 1 else "over problems"
+    legend = (f"accuracy % ± standard error ({spread}; {'/'.join(map(str, n))} problems); FLOPs per problem, paper = 2·N·generated tokens, full = "
+              f"policy and PRM tokens processed; pass@n = some candidate is right")
+    if derived:
+        legend += "; * = cut from a larger sampling run (paper FLOPs exact, full FLOPs scaled)"
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body] + ["", legend])
 
 
 def markdown_table(header: Sequence[str], body: Iterable[Sequence[Any]]) -> str:
@@ -394,6 +404,113 @@ def _winners(best: dict[str, list[float]]) -> list[str | None]:
     return out
 
 
+def plot_verifier_quality(points: Sequence[efficiency.SweepPoint], rows: Sequence[Row], rule: str, path: Path) -> None:
+    """Accuracy at a fixed budget against the reference verifier's error rate; dashed: the learned PRM."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    series: dict[tuple[str, str, int], list[efficiency.SweepPoint]] = defaultdict(list)
+    for p in points:
+        series[(p.model, p.algorithm, p.budget)].append(p)
+    for i, ((model, alg, budget), pts) in enumerate(sorted(series.items())):
+        pts = sorted(pts, key=lambda p: p.flip_rate)
+        color = f"C{i % 10}"
+        ax.errorbar([100 * p.flip_rate for p in pts], [100 * p.accuracy for p in pts],
+                    yerr=[100 * p.stderr for p in pts], marker="o", capsize=2, color=color,
+                    label=f"{model} {alg}, budget {budget}: checker with flipped verdicts")
+        learned = [r for r in rows if r.model == model and r.method == alg and r.budget == budget and r.rule == rule]
+        if learned:
+            ax.axhline(100 * learned[0].accuracy, ls="--", lw=1, color=color,
+                       label=f"{model} {alg}, budget {budget}: the study's PRM")
+    ax.set_xlabel("verifier error: share of step verdicts flipped (%)")
+    ax.set_ylabel(f"accuracy % ({rule})")
+    ax.set_title("How verifier errors cap search")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compute efficiency against the sampling baseline
+# ---------------------------------------------------------------------------------------------
+BASELINE = "sampling"
+
+
+@dataclass
+class Efficiency:
+    """The paper's headline quantities: FLOPs ratios to reach the baseline's accuracy, and paired tests."""
+
+    ratios: list[efficiency.RatioRow]
+    paired: list[efficiency.Paired]
+    sweep: list[efficiency.SweepPoint]
+
+    def headline(self) -> list[efficiency.RatioRow]:
+        """Per (model, method): the row at the baseline's best accuracy."""
+        best: dict[tuple[str, str], efficiency.RatioRow] = {}
+        for r in self.ratios:
+            k = (r.model, r.method)
+            if k not in best or r.target > best[k].target:
+                best[k] = r
+        return list(best.values())
+
+
+def compute_efficiency(records: Sequence[dict[str, Any]], rows: Sequence[Row], rule: str,
+                       baseline: str = BASELINE) -> Efficiency:
+    methods = sorted({r.method for r in rows if r.method != baseline and r.rule == rule
+                      and len({x.budget for x in rows if x.method == r.method and x.model == r.model}) >= 2})
+    ratios = [x for m in methods for x in efficiency.ratio_rows(rows, rule, m, baseline)]
+    pairs = [x for m in methods for x in efficiency.paired_by_budget(records, rows, rule, m, baseline)]
+    return Efficiency(ratios, pairs, efficiency.verifier_sweep(records, rule))
+
+
+def _reach(r: efficiency.RatioRow) -> tuple[str, str]:
+    f = r.method_flops
+    if f.flops != f.flops:
+        return "–", "not reached"
+    return (("≤ " if f.bound else "") + f"{f.flops:.3g}", ("≥ " if f.bound else "") + f"{r.ratio:.2f}x")
+
+
+def format_headline(eff: Efficiency) -> str:
+    lines = [f"FLOPs to reach {BASELINE}'s best accuracy (paper: Llemma-7B REBASE 6.8x fewer than sampling-WV):"]
+    for r in sorted(eff.headline(), key=lambda r: (r.model, r.method)):
+        flops, ratio = _reach(r)
+        reached = f"reached at {flops} FLOPs: {ratio} fewer" if flops != "–" else "not reached"
+        lines.append(f"  {r.model} {r.method}: {100 * r.target:.0f}% ({BASELINE} at budget {r.budget}, "
+                     f"{r.baseline_flops:.3g} FLOPs) {reached}")
+    return "\n".join(lines)
+
+
+def _efficiency_markdown(eff: Efficiency, rule: str) -> list[str]:
+    parts = ["", f"## FLOPs to reach {BASELINE}'s accuracy ({rule})", "",
+             f"For each accuracy {BASELINE} reaches (at the budget shown), the paper FLOPs each method needs for it, "
+             "interpolated on log FLOPs between its budgets, never extrapolated (≤: reached already at its smallest "
+             f"budget). Ratio = {BASELINE} FLOPs / method FLOPs; the paper's headline is 6.8x (Llemma-7B, REBASE vs "
+             "sampling with weighted voting, MATH500).", "",
+             markdown_table(["model", "method", f"target (= {BASELINE} at budget)", f"{BASELINE} FLOPs",
+                             "method FLOPs", "ratio"],
+                            [(r.model, r.method, f"{100 * r.target:.1f} % (b={r.budget})", f"{r.baseline_flops:.3g}",
+                              *_reach(r)) for r in eff.ratios])]
+    if eff.paired:
+        parts += ["", f"## Paired on the same problems: each method vs {BASELINE} at the same budget ({rule})", "",
+                  "Discordant problems (one right, the other wrong) and the exact two-sided McNemar p-value.", "",
+                  markdown_table(["model", "method", "budget", "problems", "method only right",
+                                  f"{BASELINE} only right", "Δ points", "p"],
+                                 [(p.model, p.a, p.budget, p.n, p.a_only, p.b_only, f"{100 * p.delta:+.1f}",
+                                   f"{p.p_value:.3g}") for p in eff.paired])]
+    if eff.sweep:
+        rates = sorted({p.flip_rate for p in eff.sweep})
+        keys = sorted({(p.model, p.algorithm, p.budget) for p in eff.sweep})
+        cell = {(p.model, p.algorithm, p.budget, p.flip_rate): p for p in eff.sweep}
+        parts += ["", f"## Accuracy against verifier error ({rule})", "",
+                  "The task's exact checker as the verifier, with each step's verdict flipped at the given rate "
+                  "(deterministically per chain).", "",
+                  markdown_table(["model", "algorithm", "budget"] + [f"{100 * x:.0f} % flipped" for x in rates],
+                                 [(m, a, b, *[f"{100 * cell[(m, a, b, x)].accuracy:.1f} ± {100 * cell[(m, a, b, x)].stderr:.1f}"
+                                              if (m, a, b, x) in cell else "–" for x in rates]) for m, a, b in keys])]
+    return parts
+
+
 # ---------------------------------------------------------------------------------------------
 # The report
 # ---------------------------------------------------------------------------------------------
@@ -404,6 +521,7 @@ class ReportResult:
     frontier: list[Row]
     rule: str
     table: str
+    efficiency: Efficiency | None = None
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -422,7 +540,7 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
     fits = fit_curves(rows, rule)
     front = pareto(rows, rule)
     ref = load_reference(reference) if reference else []
-    res = ReportResult(rows, fits, front, rule, format_table(rows))
+    res = ReportResult(rows, fits, front, rule, format_table(rows), compute_efficiency(records, rows, rule))
 
     row_cols = [f.name for f in fields(Row)]
     fit_cols = ["model", "method", "rule", *(f.name for f in fields(SaturatingFit)), "max_flops", "accuracy_at_10x"]
@@ -442,6 +560,9 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
         if by_level:
             plot_levels(by_level, rule, out / "accuracy_by_level.png")
             res.files["accuracy_by_level.png"] = out / "accuracy_by_level.png"
+        if res.efficiency.sweep:
+            plot_verifier_quality(res.efficiency.sweep, rows, rule, out / "verifier_quality.png")
+            res.files["verifier_quality.png"] = out / "verifier_quality.png"
     (out / "results.md").write_text(_markdown(res, by_level, ref, results_dir), encoding="utf-8")
     res.files["results.md"] = out / "results.md"
     return res
@@ -483,6 +604,8 @@ def _markdown(res: ReportResult, by_level: dict[Any, list[Row]], ref: list[dict]
     parts += ["", f"## Pareto frontier ({res.rule}): the compute-optimal choice per budget", "",
               markdown_table(["from paper FLOPs", "model", "method", "budget", "accuracy %"],
                              [(f"{r.paper_flops:.3g}", r.model, r.method, r.budget, _pct(r)) for r in res.frontier])]
+    if res.efficiency is not None:
+        parts += _efficiency_markdown(res.efficiency, res.rule)
     if by_level:
         parts += ["", f"## Accuracy by difficulty level ({res.rule}), % at each budget", ""]
         keys = sorted({(r.model, r.method, r.budget) for rs in by_level.values() for r in rs})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import hashlib
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -123,7 +124,7 @@ def _sample_index(tree: Tree) -> dict[int, int]:
 
 def build_record(problem: Any, model: str, method: MethodConfig, budget: int, seed: int, pseed: int,
                  result: SearchResult, voting: VotingConfig, grader: Callable[[str, str], bool],
-                 dataset: str, store_steps: bool = False) -> dict[str, Any]:
+                 dataset: str, store_steps: bool = False, verifier: dict[str, Any] | None = None) -> dict[str, Any]:
     """One JSON record (schema 1).
 
     Key: problem_id, model, method, budget, seed. Context: problem_seed (what the Runner used),
@@ -133,7 +134,7 @@ def build_record(problem: Any, model: str, method: MethodConfig, budget: int, se
     correct}}; oracle_correct; num_answered. ledger: ComputeLedger.to_dict() (token counts,
     paper_flops, full_flops). wall_time: seconds from the problem's start to its finish inside
     its lock-step chunk. derived_from: null, or {budget, share, exact_paper_flops} when cut
-    from a larger sampling run.
+    from a larger sampling run. verifier: the PRM spec that scored it (null without one).
     """
     samples = _sample_index(result.tree)
     cands = []
@@ -149,7 +150,12 @@ def build_record(problem: Any, model: str, method: MethodConfig, budget: int, se
         "gold": problem.answer, "algorithm": method.algorithm, "params": method.params_for(budget),
         "candidates": cands, **judge(result.candidates, problem.answer, voting, grader),
         "ledger": result.ledger.to_dict(), "wall_time": result.wall_time, "derived_from": None,
+        "verifier": _plain_spec(verifier),
     }
+
+
+def _plain_spec(spec: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if spec is None else json.loads(json.dumps(spec, default=str))
 
 
 def candidates_of(record: dict[str, Any]) -> list[Candidate]:
@@ -220,6 +226,8 @@ def plan(cfg: StudyConfig, policy: PolicyConfig, problems: Sequence[Any], done: 
     jobs = []
     for m in cfg.methods:
         budgets = m.budgets_for(policy.name)
+        if not budgets:  # the method is not run for this policy
+            continue
         runs = [(max(budgets), sorted(budgets))] if m.subsample else [(b, [b]) for b in budgets]
         for budget, covered in runs:
             for seed in cfg.seeds:
@@ -268,21 +276,43 @@ def run_study(config: StudyConfig, out: str | Path | None = None, limit: int | N
     total = sum(j.num_records for _, jobs in work for j in jobs)
     desc = f"rank {shard.rank}/{shard.world}" if shard.world > 1 else "records"
     bar = tqdm(total=total, desc=desc, unit="record", disable=not progress, dynamic_ncols=True)
-    prm = None
+    verifiers = Verifiers(cfg, shard)
     try:
         with RecordWriter(records_file(results, shard.rank, shard.world), fsync=cfg.fsync) as writer:
             for pol, jobs in work:
-                if not jobs:
-                    continue
-                if prm is None and cfg.prm is not None and any(j.to_search for j in jobs):
-                    prm = load_prm_for(cfg.prm, shard, cfg.gpus_per_process)
-                _run_policy(cfg, pol, jobs, prm, shard, grader, stored, writer, bar)
-                _release()
+                if jobs:
+                    _run_policy(cfg, pol, jobs, verifiers, shard, grader, stored, writer, bar)
+                    _release()
     finally:
         bar.close()
-        del prm
+        verifiers.loaded.clear()
         _release()
     return results
+
+
+class Verifiers:
+    """Each method's PRM (its own, or the study's), loaded once on first use and shared by
+    every method that names the same spec (so they share one model and one score cache)."""
+
+    def __init__(self, cfg: StudyConfig, shard: Shard):
+        self.cfg, self.shard = cfg, shard
+        self.loaded: dict[str, Any] = {}
+
+    @staticmethod
+    def spec(cfg: StudyConfig, method: MethodConfig) -> dict[str, Any] | None:
+        return method.prm if method.prm is not None else cfg.prm
+
+    def key(self, method: MethodConfig) -> str:
+        return json.dumps(self.spec(self.cfg, method), sort_keys=True, default=str)
+
+    def get(self, method: MethodConfig) -> Any:
+        spec = self.spec(self.cfg, method)
+        if spec is None:
+            return None
+        key = self.key(method)
+        if key not in self.loaded:
+            self.loaded[key] = load_prm_for(spec, self.shard, self.cfg.gpus_per_process)
+        return self.loaded[key]
 
 
 def _write_resolved(cfg: StudyConfig, results: Path, shard: Shard, allow_change: bool) -> None:
@@ -311,12 +341,12 @@ def load_prm_for(spec: dict[str, Any], shard: Shard, gpus_per_process: int = 1):
     return load_prm(spec)
 
 
-def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], prm: Any, shard: Shard,
+def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], verifiers: Verifiers, shard: Shard,
                 grader: Callable[[str, str], bool], stored: dict, writer: RecordWriter, bar: tqdm) -> None:
     """All jobs of one policy; the policy lives only inside this call, so it is freed after."""
     device = resolve_device(pol.device, shard.local_rank, cfg.gpus_per_process) if pol.backend == "transformers" else None
     policy = None
-    runner = None
+    runners: dict[str, Runner] = {}  # one per verifier
     size = cfg.problems_per_chunk
     for job in jobs:
         bar.set_postfix_str(f"{job.model} {job.method.name} b={job.budget} seed={job.seed}", refresh=False)
@@ -330,9 +360,13 @@ def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], prm: Any, 
         searched = [(p, bs) for p, bs in job.items if job.budget in bs]
         if not searched:
             continue
-        if runner is None:
+        if policy is None:
             policy = pol.load(cfg.limits, device=device)
-            runner = Runner(policy, prm, cfg.limits, progress=False)
+        key = verifiers.key(job.method)
+        if key not in runners:
+            runners[key] = Runner(policy, verifiers.get(job.method), cfg.limits, progress=False)
+        runner = runners[key]
+        verifier = Verifiers.spec(cfg, job.method)
         algorithm = job.method.algorithm_for(job.budget)
         for i in range(0, len(searched), size):
             chunk = searched[i:i + size]
@@ -341,11 +375,11 @@ def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], prm: Any, 
             recs = []
             for (p, budgets), s, res in zip(chunk, seeds, results):
                 rec = build_record(p, job.model, job.method, job.budget, job.seed, s, res, cfg.voting, grader,
-                                   cfg.dataset.name, cfg.store_steps)
+                                   cfg.dataset.name, cfg.store_steps, verifier)
                 recs.append(rec)
                 recs += [derive_record(rec, b, job.method, cfg.voting, grader) for b in budgets if b != job.budget]
             bar.update(writer.write(recs))
-    del runner, policy
+    del runners, policy
 
 
 def _release() -> None:

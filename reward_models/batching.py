@@ -103,6 +103,9 @@ class ScoringBackend(Protocol):
 
     def finalize(self, step_values: torch.Tensor) -> torch.Tensor: ...
 
+    # Optional: ``reduce(values, segments, n)`` turns read-out scalars into per-step values
+    # (default: their mean), ``combine(scores)`` maps one chain's step scores (default: as is).
+
 
 @dataclass
 class ScorerStats:
@@ -234,8 +237,39 @@ class BatchScorer:
             out.update(zip(batch, scores))
         return out
 
+    # ---- raw step values (training a head on them) -----------------------------------------
+    def step_values(self, chains: Sequence[Chain]) -> list[torch.Tensor]:
+        """Per chain, the reduced read-out values of each step before ``finalize`` ([steps, ...]).
+
+        No cache: this is for fitting what ``finalize`` does (a head on likelihood features)."""
+        encs = [self.backend.encode(c) for c in chains]
+        order = sorted(range(len(encs)), key=lambda i: -len(encs[i]))
+        keys = [(str(i), ()) for i in order]  # _pack only needs keys it can look up
+        by_key = {k: encs[int(k[0])] for k in keys}
+        out: list[torch.Tensor | None] = [None] * len(encs)
+        for batch in self._pack(keys, by_key, self._budget):
+            values, counts = self._values([by_key[k] for k in batch])
+            i = 0
+            for k, n in zip(batch, counts):
+                out[int(k[0])] = values[i:i + n]
+                i += n
+        return out  # type: ignore[return-value]
+
     # ---- one forward pass ---------------------------------------------------------------------
     def _forward(self, encs: list[Encoding]) -> list[list[float]]:
+        b = self.backend
+        values, steps_per_chain = self._values(encs)
+        step_scores = b.finalize(values).float().cpu().tolist()
+        combine = getattr(b, "combine", None)
+        out, i = [], 0
+        for k in steps_per_chain:
+            scores = step_scores[i:i + k]
+            out.append(list(combine(scores)) if combine is not None else scores)
+            i += k
+        return out
+
+    def _values(self, encs: list[Encoding]) -> tuple[torch.Tensor, list[int]]:
+        """One padded forward pass: the backend's reduced read-out values per step, and steps per chain."""
         b = self.backend
         width = max(len(e) for e in encs)
         ids = torch.full((len(encs), width + 1), b.pad_token_id, dtype=torch.long)  # +1: next_ids of the last column
@@ -263,6 +297,7 @@ class BatchScorer:
         next_ids = ids[rows_t, cols_t + 1]
         seg_t = torch.tensor(seg)
         dev = b.device
+        reduce = getattr(b, "reduce", None) or segment_mean
         with torch.inference_mode():
             # Causal model, right padding: real tokens never see the pads after them, so no mask
             # is needed, and attention takes its fused causal path instead of a materialised mask.
@@ -270,11 +305,12 @@ class BatchScorer:
             feats = b.features(ids[:, :width].to(dev), None if skip_mask else mask.to(dev), position_ids.to(dev))
             h = feats[rows_t.to(dev), cols_t.to(dev)]
             vals = b.head(h, next_ids.to(dev)).float().reshape(-1)
-            sums = torch.zeros(s, device=vals.device).index_add_(0, seg_t.to(vals.device), vals)
-            counts = torch.bincount(seg_t, minlength=s).to(vals.device).float()
-            step_scores = b.finalize(sums / counts).float().cpu().tolist()
-        out, i = [], 0
-        for k in steps_per_chain:
-            out.append(step_scores[i:i + k])
-            i += k
-        return out
+            values = reduce(vals, seg_t.to(vals.device), s).float().cpu()
+        return values, steps_per_chain
+
+
+def segment_mean(values: torch.Tensor, segments: torch.Tensor, n: int) -> torch.Tensor:
+    """Mean of ``values`` per segment id (0..n-1): a step's score from its read-out positions."""
+    sums = torch.zeros(n, device=values.device).index_add_(0, segments, values)
+    counts = torch.bincount(segments, minlength=n).to(values.device).float()
+    return sums / counts

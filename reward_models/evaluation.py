@@ -1,6 +1,10 @@
-"""How good is a PRM? Step-level ROC AUC, and the accuracy it buys when picking answers.
+"""How good is a PRM? Sibling pairwise accuracy, step-level ROC AUC, and the accuracy it buys when picking answers.
 
-AUC answers "does it rank good steps above bad ones"; selection accuracy (best-of-N,
+Sibling accuracy answers "given one prefix, does it prefer the right next step to a wrong
+one", which is the decision REBASE and beam search make at every node, with the problem's
+difficulty held fixed; AUC answers "does it rank good steps above bad ones" across
+problems (Monte-Carlo labels can make it high for a PRM that only knows which problems are
+hard); selection accuracy (best-of-N,
 weighted voting, next to majority voting and pass@N as references) answers "does that
 help the search", which is what the scaling curves depend on. Answer selection uses
 :mod:`treesearch.voting`, so these numbers match what the harness reports.
@@ -61,6 +65,68 @@ def step_auc(prm: ProcessRewardModel, chains: Sequence[LabelledChain], threshold
             scores.extend(r.scores)
             labels.extend(lab >= threshold for lab in c.labels)
     return roc_auc(scores, labels)
+
+
+@dataclass(frozen=True)
+class SiblingGroup:
+    """Next steps sampled from one prefix, each judged right or wrong (the prefix itself is right)."""
+
+    question: str
+    prefix: tuple[str, ...]
+    children: tuple[str, ...]
+    right: tuple[bool, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prefix", tuple(self.prefix))
+        object.__setattr__(self, "children", tuple(self.children))
+        object.__setattr__(self, "right", tuple(bool(r) for r in self.right))
+        if len(self.children) != len(self.right):
+            raise ValueError(f"{len(self.right)} verdicts for {len(self.children)} children")
+
+    @property
+    def depth(self) -> int:
+        """1 for the first step of a solution."""
+        return len(self.prefix) + 1
+
+    @property
+    def mixed(self) -> bool:
+        return any(self.right) and not all(self.right)
+
+
+@dataclass(frozen=True)
+class PairStats:
+    """(right, wrong) sibling pairs and the share the PRM orders correctly (ties count 1/2)."""
+
+    pairs: int
+    wins: float
+
+    @property
+    def accuracy(self) -> float:
+        return self.wins / self.pairs if self.pairs else float("nan")
+
+
+def sibling_scores(prm: ProcessRewardModel, groups: Sequence[SiblingGroup], batch_size: int = 256) -> list[list[float]]:
+    """The PRM's score of each child (its chain's last step score), per group."""
+    chains = [Chain(g.question, g.prefix + (c,)) for g in groups for c in g.children]
+    flat: list[float] = []
+    for i in range(0, len(chains), batch_size):
+        flat.extend(r.scores[-1] for r in prm.score(chains[i:i + batch_size]))
+    it = iter(flat)
+    return [[next(it) for _ in g.children] for g in groups]
+
+
+def sibling_pairs(groups: Sequence[SiblingGroup], scores: Sequence[Sequence[float]]) -> PairStats:
+    """Every (right child, wrong child) pair of a group counts once: samples keep their multiplicity,
+    so a wrong step the policy writes often weighs as often as it is written."""
+    pairs, wins = 0, 0.0
+    for g, s in zip(groups, scores):
+        good = [x for x, r in zip(s, g.right) if r]
+        bad = [x for x, r in zip(s, g.right) if not r]
+        for a in good:
+            for b in bad:
+                pairs += 1
+                wins += 1.0 if a > b else 0.5 if a == b else 0.0
+    return PairStats(pairs, wins)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from treesearch.protocols import ProcessRewardModel
 
 Factory = Callable[..., ProcessRewardModel]
 _REGISTRY: dict[str, Factory] = {}
-_BUILTINS = ("step_tag", "llemma", "classification", "value_head", "outcome", "callable", "self_score")
+_BUILTINS = ("step_tag", "llemma", "classification", "value_head", "outcome", "callable", "self_score", "oracle",
+             "likelihood")
 
 
 def register_prm(name: str, *, overwrite: bool = False) -> Callable[[Factory], Factory]:

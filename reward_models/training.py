@@ -297,3 +297,60 @@ def _collate(batch, pad_id: int):
                 cols.append(p)
                 targets.append(y)
     return ids, mask, torch.tensor(rows), torch.tensor(cols), torch.tensor(targets, dtype=torch.float32)
+
+
+# ---- (c) a likelihood head ----------------------------------------------------------------------
+
+def fit_likelihood_head(prm, labelled_chains: Sequence[LabelledChain], *, chain: str = "prod",
+                        l2: float = 1e-3, max_iter: int = 200):
+    """Fit a :class:`~reward_models.likelihood.LikelihoodPRM`'s head to step labels; returns the new head.
+
+    The LM stays frozen: its step features (mean and minimum token log-probability) are
+    computed once, then the three head parameters minimise the binary cross-entropy between
+    the chained score (``chain``: running product / minimum of the local P(right), or none)
+    and the labels, by L-BFGS. Labels are what the PRM should say of the prefix: exact
+    "right so far" verdicts or Math-Shepherd's Monte-Carlo estimates.
+    """
+    from dataclasses import replace
+
+    from .likelihood import CHAINS
+
+    if chain not in CHAINS:
+        raise ValueError(f"chain must be one of {CHAINS}, got {chain!r}")
+    if not labelled_chains:
+        raise ValueError("no labelled chains to fit on")
+    feats = prm.scorer.step_values([Chain(c.question, c.steps) for c in labelled_chains])
+    k = max(len(c.steps) for c in labelled_chains)
+    x = torch.zeros(len(feats), k, feats[0].shape[-1])
+    y = torch.zeros(len(feats), k)
+    m = torch.zeros(len(feats), k, dtype=torch.bool)
+    for i, (f, c) in enumerate(zip(feats, labelled_chains)):
+        x[i, :len(f)] = f
+        y[i, :len(f)] = torch.tensor(c.labels)
+        m[i, :len(f)] = True
+    x = x.clamp(min=-50.0)  # a log-prob of -inf (a token the LM rules out) must not make NaNs
+    w = torch.tensor(prm.likelihood_head.weight, requires_grad=True)
+    b = torch.tensor([prm.likelihood_head.bias], requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def scores() -> torch.Tensor:
+        z = x @ w + b
+        if chain == "prod":
+            return torch.exp(torch.cumsum(torch.nn.functional.logsigmoid(z) * m, dim=1))
+        if chain == "min":
+            return torch.cummin(torch.sigmoid(z), dim=1).values
+        return torch.sigmoid(z)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        s = scores().clamp(1e-6, 1 - 1e-6)
+        loss = torch.nn.functional.binary_cross_entropy(s[m], y[m]) + l2 * (w ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        final = float(torch.nn.functional.binary_cross_entropy(scores().clamp(1e-6, 1 - 1e-6)[m], y[m]))
+    return replace(prm.likelihood_head, weight=tuple(w.detach().tolist()), bias=float(b.detach()), chain=chain,
+                   training={"chains": len(labelled_chains), "steps": int(m.sum()), "bce": round(final, 5),
+                             "l2": l2})

@@ -22,7 +22,7 @@ from experiments.builtin.tokenizer import build_tokenizer, encode_example
 from treesearch.step_format import StepFormat
 
 CHECKPOINTS = Path(task.__file__).parent / "checkpoints"
-SIZES = ("small", "medium", "large")  # the committed checkpoints
+MODELS = ("policy-small", "policy-large", "lm-xl")  # the committed language models
 
 
 def test_generator_is_deterministic_per_seed() -> None:
@@ -83,13 +83,13 @@ def test_tokenizer_round_trips_task_text() -> None:
     assert tok.decode(ids[1:n_prompt]) == "Left to right: 2 + 3\n"
 
 
-@pytest.mark.parametrize("size", SIZES)
-def test_committed_checkpoint_loads_offline_and_writes_steps(size: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", MODELS)
+def test_committed_checkpoint_loads_offline_and_writes_steps(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    path = CHECKPOINTS / f"policy-{size}"
+    path = CHECKPOINTS / name
     assert (path / "model.safetensors").exists() and (path / "README.md").exists()
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)

@@ -97,7 +97,12 @@ def test_report_writes_tables_and_plots(results, tmp_path):
     md = (tmp_path / "rep" / "results.md").read_text()
     assert "| llemma-7b | greedy | weighted/last | 1 | 3.92e+12 |" in md
     assert "75.0 ± 25.0*" in md and "Table 1" in md
-    assert res.table.splitlines()[2].split() == ["llemma-7b", "greedy", "majority", "1", "3.92e+12", "4.59e+12", "40.0", "±", "24.5", "5"]
+    lines = res.table.splitlines()
+    assert lines[0].split() == ["model", "method", "budget", "paper", "FLOPs", "full", "FLOPs", "majority", "weighted",
+                                "last", "pass@n"]
+    assert lines[2].split() == ["llemma-7b", "greedy", "1", "3.92e+12", "4.59e+12", "40.0", "±", "24.5"]  # once
+    assert lines[3].split()[-6:] == ["75.0", "±", "25.0*", "75.0", "±", "25.0*"]
+    assert "* = cut from a larger sampling run" in lines[-1]
     csv_lines = (tmp_path / "rep" / "table.csv").read_text().splitlines()
     assert csv_lines[0].startswith("model,method,rule,budget,paper_flops,full_flops,accuracy,stderr")
 

@@ -52,6 +52,10 @@ def scripted_prm(**_: object) -> ScriptedPRM:
     return ScriptedPRM(lambda q, steps: (sum(map(ord, steps[-1])) % 10) / 10, num_parameters=100)
 
 
+def other_prm(**_: object) -> ScriptedPRM:
+    return ScriptedPRM(lambda q, steps: 0.5, num_parameters=7)
+
+
 # ---- fixtures ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def problems(tmp_path_factory) -> Path:
@@ -225,6 +229,37 @@ def test_changed_settings_refuse_to_mix_records(reference, problems, tmp_path):
     cfg.policies[0].temperature = 0.5
     with pytest.raises(ConfigError, match=r"policies\[small\]\.temperature"):
         run_study(cfg, limit=1, progress=False)
+
+
+def test_a_method_can_have_its_own_verifier_and_policies(reference, problems, tmp_path):
+    """A method's prm replaces the study's for search and voting; models restricts where it runs."""
+    from experiments.sweep import run_study
+
+    out, cfg = reference
+    alt = MethodConfig("rebase-alt", "rebase", params={"temperature": 0.1}, budgets=[2], models=["small"],
+                       prm={"type": "test_sweep:other_prm"})
+    cfg2 = make_config(tmp_path, problems)
+    cfg2.methods = [cfg2.methods[2], alt]  # rebase with the study's PRM, and with its own
+    recs = load_dir(run_study(cfg2, progress=False))
+    mine = [r for r in recs if r["method"] == "rebase-alt"]
+    assert {r["model"] for r in mine} == {"small"} and len(mine) == 7 * 2
+    assert all(r["verifier"] == {"type": "test_sweep:other_prm"} for r in mine)
+    assert all(s == 0.5 for r in mine for c in r["candidates"] for s in c["step_scores"])
+    assert all(r["ledger"]["prm_params"] == 7 for r in mine)
+    study = [r for r in recs if r["method"] == "rebase"]
+    assert {r["model"] for r in study} == {"small", "large"}
+    assert all(r["verifier"] == {"type": "test_sweep:scripted_prm"} and r["ledger"]["prm_params"] == 100 for r in study)
+    # The study's own records are those of the reference run (the extra method changes nothing).
+    ref = {record_key(r): r["candidates"] for r in load_dir(out) if r["method"] == "rebase"}
+    assert all(ref[record_key(r)] == r["candidates"] for r in study)
+
+
+def test_method_models_must_name_policies(problems, tmp_path):
+    cfg = make_config(tmp_path, problems)
+    cfg.methods.append(MethodConfig("x", "sampling", budgets=[2], models=["huge"]))
+    from experiments.config import validate
+    with pytest.raises(ConfigError, match=r"methods\[4\].models: no policy named 'huge'"):
+        validate(cfg)
 
 
 def test_problem_seed_is_stable():

@@ -1,11 +1,13 @@
 """The embedded default: the whole inference-scaling study in miniature, on a CPU.
 
-    treesearch demo            # ~100 test problems, budgets 1..32, every method and policy size
+    treesearch demo            # 100 test problems, budgets 1..32, every method and policy size
     treesearch demo --quick    # 20 problems, budgets up to 8 (under 2 minutes)
     treesearch demo --full     # 300 problems, budgets up to 128, two seeds
 
 Runs greedy, sampling (majority / best-of-N / weighted voting), step-level beam search,
-REBASE and MCTS for every built-in policy with the built-in value-head PRM, prints the
+REBASE and MCTS for the built-in small and large policies with the built-in likelihood PRM;
+REBASE with the task's exact checker as a reference curve; and, for the small policy at one
+budget, REBASE and weighted voting with the checker's verdicts flipped at 0-30 %. Prints the
 Table-1-style table and writes the accuracy-vs-FLOPs plot. Same code path as any YAML
 study (`experiments.sweep.run_study`, `experiments.report.report`); reruns resume.
 """
@@ -15,43 +17,62 @@ import argparse
 import time
 from pathlib import Path
 
-from treesearch.runner import SearchLimits
-
 from ..config import DatasetConfig, MethodConfig, PolicyConfig, StudyConfig, VotingConfig
+from .models import CHECKPOINTS, LIMITS, POLICIES, PRM_DIR, policy_dir
 
-CHECKPOINTS = Path(__file__).parent / "checkpoints"
-SIZES = ("small", "medium", "large")  # those with a trained checkpoint take part
-LIMITS = SearchLimits(max_depth=10, max_step_tokens=32, max_solution_tokens=200)
 PROFILES = {  # problems, largest budget, seeds
     "quick": (20, 8, [0]),
     "default": (100, 32, [0]),
     "full": (300, 128, [0, 1]),
 }
+ORACLE = {"type": "builtin_oracle"}
+FLIP_RATES = (0.1, 0.2, 0.3)  # the verifier-quality sweep (0 is the oracle itself)
+SWEEP_POLICY = "small"  # the policy the sweep runs for (the one search helps most)
+
+
+def mcts_root_width(expansions: int) -> int:
+    """The paper's root width: 4 / 8 / 16 children for 32 / 64 / 128 expansions (1 per 8), at least 2."""
+    return max(2, expansions // 8)
 
 
 def study(profile: str = "default") -> StudyConfig:
     """The demo's study as a config (the same object a YAML file maps onto)."""
     problems, top, seeds = PROFILES[profile]
     budgets = [2 ** i for i in range(top.bit_length()) if 2 ** i <= top]
-    sizes = [s for s in SIZES if (CHECKPOINTS / f"policy-{s}" / "model.safetensors").is_file()]
-    prm_dir = CHECKPOINTS / "prm"
-    if not sizes or not prm_dir.is_dir():
+    sweep_budget = min(16, top)
+    sizes = [s for s in POLICIES if (policy_dir(s) / "model.safetensors").is_file()]
+    if not sizes or not PRM_DIR.is_dir():
         raise FileNotFoundError(f"built-in checkpoints missing under {CHECKPOINTS}: train them with "
                                 "experiments.builtin.train_policy and experiments.builtin.train_prm")
-    policies = [PolicyConfig(name=f"builtin-{s}", path=str(CHECKPOINTS / f"policy-{s}"), step_format="newline",
+    policies = [PolicyConfig(name=f"builtin-{s}", path=str(policy_dir(s)), step_format="newline",
                              temperature=1.0, max_batch_rows=1024) for s in sizes]
+    searched = [b for b in budgets if b >= 4]
+    sweep_model = [f"builtin-{SWEEP_POLICY}"] if SWEEP_POLICY in sizes else [policies[0].name]
     methods = [
         MethodConfig(name="greedy", algorithm="greedy"),
         MethodConfig(name="sampling", algorithm="sampling", budgets=budgets, subsample=True),
-        MethodConfig(name="beam", algorithm="beam", params={"beam_width": 4}, budgets=[b for b in budgets if b >= 4]),
+        MethodConfig(name="beam", algorithm="beam", params={"beam_width": 4}, budgets=searched),
         MethodConfig(name="rebase", algorithm="rebase", params={"temperature": 0.1}, budgets=budgets),
-        MethodConfig(name="mcts", algorithm="mcts", params={"width": 2, "root_width": 4},
-                     budgets=[b for b in budgets if b >= 4]),
+        MethodConfig(name="mcts", algorithm="mcts", params={"width": 2}, budgets=searched,
+                     budget_params={b: {"root_width": mcts_root_width(b)} for b in searched}),
+        # Reference: the same search with the task's exact checker as the verifier (the ceiling).
+        MethodConfig(name="rebase-oracle", algorithm="rebase", params={"temperature": 0.1}, budgets=budgets,
+                     prm=dict(ORACLE)),
+        # Verifier quality: one policy, one budget, the checker's verdicts flipped at a growing rate.
+        MethodConfig(name="sampling-oracle", algorithm="sampling", budgets=[sweep_budget], models=sweep_model,
+                     prm=dict(ORACLE)),
     ]
+    for rate in FLIP_RATES:
+        noisy = {"type": "noisy_oracle", "flip_rate": rate}
+        methods += [MethodConfig(name=f"rebase-noisy{rate}", algorithm="rebase", params={"temperature": 0.1},
+                                 budgets=[sweep_budget], models=sweep_model, prm=dict(noisy)),
+                    MethodConfig(name=f"sampling-noisy{rate}", algorithm="sampling", budgets=[sweep_budget],
+                                 models=sweep_model, prm=dict(noisy))]
     return StudyConfig(
-        description=f"Built-in task, {profile} demo: policies {', '.join(sizes)} with the built-in value-head PRM",
+        description=f"Built-in task, {profile} demo: policies {', '.join(sizes)}; learned likelihood PRM, "
+                    f"exact-checker reference and a verifier-quality sweep",
         policies=policies, methods=methods,
-        prm={"type": "value_head", "path": str(prm_dir), "device": "cpu"},
+        prm={"type": "likelihood", "path": str(PRM_DIR), "device": "cpu"},
         dataset=DatasetConfig(name="builtin", options={"n": 500}, limit=problems, grader="exact"),
         seeds=seeds, limits=LIMITS, voting=VotingConfig(aggregations=["last"]),
         output=f"runs/builtin-{profile}", problems_per_chunk=problems)
@@ -74,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     results = run_study(study(args.profile or "default"), out=args.out, progress=not args.no_progress)
     rep = report(results)
     print(rep.table)
+    if rep.efficiency is not None and rep.efficiency.ratios:
+        from ..report import format_headline
+        print("\n" + format_headline(rep.efficiency))
     print(f"\nstudy took {time.perf_counter() - t0:.0f} s; records in {results}")
     print(f"accuracy vs FLOPs plot: {rep.files['accuracy_vs_flops.png']}")
     print(f"tables and other plots: {rep.files['results.md'].parent}")

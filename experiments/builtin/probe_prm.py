@@ -2,7 +2,7 @@
 changed, on test problems, and count how often the right step scores higher (0.5 = blind).
 
     python -m experiments.builtin.probe_prm                      # the committed PRM
-    python -m experiments.builtin.probe_prm --prm DIR --problems 100
+    python -m experiments.builtin.probe_prm --type value_head --prm DIR --problems 100
 
 Step-level AUC on policy rollouts mixes two things: which problems are hard (their steps all
 get low Monte-Carlo labels) and which steps are wrong. This probe holds the problem and the
@@ -17,6 +17,7 @@ from reward_models import Chain, load_prm
 from .task import test_split
 
 CHECKPOINT = "experiments/builtin/checkpoints/prm"
+CHECKPOINT_TYPE = "likelihood"
 
 
 def off_by(step: str, delta: int) -> str:
@@ -37,10 +38,11 @@ def probe(prm, problems, step: int, delta: int) -> tuple[float, float, float]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--prm", default=CHECKPOINT, help="a value-head PRM directory")
+    ap.add_argument("--prm", default=CHECKPOINT, help="a PRM checkpoint directory")
+    ap.add_argument("--type", default=CHECKPOINT_TYPE, help="its reward_models registry name")
     ap.add_argument("--problems", type=int, default=100, help="first test problems with >= 3 steps")
     args = ap.parse_args(argv)
-    prm = load_prm("value_head", path=args.prm)
+    prm = load_prm(args.type, path=args.prm)
     problems = [p for p in test_split(500) if len(p.solution_steps) >= 4][:args.problems]
     print(f"{len(problems)} test problems; PRM {args.prm}")
     print(f"{'step':>4} {'error':>6} {'right > wrong':>14} {'mean right':>11} {'mean wrong':>11}")

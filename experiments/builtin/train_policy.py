@@ -1,4 +1,4 @@
-"""Train a small/medium/large Llama policy on the built-in task, time-bounded, on CPU.
+"""Train a small/large/xl Llama language model on the built-in task, time-bounded, on CPU.
 
     python -m experiments.builtin.train_policy --size small --minutes 5 --seed 0 \\
         --out experiments/builtin/checkpoints/policy-small
@@ -43,12 +43,14 @@ class ModelSize:
 
 
 # One architecture (Llama, char vocab, tied embeddings) at three sizes; non-embedding
-# parameters ~33k / ~197k / ~590k (18x small->large). Sized for a 1-core CPU budget:
-# measured 38 / ~13 / 7 updates per second at batch 16.
+# parameters ~33k / ~197k / ~590k. The study's two policies are "small" and "large" (6.0x,
+# as Llemma-7B vs 34B are 5x); "xl" is the language model under the built-in PRM, which
+# verifies best when it computes a step better than the policy that wrote it. Sized for a
+# 1-core CPU budget: measured ~20 / ~13 / 7 updates per second at batch 16.
 SIZES: dict[str, ModelSize] = {
     "small": ModelSize(layers=2, hidden=32, heads=2, intermediate=128, lr=1e-2),
-    "medium": ModelSize(layers=3, hidden=64, heads=4, intermediate=256, lr=7e-3),
-    "large": ModelSize(layers=4, hidden=96, heads=4, intermediate=384, lr=5e-3),
+    "large": ModelSize(layers=3, hidden=64, heads=4, intermediate=256, lr=7e-3),
+    "xl": ModelSize(layers=4, hidden=96, heads=4, intermediate=384, lr=5e-3),
 }
 
 
@@ -280,7 +282,7 @@ def model_card(metrics: dict) -> str:
     )
     curve = "\n".join(f"| {c['step']} | {c['minutes']} | {c['loss']} | {c['acc']:.2f} | {c['step_err']:.3f} |" for c in metrics.get("curve", []))
     stopped = "step budget" if cfg.get("max_steps") and metrics["steps"] >= cfg["max_steps"] else "time budget"
-    return f"""# policy-{cfg['size']} (built-in arithmetic task)
+    return f"""# {metrics.get('name', 'policy-' + cfg['size'])} (built-in arithmetic task)
 
 LlamaForCausalLM, {s.layers} layers, hidden {s.hidden}, {s.heads} heads, MLP {s.intermediate},
 tied embeddings, char-level tokenizer (vocab 100), fp32 safetensors.

@@ -1,0 +1,102 @@
+"""Reference verifiers: an exact step checker used as a PRM, and the same checker made wrong at a set rate.
+
+Why they exist: they bound what any learned PRM can buy. The checker is the ceiling (search
+with a perfect verifier); flipping a share of its verdicts shows how fast verifier errors
+eat the gain (the "imperfect verifier" axis of inference scaling). Both cost no FLOPs.
+
+A flip is decided per step by a hash of (seed, question, steps up to that step), so the
+same chain always gets the same scores: the prefix cache, resumed runs and repeated
+scoring of a node all agree, and different chains flip independently.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from treesearch.protocols import Chain, ChainScores
+
+from .registry import register_prm
+
+#: A step checker: per step, is the chain right up to and including that step?
+Checker = Callable[[str, Sequence[str]], Sequence[bool]]
+BUILTIN_CHECKER = "experiments.builtin.task:on_gold_path"
+
+
+def flip_draw(seed: int, question: str, steps: Sequence[str]) -> float:
+    """A uniform number in [0, 1) fixed by the seed and the chain prefix."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(str(seed).encode())
+    for part in (question, *steps):
+        h.update(b"\x1f")
+        h.update(part.encode())
+    return int.from_bytes(h.digest(), "big") / 2 ** 64
+
+
+@dataclass(frozen=True)
+class CheckerPRM:
+    """Scores ``right`` where the checker accepts the chain up to a step, ``wrong`` where it does not.
+
+    With ``flip_rate`` p > 0 each step's verdict is inverted with probability p
+    (deterministically per chain prefix, see :func:`flip_draw`).
+    """
+
+    check: Checker
+    flip_rate: float = 0.0
+    seed: int = 0
+    right: float = 0.9
+    wrong: float = 0.1
+    num_parameters: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.flip_rate <= 1.0:
+            raise ValueError(f"flip_rate must lie in [0, 1], got {self.flip_rate}")
+        if not (math.isfinite(self.right) and math.isfinite(self.wrong)):
+            raise ValueError("right and wrong scores must be finite")
+
+    def verdicts(self, question: str, steps: Sequence[str]) -> list[bool]:
+        """The checker's verdict per step, after the configured flips."""
+        raw = [bool(v) for v in self.check(question, list(steps))]
+        if len(raw) != len(steps):
+            raise ValueError(f"checker returned {len(raw)} verdicts for {len(steps)} steps")
+        if self.flip_rate == 0.0:
+            return raw
+        return [v != (flip_draw(self.seed, question, steps[:k + 1]) < self.flip_rate) for k, v in enumerate(raw)]
+
+    def score(self, chains: Sequence[Chain]) -> list[ChainScores]:
+        out = []
+        for c in chains:
+            if not c.steps:
+                raise ValueError("a chain must have at least one step to score (got 0 steps)")
+            out.append(ChainScores([self.right if v else self.wrong for v in self.verdicts(c.question, c.steps)]))
+        return out
+
+
+def _resolve(check: Checker | str) -> Checker:
+    if callable(check):
+        return check
+    import importlib
+
+    mod, sep, attr = check.partition(":")
+    if not sep:
+        raise ValueError(f"check must be a function or an import path 'pkg.module:function', got {check!r}")
+    return getattr(importlib.import_module(mod), attr)
+
+
+@register_prm("checker")
+def _checker(check: Checker | str, **kwargs) -> CheckerPRM:
+    """Any step checker, e.g. ``{"type": "checker", "check": "my_task:verify_steps"}``."""
+    return CheckerPRM(_resolve(check), **kwargs)
+
+
+@register_prm("builtin_oracle")
+def _builtin_oracle(**kwargs) -> CheckerPRM:
+    """The built-in task's exact checker (``task.on_gold_path``): the ceiling of any verifier."""
+    return CheckerPRM(_resolve(BUILTIN_CHECKER), **kwargs)
+
+
+@register_prm("noisy_oracle")
+def _noisy_oracle(flip_rate: float = 0.2, **kwargs) -> CheckerPRM:
+    """The built-in checker with each step's verdict flipped with probability ``flip_rate``."""
+    return CheckerPRM(_resolve(BUILTIN_CHECKER), flip_rate=flip_rate, **kwargs)

@@ -1,0 +1,92 @@
+"""FLOPs-to-accuracy ratios, paired tests and the verifier sweep, against hand-computed values."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from experiments.efficiency import (flip_rate_of, flops_to_reach, mcnemar_p, paired, ratio_rows,
+                                    verifier_sweep)
+from experiments.report import Row, compute_efficiency, format_headline
+
+RULE = "weighted/last"
+
+
+def row(method: str, budget: int, flops: float, acc: float, model: str = "m") -> Row:
+    return Row(model, method, RULE, budget, flops, flops, acc, 0.0, 100, 1, False)
+
+
+def test_flops_to_reach_interpolates_on_log_flops_and_never_extrapolates():
+    pts = [(1e8, 0.2), (1e9, 0.4), (1e10, 0.5)]
+    assert flops_to_reach(pts, 0.3).flops == pytest.approx(10 ** 8.5)  # half-way in log FLOPs
+    assert flops_to_reach(pts, 0.4).flops == pytest.approx(1e9)
+    first = flops_to_reach(pts, 0.1)
+    assert first.flops == 1e8 and first.bound  # reached at the first budget: an upper bound
+    assert math.isnan(flops_to_reach(pts, 0.6).flops)  # above the best point: not reached
+    # A dip does not hide an earlier arrival.
+    assert flops_to_reach([(1, 0.1), (10, 0.5), (100, 0.3), (1000, 0.6)], 0.4).flops == pytest.approx(10 ** 0.75)
+
+
+def test_ratio_rows_read_the_paper_headline():
+    rows = [row("sampling", 1, 1e8, 0.20), row("sampling", 4, 4e8, 0.30), row("sampling", 16, 1.6e9, 0.30),
+            row("sampling", 32, 3.2e9, 0.35),
+            row("rebase", 1, 1e8, 0.20), row("rebase", 4, 4.4e8, 0.40)]
+    ratios = ratio_rows(rows, RULE, "rebase", "sampling")
+    assert [r.budget for r in ratios] == [1, 4, 32]  # budget 16 reaches nothing new
+    best = ratios[-1]
+    assert best.target == 0.35 and best.baseline_flops == 3.2e9
+    # rebase crosses 0.35 half-way from 0.20 at 1e8 to 0.40 at 4.4e8 ... in log FLOPs: 3/4 of the way
+    f = 10 ** (8 + 0.75 * math.log10(4.4))
+    assert best.method_flops.flops == pytest.approx(f)
+    assert best.ratio == pytest.approx(3.2e9 / f)
+
+
+def test_mcnemar_exact_p_values():
+    assert mcnemar_p(8, 1) == pytest.approx(2 * (1 + 9) / 512)
+    assert mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(5, 5) == 1.0
+    assert mcnemar_p(10, 0) == pytest.approx(2 / 1024)
+
+
+def rec(problem: str, method: str, budget: int, correct: bool, verifier=None, algorithm=None, model="m", seed=0):
+    return {"problem_id": problem, "model": model, "method": method, "budget": budget, "seed": seed,
+            "algorithm": algorithm or method.split("-")[0], "votes": {RULE: {"answer": "1", "correct": correct}},
+            "oracle_correct": correct, "verifier": verifier, "ledger": {}}
+
+
+def test_paired_counts_discordant_problems():
+    a = [True, True, True, False, False, True]
+    b = [True, False, False, False, True, False]
+    records = [rec(f"p{i}", "rebase", 8, x) for i, x in enumerate(a)]
+    records += [rec(f"p{i}", "sampling", 8, x) for i, x in enumerate(b)]
+    records.append(rec("p9", "rebase", 8, True))  # no partner: not counted
+    p = paired(records, "m", "rebase", "sampling", 8, RULE)
+    assert (p.n, p.a_only, p.b_only) == (6, 3, 1)
+    assert p.delta == pytest.approx(2 / 6)
+    assert p.p_value == pytest.approx(mcnemar_p(3, 1))
+
+
+def test_verifier_sweep_groups_by_flip_rate():
+    assert flip_rate_of({"type": "builtin_oracle"}) == 0.0
+    assert flip_rate_of({"type": "noisy_oracle", "flip_rate": 0.3}) == 0.3
+    assert flip_rate_of({"type": "likelihood", "path": "x"}) is None and flip_rate_of(None) is None
+    records = []
+    for i in range(4):
+        records.append(rec(f"p{i}", "rebase-oracle", 16, i < 3, {"type": "builtin_oracle"}))
+        records.append(rec(f"p{i}", "rebase-noisy0.2", 16, i < 1, {"type": "noisy_oracle", "flip_rate": 0.2}))
+        records.append(rec(f"p{i}", "rebase-oracle", 8, True, {"type": "builtin_oracle"}))  # one rate only: no sweep
+        records.append(rec(f"p{i}", "rebase", 16, True, {"type": "likelihood"}))
+    pts = verifier_sweep(records, RULE)
+    assert [(p.budget, p.flip_rate, p.accuracy, p.n) for p in pts] == [(16, 0.0, 0.75, 4), (16, 0.2, 0.25, 4)]
+
+
+def test_compute_efficiency_and_headline_text():
+    rows = [row("sampling", 1, 1e8, 0.2), row("sampling", 2, 2e8, 0.3),
+            row("rebase", 1, 1e8, 0.25), row("rebase", 2, 2e8, 0.5)]
+    records = [rec("p0", "sampling", 1, False), rec("p0", "rebase", 1, True)]
+    eff = compute_efficiency(records, rows, RULE)
+    [head] = eff.headline()
+    assert head.method == "rebase" and head.target == 0.3
+    assert [(p.method if hasattr(p, "method") else p.a, p.budget, p.a_only) for p in eff.paired] == [("rebase", 1, 1)]
+    text = format_headline(eff)
+    assert "m rebase: 30% (sampling at budget 2" in text and "x" in text.splitlines()[1]
