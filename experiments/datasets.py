@@ -5,11 +5,12 @@ lines, because a silently shorter benchmark changes every accuracy number.
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
+
+from treesearch.jsonl import read_objects
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SHIPPED: dict[str, Path] = {
@@ -35,17 +36,7 @@ class Problem:
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (1-based line number, JSON object) for each non-blank line."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise DatasetError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+    return read_objects(path, DatasetError)
 
 
 def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], path: Path, lineno: int) -> Any:

@@ -9,6 +9,7 @@ is not reached.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -102,10 +103,12 @@ class Paired:
     a: str
     b: str
     budget: int
+    budget_b: int
     n: int  # (problem, seed) pairs with both
     a_only: int  # a right, b wrong
     b_only: int
     p_value: float  # exact two-sided McNemar (binomial on the discordant pairs)
+    flops_ratio: float = math.nan  # a's mean paper FLOPs / b's
 
     @property
     def delta(self) -> float:
@@ -125,6 +128,8 @@ def mcnemar_p(a_only: int, b_only: int) -> float:
 def paired(records: Sequence[dict[str, Any]], model: str, a: str, b: str, budget: int, rule: str,
            budget_b: int | None = None) -> Paired | None:
     """Method ``a`` at ``budget`` vs ``b`` at ``budget_b`` (default the same) on the problems both ran."""
+    budget_b = budget if budget_b is None else budget_b
+
     def verdicts(method: str, bud: int) -> dict[tuple[str, int], bool]:
         out = {}
         for r in records:
@@ -134,23 +139,34 @@ def paired(records: Sequence[dict[str, Any]], model: str, a: str, b: str, budget
                     out[(r["problem_id"], r["seed"])] = c
         return out
 
-    va, vb = verdicts(a, budget), verdicts(b, budget if budget_b is None else budget_b)
+    va, vb = verdicts(a, budget), verdicts(b, budget_b)
     both = sorted(set(va) & set(vb))
     if not both:
         return None
     a_only = sum(va[k] and not vb[k] for k in both)
     b_only = sum(vb[k] and not va[k] for k in both)
-    return Paired(model, a, b, budget, len(both), a_only, b_only, mcnemar_p(a_only, b_only))
+    return Paired(model, a, b, budget, budget_b, len(both), a_only, b_only, mcnemar_p(a_only, b_only))
 
 
-def paired_by_budget(records: Sequence[dict[str, Any]], rows: Sequence[Row], rule: str, a: str,
-                     b: str) -> list[Paired]:
-    """``a`` vs ``b`` at every budget both ran, per model."""
+def paired_at_equal_flops(records: Sequence[dict[str, Any]], rows: Sequence[Row], rule: str, a: str,
+                          b: str) -> list[Paired]:
+    """Every budget of ``a`` against the budget of ``b`` nearest to it in log paper FLOPs, per model.
+
+    Equal budgets are not equal compute across methods (an MCTS expansion is one step, a
+    sample a whole solution), so the pairing goes by FLOPs."""
     out = []
     for model in sorted({r.model for r in rows}):
-        budgets = sorted({r.budget for r in rows if r.model == model and r.method == a}
-                         & {r.budget for r in rows if r.model == model and r.method == b})
-        out += [p for p in (paired(records, model, a, b, bud, rule) for bud in budgets) if p is not None]
+        flops_a = {r.budget: r.paper_flops for r in rows if r.model == model and r.method == a and r.rule == rule}
+        flops_b = {r.budget: r.paper_flops for r in rows if r.model == model and r.method == b and r.rule == rule}
+        if not flops_b:
+            continue
+        for bud, fa in sorted(flops_a.items()):
+            if fa <= 0:
+                continue
+            near = min((x for x in flops_b if flops_b[x] > 0), key=lambda x: abs(math.log(flops_b[x] / fa)), default=None)
+            p = paired(records, model, a, b, bud, rule, near) if near is not None else None
+            if p is not None:
+                out.append(dataclasses.replace(p, flops_ratio=fa / flops_b[near]))
     return out
 
 

@@ -311,27 +311,67 @@ def _finish(fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str) -> Non
 
 def plot_accuracy(rows: Sequence[Row], rule: str, path: Path, reference: Sequence[dict] = (),
                   fits: Sequence[FitRow] = (), title: str = "") -> None:
+    """One panel per model (smallest first): a curve per method, greedy as a horizontal line.
+
+    Only methods measured at two budgets or more are curves; fits are drawn over the FLOPs
+    their data span (their extrapolation is a column of results.md, not a line)."""
     plt = _plt()
-    curves = _curves(rows, rule)
-    colors, markers = _style(sorted({m for m, _ in curves}), sorted({k for _, k in curves}))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (model, method), pts in curves.items():
-        ax.errorbar([p.paper_flops for p in pts], [100 * p.accuracy for p in pts],
-                    yerr=[100 * p.stderr for p in pts], color=colors[model], marker=markers[method],
-                    capsize=2, label=f"{model} {method}")
-    for f in fits:
-        xs = np.geomspace(f.fit.f0, 10 * f.max_flops, 60)
-        ax.plot(xs, 100 * f.fit.predict(xs), ls=":", lw=1, color=colors.get(f.model, "gray"))
-    base = rule.split("/")[0]
-    for p in reference:
-        if p["rule"] in (base, "greedy"):
-            ax.scatter(p["paper_flops"], p["accuracy_pct"], marker="x", color="k", s=30, zorder=5)
-            ax.annotate(f"{p['model']} {p['method']} {p['budget']}", (p["paper_flops"], p["accuracy_pct"]),
-                        fontsize=6, xytext=(3, 2), textcoords="offset points")
+    curves = {k: v for k, v in _curves(rows, rule).items() if len(v) >= 2}
+    greedy = {r.model: r for r in rows if r.method == "greedy" and r.rule == rule}
+    models = list(dict.fromkeys(r.model for r in rows if r.model in {m for m, _ in curves} | set(greedy)))
+    methods = list(dict.fromkeys(k for _, k in sorted(curves, key=lambda mk: _method_rank(mk[1]))))
+    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    fits_by = {(f.model, f.method): f for f in fits}
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.6 * max(1, len(models)), 4.2), sharey=True,
+                             sharex=True, squeeze=False)
+    for ax, model in zip(axes[0], models):
+        for method in methods:
+            pts = curves.get((model, method))
+            if not pts:
+                continue
+            ls = "--" if "oracle" in method else "-"
+            ax.errorbar([p.paper_flops for p in pts], [100 * p.accuracy for p in pts],
+                        yerr=[100 * p.stderr for p in pts], color=colors[method], marker="o", ms=4, ls=ls,
+                        capsize=2, elinewidth=0.8, label=method)
+            f = fits_by.get((model, method))
+            if f is not None:
+                xs = np.geomspace(pts[0].paper_flops, pts[-1].paper_flops, 40)
+                ax.plot(xs, 100 * f.fit.predict(xs), ls=":", lw=1, color=colors[method])
+        if model in greedy:
+            ax.axhline(100 * greedy[model].accuracy, color="k", lw=0.8, ls="-.", label="greedy")
+        base = rule.split("/")[0]
+        for p in reference:
+            if p["rule"] in (base, "greedy"):
+                ax.scatter(p["paper_flops"], p["accuracy_pct"], marker="x", color="k", s=30, zorder=5)
+                ax.annotate(f"{p['model']} {p['method']} {p['budget']}", (p["paper_flops"], p["accuracy_pct"]),
+                            fontsize=6, xytext=(3, 2), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_title(model)
+        ax.set_xlabel(FLOPS_LABEL, fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel(f"accuracy % ({rule})")
     if reference:
-        ax.scatter([], [], marker="x", color="k", label="paper (Wu et al. 2024)")
-    _finish(fig, ax, path, xlabel=FLOPS_LABEL, ylabel=f"accuracy % ({rule})",
-            title=title or "Accuracy vs inference compute (dotted: saturating fit)")
+        axes[0][0].scatter([], [], marker="x", color="k", label="paper (Wu et al. 2024)")
+    handles: dict = {}
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(6, len(handles)), fontsize=8,
+               frameon=False)
+    fig.suptitle(title or "Accuracy vs inference compute (dotted: saturating fit over the data; dashed: oracle verifier)",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+_METHOD_ORDER = ("greedy", "sampling", "beam", "rebase", "mcts")
+
+
+def _method_rank(method: str) -> tuple[int, str]:
+    """Baselines first, then search methods, then variants (rebase-oracle after rebase)."""
+    base = method.split("-")[0]
+    return (_METHOD_ORDER.index(base) if base in _METHOD_ORDER else len(_METHOD_ORDER), method)
 
 
 def plot_pareto(rows: Sequence[Row], rule: str, path: Path) -> None:
@@ -421,6 +461,12 @@ def plot_verifier_quality(points: Sequence[efficiency.SweepPoint], rows: Sequenc
         if learned:
             ax.axhline(100 * learned[0].accuracy, ls="--", lw=1, color=color,
                        label=f"{model} {alg}, budget {budget}: the study's PRM")
+        if alg == BASELINE:
+            mv = [r for r in rows if r.model == model and r.method == alg and r.budget == budget
+                  and r.rule == "majority"]
+            if mv:
+                ax.axhline(100 * mv[0].accuracy, ls=":", lw=1, color="gray",
+                           label=f"{model} {alg}, budget {budget}: majority vote (no verifier)")
     ax.set_xlabel("verifier error: share of step verdicts flipped (%)")
     ax.set_ylabel(f"accuracy % ({rule})")
     ax.set_title("How verifier errors cap search")
@@ -460,7 +506,7 @@ def compute_efficiency(records: Sequence[dict[str, Any]], rows: Sequence[Row], r
     methods = sorted({r.method for r in rows if r.method != baseline and r.rule == rule
                       and len({x.budget for x in rows if x.method == r.method and x.model == r.model}) >= 2})
     ratios = [x for m in methods for x in efficiency.ratio_rows(rows, rule, m, baseline)]
-    pairs = [x for m in methods for x in efficiency.paired_by_budget(records, rows, rule, m, baseline)]
+    pairs = [x for m in methods for x in efficiency.paired_at_equal_flops(records, rows, rule, m, baseline)]
     return Efficiency(ratios, pairs, efficiency.verifier_sweep(records, rule))
 
 
@@ -492,12 +538,13 @@ def _efficiency_markdown(eff: Efficiency, rule: str) -> list[str]:
                             [(r.model, r.method, f"{100 * r.target:.1f} % (b={r.budget})", f"{r.baseline_flops:.3g}",
                               *_reach(r)) for r in eff.ratios])]
     if eff.paired:
-        parts += ["", f"## Paired on the same problems: each method vs {BASELINE} at the same budget ({rule})", "",
-                  "Discordant problems (one right, the other wrong) and the exact two-sided McNemar p-value.", "",
-                  markdown_table(["model", "method", "budget", "problems", "method only right",
-                                  f"{BASELINE} only right", "Δ points", "p"],
-                                 [(p.model, p.a, p.budget, p.n, p.a_only, p.b_only, f"{100 * p.delta:+.1f}",
-                                   f"{p.p_value:.3g}") for p in eff.paired])]
+        parts += ["", f"## Paired on the same problems: each method vs {BASELINE} at about equal FLOPs ({rule})", "",
+                  f"Each budget of a method against the {BASELINE} budget nearest to it in paper FLOPs; discordant "
+                  "problems (one right, the other wrong) and the exact two-sided McNemar p-value.", "",
+                  markdown_table(["model", "method", "budget", f"{BASELINE} budget", "FLOPs ratio", "problems",
+                                  "method only right", f"{BASELINE} only right", "Δ points", "p"],
+                                 [(p.model, p.a, p.budget, p.budget_b, f"{p.flops_ratio:.2f}", p.n, p.a_only, p.b_only,
+                                   f"{100 * p.delta:+.1f}", f"{p.p_value:.3g}") for p in eff.paired])]
     if eff.sweep:
         rates = sorted({p.flip_rate for p in eff.sweep})
         keys = sorted({(p.model, p.algorithm, p.budget) for p in eff.sweep})
@@ -538,7 +585,11 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
     rule = resolve_rule(rule, rules_in(records))
     rows = summarize(records)
     fits = fit_curves(rows, rule)
-    front = pareto(rows, rule)
+    # Settings searched with a reference verifier (the exact checker, noisy or not) are not choices a
+    # user has: they stay out of the Pareto frontier and the compute-optimal model.
+    oracle_methods = {r["method"] for r in records if efficiency.flip_rate_of(r.get("verifier")) is not None}
+    choices = [r for r in rows if r.method not in oracle_methods]
+    front = pareto(choices, rule)
     ref = load_reference(reference) if reference else []
     res = ReportResult(rows, fits, front, rule, format_table(rows), compute_efficiency(records, rows, rule))
 
@@ -553,8 +604,8 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
     by_level = {lv: summarize([r for r in records if r.get("level") == lv], [rule]) for lv in levels}
     if plots:
         for name, draw in [("accuracy_vs_flops.png", lambda p: plot_accuracy(rows, rule, p, ref, fits)),
-                           ("pareto.png", lambda p: plot_pareto(rows, rule, p)),
-                           ("compute_optimal.png", lambda p: plot_compute_optimal(rows, rule, p))]:
+                           ("pareto.png", lambda p: plot_pareto(choices, rule, p)),
+                           ("compute_optimal.png", lambda p: plot_compute_optimal(choices, rule, p))]:
             draw(out / name)
             res.files[name] = out / name
         if by_level:
@@ -601,7 +652,7 @@ def _markdown(res: ReportResult, by_level: dict[Any, list[Row]], ref: list[dict]
                                      for f in res.fits]))
     else:
         parts.append("No curve has three budgets or more; nothing fitted.")
-    parts += ["", f"## Pareto frontier ({res.rule}): the compute-optimal choice per budget", "",
+    parts += ["", f"## Pareto frontier ({res.rule}): the compute-optimal choice per budget (reference verifiers left out)", "",
               markdown_table(["from paper FLOPs", "model", "method", "budget", "accuracy %"],
                              [(f"{r.paper_flops:.3g}", r.model, r.method, r.budget, _pct(r)) for r in res.frontier])]
     if res.efficiency is not None:

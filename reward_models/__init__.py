@@ -15,18 +15,25 @@ from .llemma import LlemmaPRM
 from .outcome import OutcomeRM
 from .registry import available_prms, load_prm, register_prm
 from .self_score import SelfScorePRM
+from .likelihood import LikelihoodHead, LikelihoodPRM
+from .oracle import CheckerPRM
 from .step_tag import StepTagPRM, TaggedLMPRM
 from .value_head import ValueHeadFormat, ValueHeadModel, ValueHeadPRM
-from .training import LabelledChain, MonteCarloRollouts, TrainConfig, monte_carlo_labels, train_value_head
-from .evaluation import SampledSolution, roc_auc, score_solutions, selection_accuracy, step_auc
+from .training import (LabelledChain, MonteCarloRollouts, TrainConfig, fit_likelihood_head, monte_carlo_labels,
+                       train_value_head)
+from .evaluation import (SampledSolution, SiblingGroup, roc_auc, score_solutions, selection_accuracy, sibling_pairs,
+                         sibling_scores, step_auc)
 
 __all__ = [
     "Chain", "ChainScores", "ProcessRewardModel",
     "Encoding", "ModelPRM", "PieceTokenizer", "encode_chain", "non_embedding_parameters",
     "BatchScorer", "PrefixCache", "ScorerStats",
-    "CallablePRM", "ClassificationPRM", "LlemmaPRM", "OutcomeRM", "SelfScorePRM",
+    "CallablePRM", "CheckerPRM", "ClassificationPRM", "LikelihoodHead", "LikelihoodPRM", "LlemmaPRM", "OutcomeRM",
+    "SelfScorePRM",
     "StepTagPRM", "TaggedLMPRM", "ValueHeadFormat", "ValueHeadModel", "ValueHeadPRM",
     "available_prms", "load_prm", "register_prm",
-    "LabelledChain", "MonteCarloRollouts", "TrainConfig", "monte_carlo_labels", "train_value_head",
-    "SampledSolution", "roc_auc", "score_solutions", "selection_accuracy", "step_auc",
+    "LabelledChain", "MonteCarloRollouts", "TrainConfig", "fit_likelihood_head", "monte_carlo_labels",
+    "train_value_head",
+    "SampledSolution", "SiblingGroup", "roc_auc", "score_solutions", "selection_accuracy", "sibling_pairs",
+    "sibling_scores", "step_auc",
 ]

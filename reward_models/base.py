@@ -244,6 +244,31 @@ def backbone_of(model: torch.nn.Module) -> torch.nn.Module:
     return base
 
 
+# ---- saved head formats ----------------------------------------------------------------------
+
+def write_format_file(directory: str, filename: str, format_name: str, fields: dict) -> None:
+    """A head's settings as JSON, tagged with its format so a loader can refuse a foreign file."""
+    import json
+
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, filename), "w") as f:
+        json.dump({"format": format_name, "version": 1, **fields}, f, indent=2)
+
+
+def read_format_file(directory: str, filename: str, format_name: str, what: str, known: Sequence[str]) -> dict:
+    """The ``known`` fields of a file written by :func:`write_format_file`; clear errors otherwise."""
+    import json
+
+    path = os.path.join(directory, filename)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{directory} is not a {what} directory (no {filename})")
+    with open(path) as f:
+        data = json.load(f)
+    if data.get("format") != format_name:
+        raise ValueError(f"{path}: format {data.get('format')!r}, expected {format_name!r}")
+    return {k: data[k] for k in known if k in data}
+
+
 # ---- the base class --------------------------------------------------------------------------
 
 class ModelPRM(ABC):

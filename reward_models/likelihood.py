@@ -18,13 +18,12 @@ and ``likelihood_head.json`` (features, weights, chain rule, prompt layout).
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .base import read_format_file, write_format_file
 from .registry import register_prm
 from .self_score import SelfScorePRM
 
@@ -59,21 +58,11 @@ class LikelihoodHead:
             raise ValueError("likelihood head weights must be finite")
 
     def save(self, directory: str) -> None:
-        os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, HEAD_FILE), "w") as f:
-            json.dump({"format": FORMAT_NAME, "version": 1, **asdict(self)}, f, indent=2)
+        write_format_file(directory, HEAD_FILE, FORMAT_NAME, asdict(self))
 
     @classmethod
     def load(cls, directory: str) -> LikelihoodHead:
-        path = os.path.join(directory, HEAD_FILE)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{directory} is not a likelihood PRM directory (no {HEAD_FILE})")
-        with open(path) as f:
-            data = json.load(f)
-        if data.get("format") != FORMAT_NAME:
-            raise ValueError(f"{path}: format {data.get('format')!r}, expected {FORMAT_NAME!r}")
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**read_format_file(directory, HEAD_FILE, FORMAT_NAME, "likelihood PRM", list(cls.__dataclass_fields__)))
 
 
 def chain_scores(local: list[float], rule: str) -> list[float]:

@@ -14,11 +14,11 @@ Both get the step-level ROC AUC over steps with a verdict. Files are read locall
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from treesearch.jsonl import read_objects
 from treesearch.protocols import Chain, ProcessRewardModel
 
 from .evaluation import roc_auc
@@ -92,22 +92,9 @@ def read_benchmark(path: str | Path, fmt: str) -> list[JudgedChain]:
     if fmt not in _READERS:
         raise ValueError(f"unknown benchmark format {fmt!r}; choose one of {list(FORMATS)}")
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise FileNotFoundError(f"{path}: cannot read: {e.strerror}") from None
-    out = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BenchmarkFormatError(f"{where}: not JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise BenchmarkFormatError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        out.append(_READERS[fmt](obj, where))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: cannot read: no such file")
+    out = [_READERS[fmt](obj, f"{path}:{lineno}") for lineno, obj in read_objects(path, BenchmarkFormatError)]
     if not out:
         raise BenchmarkFormatError(f"{path}: no records")
     return out

@@ -11,7 +11,6 @@ each step instead and read there.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 
@@ -20,8 +19,8 @@ from torch import nn
 
 from treesearch.protocols import Chain
 
-from .base import (Encoding, ModelPRM, PieceTokenizer, encode_chain, resolve_tokenizer,
-                   non_embedding_parameters, resolve_device, resolve_dtype)
+from .base import (Encoding, ModelPRM, PieceTokenizer, encode_chain, non_embedding_parameters, read_format_file,
+                   resolve_device, resolve_dtype, resolve_tokenizer, write_format_file)
 from .registry import register_prm
 
 HEAD_FILE = "value_head.safetensors"
@@ -85,9 +84,8 @@ class ValueHeadModel(nn.Module):
             tokenizer.save_pretrained(directory)
         save_file({k: v.detach().contiguous().cpu() for k, v in self.value_head.state_dict().items()},
                   os.path.join(directory, HEAD_FILE))
-        with open(os.path.join(directory, CONFIG_FILE), "w") as f:
-            json.dump({"format": FORMAT_NAME, "version": 1, "hidden_size": self.value_head.in_features,
-                       **asdict(fmt)}, f, indent=2)
+        write_format_file(directory, CONFIG_FILE, FORMAT_NAME,
+                          {"hidden_size": self.value_head.in_features, **asdict(fmt)})
 
     @classmethod
     def load(cls, directory: str, device: str | torch.device | None = None,
@@ -106,14 +104,8 @@ class ValueHeadModel(nn.Module):
 
 
 def read_format(directory: str) -> ValueHeadFormat:
-    path = os.path.join(directory, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{directory} is not a value-head PRM directory (no {CONFIG_FILE})")
-    with open(path) as f:
-        cfg = json.load(f)
-    if cfg.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path}: format {cfg.get('format')!r}, expected {FORMAT_NAME!r}")
-    return ValueHeadFormat(**{k: cfg[k] for k in ValueHeadFormat.__dataclass_fields__ if k in cfg})
+    return ValueHeadFormat(**read_format_file(directory, CONFIG_FILE, FORMAT_NAME, "value-head PRM",
+                                              list(ValueHeadFormat.__dataclass_fields__)))
 
 
 def encode_value_head(tok: PieceTokenizer, fmt: ValueHeadFormat, chain: Chain) -> Encoding:

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from experiments.efficiency import (flip_rate_of, flops_to_reach, mcnemar_p, paired, ratio_rows,
-                                    verifier_sweep)
+from experiments.efficiency import (flip_rate_of, flops_to_reach, mcnemar_p, paired, paired_at_equal_flops,
+                                    ratio_rows, verifier_sweep)
 from experiments.report import Row, compute_efficiency, format_headline
 
 RULE = "weighted/last"
@@ -66,6 +66,16 @@ def test_paired_counts_discordant_problems():
     assert p.p_value == pytest.approx(mcnemar_p(3, 1))
 
 
+def test_pairing_goes_by_flops_not_budget():
+    rows = [row("sampling", 1, 1e8, 0.2), row("sampling", 4, 4e8, 0.3), row("sampling", 16, 1.6e9, 0.4),
+            row("mcts", 8, 3e8, 0.25), row("mcts", 32, 1.2e9, 0.3)]
+    records = [rec(f"p{i}", m, b, (i + b) % 2 == 0) for i in range(6) for m, b in
+               [("sampling", 1), ("sampling", 4), ("sampling", 16), ("mcts", 8), ("mcts", 32)]]
+    pairs = paired_at_equal_flops(records, rows, RULE, "mcts", "sampling")
+    assert [(p.budget, p.budget_b) for p in pairs] == [(8, 4), (32, 16)]
+    assert pairs[0].flops_ratio == pytest.approx(0.75)
+
+
 def test_verifier_sweep_groups_by_flip_rate():
     assert flip_rate_of({"type": "builtin_oracle"}) == 0.0
     assert flip_rate_of({"type": "noisy_oracle", "flip_rate": 0.3}) == 0.3
@@ -87,6 +97,6 @@ def test_compute_efficiency_and_headline_text():
     eff = compute_efficiency(records, rows, RULE)
     [head] = eff.headline()
     assert head.method == "rebase" and head.target == 0.3
-    assert [(p.method if hasattr(p, "method") else p.a, p.budget, p.a_only) for p in eff.paired] == [("rebase", 1, 1)]
+    assert [(p.a, p.budget, p.budget_b, p.a_only, p.flops_ratio) for p in eff.paired] == [("rebase", 1, 1, 1, 1.0)]
     text = format_headline(eff)
     assert "m rebase: 30% (sampling at budget 2" in text and "x" in text.splitlines()[1]

@@ -118,7 +118,7 @@ def test_prmbench_metrics_by_hand():
     ("processbench", '{"problem": "q", "steps": "a", "label": -1}', "field 'steps' must be list"),
     ("processbench", '{"problem": "q", "steps": ["a", 7], "label": -1}', r"field 'steps'\[1\] must be str"),
     ("processbench", '{"problem": "q", "steps": ["a"], "label": true}', "field 'label' must be int"),
-    ("processbench", '{"problem": "q", "steps": [', "not JSON"),
+    ("processbench", '{"problem": "q", "steps": [', "invalid JSON"),
     ("prmbench", '{"modified_question": "q", "modified_process": ["a"], "error_steps": [0]}', "1-based"),
     ("prmbench", '{"modified_question": "q", "modified_process": ["a"]}', "field 'error_steps' is missing"),
 ])

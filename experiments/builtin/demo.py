@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from ..config import DatasetConfig, MethodConfig, PolicyConfig, StudyConfig, VotingConfig
 from .models import CHECKPOINTS, LIMITS, POLICIES, PRM_DIR, policy_dir
