@@ -23,7 +23,7 @@ import yaml
 
 from treesearch.runner import SearchLimits
 
-from .config import (AUTO, ConfigError, MethodConfig, PolicyConfig, StudyConfig, VotingConfig,
+from .config import (AUTO, NEEDS_PRM, ConfigError, MethodConfig, PolicyConfig, StudyConfig, VotingConfig,
                      config_to_dict, load_config, validate)
 
 
@@ -39,12 +39,17 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="treesearch", description=(
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    ap = argparse.ArgumentParser(prog="treesearch", parents=[common], description=(
         "Reward-guided tree search over LLM reasoning steps: sweeps of search methods x budgets x models "
         "with compute accounting (Wu et al. 2024, Inference Scaling Laws)."))
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run or resume a study from a YAML config",
+    def command(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    run = command("run", help="run or resume a study from a YAML config",
                          description="Run every (policy, method, budget, seed) of CONFIG; records already in the "
                                      "output directory are skipped. Under `accelerate launch -m experiments run` "
                                      "problems are sharded across processes.")
@@ -56,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-config-change", action="store_true",
                      help="resume even if settings that change records differ from the directory's resolved.yaml")
 
-    rep = sub.add_parser("report", help="tables, fits and plots from a results directory",
+    rep = command("report", help="tables, fits and plots from a results directory",
                          description="Merge every records*.jsonl under RESULTS_DIR; print a Table-1-style table; "
                                      "write results.md, CSVs and PNGs.")
     rep.add_argument("results", help="results directory of `treesearch run`")
@@ -66,14 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--reference", metavar="NAME",
                      help="overlay the paper's points: llemma-math500, llemma-gsm8k (or mistral-/llama3-/paper-<dataset>)")
     rep.add_argument("--no-plots", action="store_true", help="tables only")
+    rep.add_argument("--panels", choices=("model", "method"), default="model",
+                     help="accuracy-vs-FLOPs small multiples: one panel per model (default) or per method")
 
     sub.add_parser("demo", help="the built-in study in miniature on a CPU (see --help)", add_help=False)
 
-    chk = sub.add_parser("check", help="validate a config and show what a run would do")
+    chk = command("check", help="validate a config and show what a run would do")
     chk.add_argument("config")
     chk.add_argument("--limit", type=int)
 
-    ev = sub.add_parser("eval-prm", help="how well a PRM tells a right step from a wrong one",
+    ev = command("eval-prm", help="how well a PRM tells a right step from a wrong one",
                         description="Sibling pairwise accuracy and step AUC on steps the built-in policies sample "
                                     "(test problems, judged by the task's checker), per policy and depth; and the "
                                     "ProcessBench / PRMBench metrics on local JSONL files.")
@@ -91,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threshold", type=float, default=0.5, help="score below which a step counts as wrong")
     ev.add_argument("--json", metavar="PATH", help="also write the numbers to this JSON file")
 
-    solve = sub.add_parser("solve", help="answer one question and print the search tree and the votes")
+    solve = command("solve", help="answer one question and print the search tree and the votes")
     solve.add_argument("question")
     solve.add_argument("--policy", required=True, help="local checkpoint directory of a causal LM")
     solve.add_argument("--method", default="rebase", help="greedy, sampling, beam, rebase or mcts")
@@ -118,22 +125,65 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def quiet_libraries() -> None:
+    """Before torch/transformers load: one CPU thread (see above), no weight-loading bars, no
+    library warnings meant for developers (the transformers deprecation of past_key_values)."""
+    import warnings
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", message=r".*past_key_values.* is deprecated", category=FutureWarning)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported: see the module docstring
+    quiet_libraries()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:  # the demo owns its flags
         from .builtin.demo import main as demo
         return demo(argv[1:])
     args = build_parser().parse_args(argv)
+    return guarded(f"treesearch {args.command}", args.debug, lambda: COMMANDS[args.command](args),
+                   resume=f"treesearch {' '.join(argv)}" if args.command == "run" else None,
+                   results=_results_dir(args) if args.command == "run" else None)
+
+
+def guarded(prog: str, debug: bool, command, resume: str | None = None, results: str | None = None) -> int:
+    """Run ``command``; a user error is one line and status 2, Ctrl-C one line and status 130."""
     from .datasets import DatasetError
     from .records import RecordsError
 
     try:
-        return {"run": _run, "report": _report, "check": _check, "solve": _solve,
-                "eval-prm": _eval_prm}[args.command](args)
+        return command()
     except (ConfigError, DatasetError, RecordsError, FileNotFoundError) as e:
-        print(f"treesearch {args.command}: error: {e}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the output went to `head` or a closed pager: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        kept = ""
+        if results is not None:
+            from .records import load_dir
+            try:
+                kept = f"; {len(load_dir(results)):,} records kept in {results}"
+            except (RecordsError, OSError):
+                kept = f"; the records in {results} are kept"
+        print(f"\n{prog}: interrupted{kept}" + (f"; `{resume}` resumes" if resume else ""), file=sys.stderr)
+        return 130
+
+
+def _results_dir(args: argparse.Namespace) -> str | None:
+    if args.out:
+        return args.out
+    try:
+        return load_config(args.config).output
+    except ConfigError:
+        return None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -149,10 +199,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .report import report
 
+    if not Path(args.results).is_dir():
+        raise FileNotFoundError(f"{args.results}: no such directory (give the results directory of `treesearch run`)")
     try:
-        res = report(args.results, out=args.out, rule=args.rule, reference=args.reference, plots=not args.no_plots)
+        res = report(args.results, out=args.out, rule=args.rule, reference=args.reference, plots=not args.no_plots,
+                     panels=args.panels)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     print(res.table)
@@ -171,9 +226,12 @@ def _report(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from .preflight import preflight
+
     cfg = load_config(args.config)
     if args.limit is not None:
         cfg.dataset = dataclasses.replace(cfg.dataset, limit=args.limit)
+    preflight(cfg, args.config)
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
     from .sweep import plan
 
@@ -181,6 +239,8 @@ def _check(args: argparse.Namespace) -> int:
     jobs = [j for pol in cfg.policies for j in plan(cfg, pol, problems, done=set())]
     print(f"# {len(problems)} problems, {len(cfg.policies)} policies: {len(jobs)} searched settings "
           f"(model, method, budget, seed), {sum(j.num_records for j in jobs)} records")
+    print("# checked: every policy directory, tokenizer, PRM type and path, import path and grader loads",
+          file=sys.stderr)
     return 0
 
 
@@ -207,6 +267,9 @@ def _eval_prm(args: argparse.Namespace) -> int:
         benchmarks = [(fmt, path, read_benchmark(path, fmt)) for fmt, path in files]  # bad files fail before any work
     except BenchmarkFormatError as e:
         raise ConfigError(str(e)) from None
+    from .preflight import check_prm
+
+    check_prm(_prm_spec(args), "--prm")
     try:
         prm = load_prm_for(_prm_spec(args), Shard())
     except (ValueError, TypeError, OSError, ImportError) as e:
@@ -253,7 +316,14 @@ def _solve(args: argparse.Namespace) -> int:
     limits = SearchLimits(max_step_tokens=args.max_step_tokens, max_solution_tokens=args.max_solution_tokens)
     study = StudyConfig(policies=[policy_cfg], methods=[method], prm=prm_spec, limits=limits,
                         dataset=DatasetConfig(grader=args.grader))
+    if prm_spec is None and method.algorithm in NEEDS_PRM:
+        raise ConfigError(f"--method {args.method} searches with a PRM: give --prm TYPE (and --prm-path DIR), "
+                          f"e.g. --prm likelihood --prm-path experiments/builtin/checkpoints/prm")
     validate(study, "<command line>")
+    from .preflight import check_policy, check_prm
+    check_policy(policy_cfg, "--policy")
+    if prm_spec is not None:
+        check_prm(prm_spec, "--prm")
     policy = policy_cfg.load(limits)
     prm = load_prm_for(prm_spec, Shard()) if prm_spec else None
     runner = Runner(policy, prm, limits, progress=False)
@@ -268,6 +338,9 @@ def _solve(args: argparse.Namespace) -> int:
     print(f"generated tokens {lg.generated_tokens}, paper FLOPs {lg.paper_flops:.3g}, full FLOPs {lg.full_flops:.3g}, "
           f"{res.wall_time:.1f} s")
     return 0
+
+
+COMMANDS = {"run": _run, "report": _report, "check": _check, "solve": _solve, "eval-prm": _eval_prm}
 
 
 if __name__ == "__main__":

@@ -119,11 +119,9 @@ class DatasetConfig:
         if self.fields is not None:
             f = self.fields
             problems = ds.load_jsonl(self.name, f.question, f.answer, id_field=f.id, level_field=f.level)
-        elif self.name == "builtin" and "builtin" not in ds.LOADERS:
-            problems = _builtin_problems(**self.options)
-        else:
-            return ds.load_dataset(self.name, start=self.start, limit=self.limit, shuffle_seed=self.shuffle_seed)
-        return ds.select(problems, start=self.start, limit=self.limit, shuffle_seed=self.shuffle_seed)
+            return ds.select(problems, start=self.start, limit=self.limit, shuffle_seed=self.shuffle_seed)
+        return ds.load_dataset(self.name, start=self.start, limit=self.limit, shuffle_seed=self.shuffle_seed,
+                               options=self.options)
 
     def grader_fn(self) -> Grader:
         kind = self.grader
@@ -542,13 +540,3 @@ def resolve_device(device: str, local_rank: int = 0, gpus_per_process: int = 1) 
         raise ConfigError(f"device {device!r} of process {local_rank} is cuda:{index}, but only "
                           f"{torch.cuda.device_count()} GPUs are visible (gpus_per_process={gpus_per_process})")
     return f"cuda:{index}"
-
-
-def _builtin_problems(n: int = 500, levels: list[int] | None = None) -> list:
-    """The built-in arithmetic task's fixed test split as dataset Problems."""
-    from .builtin import task
-    from .datasets import Problem
-
-    kw = {"levels": tuple(levels)} if levels else {}
-    return [Problem(id=p.id, question=p.question, answer=p.answer, level=p.level)
-            for p in task.test_split(n, **kw)]

@@ -114,9 +114,17 @@ def select(problems: Sequence[Problem], start: int = 0, limit: int | None = None
     return items[start:end]
 
 
-# Named datasets. Add the built-in synthetic task here as LOADERS["builtin"] = <callable returning
-# list[Problem]>; load_dataset passes it the same slicing arguments via select().
-LOADERS: dict[str, Callable[[], list[Problem]]] = {
+def _builtin(n: int = 500, levels: list[int] | None = None) -> list[Problem]:
+    """The built-in arithmetic task's fixed test split (options: ``n`` problems, ``levels``)."""
+    from .builtin import task
+
+    kw = {"levels": tuple(levels)} if levels else {}
+    return [Problem(id=p.id, question=p.question, answer=p.answer, level=p.level) for p in task.test_split(n, **kw)]
+
+
+# Named datasets: name -> loader(**options) returning list[Problem]; load_dataset slices the result.
+LOADERS: dict[str, Callable[..., list[Problem]]] = {
+    "builtin": _builtin,
     "gsm8k": lambda: load_gsm8k(SHIPPED["gsm8k"]),
     "math500": lambda: load_math500(SHIPPED["math500"]),
 }
@@ -134,13 +142,19 @@ def _load_path(path: Path) -> list[Problem]:
 
 
 def load_dataset(name_or_path: str | Path, start: int = 0, limit: int | None = None,
-                 shuffle_seed: int | None = None) -> list[Problem]:
-    """A shipped dataset by name ('gsm8k', 'math500') or a MATH500/GSM8K-format JSONL by path."""
+                 shuffle_seed: int | None = None, options: dict[str, Any] | None = None) -> list[Problem]:
+    """A named dataset ('builtin', 'gsm8k', 'math500'; ``options`` go to its loader) or a
+    MATH500/GSM8K-format JSONL by path."""
     key = str(name_or_path)
     if key in LOADERS:
-        problems = LOADERS[key]()
+        try:
+            problems = LOADERS[key](**(options or {}))
+        except TypeError as e:
+            raise DatasetError(f"dataset {key!r} does not take options {sorted(options or {})}: {e}") from None
+    elif options:
+        raise DatasetError(f"dataset {key!r}: options {sorted(options)} apply to named datasets only")
     elif Path(key).is_file():
         problems = _load_path(Path(key))
     else:
-        raise ValueError(f"unknown dataset {key!r}: not one of {sorted(LOADERS)} and not a file")
+        raise DatasetError(f"unknown dataset {key!r}: not one of {sorted(LOADERS)} and not a file")
     return select(problems, start=start, limit=limit, shuffle_seed=shuffle_seed)

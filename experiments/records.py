@@ -168,3 +168,85 @@ def merge(directory: str | Path, out: str | Path) -> int:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     os.replace(tmp, out)
     return len(records)
+
+
+class DirectoryInUse(RecordsError):
+    """Another live run writes into the same results directory (and shard)."""
+
+
+class RunLock:
+    """One run per results directory and shard: a lock file naming the process that holds it.
+
+    Two runs appending to one records file would each redo what the other has not yet
+    written (duplicate records). The lock is created atomically; a lock left by a process that
+    no longer exists on this host (a killed run) is stale and taken over. A lock from another
+    host cannot be checked, so it stands until removed by hand.
+    """
+
+    def __init__(self, directory: str | Path, rank: int = 0, world: int = 1):
+        self.path = Path(directory) / (".lock" if world == 1 else f".lock.rank{rank}")
+        self.mine = False
+
+    def __enter__(self) -> "RunLock":
+        import socket
+        import time
+
+        for _ in range(30):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is None and self._age() < 5.0:  # being written by a process that just took it
+                    time.sleep(0.1)
+                    continue
+                if owner is not None and not self._stale(owner):
+                    raise DirectoryInUse(
+                        f"{self.path.parent} is in use by process {owner.get('pid')} on {owner.get('host')} "
+                        f"(since {owner.get('started')}); wait for it to finish or use another output directory "
+                        f"(if that process is gone, remove {self.path})") from None
+                try:
+                    self.path.unlink()  # stale: its process is gone
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                           "started": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
+            self.mine = True
+            return self
+        raise DirectoryInUse(f"{self.path}: could not take the lock (another run keeps taking it)")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.mine:
+            owner = self._owner()
+            if owner is not None and owner.get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.mine = False
+
+    def _age(self) -> float:
+        import time
+
+        try:
+            return time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    def _owner(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None  # unreadable or half written: treated as stale
+
+    @staticmethod
+    def _stale(owner: dict[str, Any]) -> bool:
+        import socket
+
+        if owner.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(int(owner["pid"]), 0)
+        except (ProcessLookupError, KeyError, ValueError, TypeError):
+            return True
+        except PermissionError:
+            return False  # alive, another user's
+        return False

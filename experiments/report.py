@@ -63,8 +63,9 @@ def resolve_rule(rule: str, available: Sequence[str]) -> str:
     return next((k for k in matches if k.endswith("/last")), matches[0])
 
 
-def summarize(records: Sequence[dict[str, Any]], rules: Sequence[str] | None = None) -> list[Row]:
-    """One row per (model, method, rule, budget)."""
+def summarize(records: Sequence[dict[str, Any]], rules: Sequence[str] | None = None,
+              order: tuple[Sequence[str], Sequence[str]] | None = None) -> list[Row]:
+    """One row per (model, method, rule, budget); ``order`` = (models, methods) as the config lists them."""
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         groups[(r["model"], r["method"], r["budget"])].append(r)
@@ -89,11 +90,18 @@ def summarize(records: Sequence[dict[str, Any]], rules: Sequence[str] | None = N
                 acc, se = mean_se([float(c) for c in next(iter(by_seed.values()))])
             n = len({r["problem_id"] for r in recs if verdict(r, rule) is not None})
             rows.append(Row(model, method, rule, budget, paper, full, acc, se, n, len(by_seed), derived))
-    return _ordered(rows, records, rules)
+    return _ordered(rows, records, rules, order)
 
 
-def _ordered(rows: list[Row], records: Sequence[dict[str, Any]], rules: Sequence[str]) -> list[Row]:
-    """Smaller models first, cheaper methods first (greedy before sampling), then budget."""
+def _ordered(rows: list[Row], records: Sequence[dict[str, Any]], rules: Sequence[str],
+             order: tuple[Sequence[str], Sequence[str]] | None = None) -> list[Row]:
+    """Models and methods in config order when known (else smaller models first, cheaper methods
+    first), then budget, then rule: the same order on every run."""
+    if order is not None:
+        models, methods = ({m: i for i, m in enumerate(names)} for names in order)
+        rank = {rule: i for i, rule in enumerate(rules)}
+        return sorted(rows, key=lambda r: (models.get(r.model, len(models)), r.model, methods.get(r.method, len(methods)),
+                                           r.method, r.budget, rank.get(r.rule, len(rank))))
     size: dict[str, float] = {}
     for r in records:
         size.setdefault(r["model"], r["ledger"].get("policy_params", 0))
@@ -309,36 +317,49 @@ def _finish(fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str) -> Non
     _plt().close(fig)
 
 
-def plot_accuracy(rows: Sequence[Row], rule: str, path: Path, reference: Sequence[dict] = (),
-                  fits: Sequence[FitRow] = (), title: str = "") -> None:
-    """One panel per model (smallest first): a curve per method, greedy as a horizontal line.
+PANELS = ("model", "method")
 
-    Only methods measured at two budgets or more are curves; fits are drawn over the FLOPs
+
+def plot_accuracy(rows: Sequence[Row], rule: str, path: Path, reference: Sequence[dict] = (),
+                  fits: Sequence[FitRow] = (), title: str = "", panels: str = "model") -> None:
+    """Small multiples: one panel per model (a curve per method) or per method (a curve per model),
+    greedy as a horizontal line (per model), the legend under the panels.
+
+    Only settings measured at two budgets or more are curves; fits are drawn over the FLOPs
     their data span (their extrapolation is a column of results.md, not a line)."""
+    if panels not in PANELS:
+        raise ValueError(f"panels must be one of {PANELS}, got {panels!r}")
     plt = _plt()
     curves = {k: v for k, v in _curves(rows, rule).items() if len(v) >= 2}
     greedy = {r.model: r for r in rows if r.method == "greedy" and r.rule == rule}
     models = list(dict.fromkeys(r.model for r in rows if r.model in {m for m, _ in curves} | set(greedy)))
-    methods = list(dict.fromkeys(k for _, k in sorted(curves, key=lambda mk: _method_rank(mk[1]))))
-    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    method_colors = _method_colors(rows, rule)
+    by_model = panels == "model"
+    names = models if by_model else list(method_colors)
+    series = list(method_colors) if by_model else models
+    colors = method_colors if by_model else {m: f"C{i % 10}" for i, m in enumerate(models)}
     fits_by = {(f.model, f.method): f for f in fits}
-    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.6 * max(1, len(models)), 4.2), sharey=True,
-                             sharex=True, squeeze=False)
-    for ax, model in zip(axes[0], models):
-        for method in methods:
+    n = max(1, len(names))
+    cols = n if n <= 4 else math.ceil(n / 2)
+    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.4 * cols, 3.9 * math.ceil(n / cols) + 0.5),
+                             sharey=True, sharex=True, squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        for key in series:
+            model, method = (name, key) if by_model else (key, name)
             pts = curves.get((model, method))
             if not pts:
                 continue
-            ls = "--" if "oracle" in method else "-"
             ax.errorbar([p.paper_flops for p in pts], [100 * p.accuracy for p in pts],
-                        yerr=[100 * p.stderr for p in pts], color=colors[method], marker="o", ms=4, ls=ls,
-                        capsize=2, elinewidth=0.8, label=method)
+                        yerr=[100 * p.stderr for p in pts], color=colors[key], marker="o", ms=4,
+                        ls="--" if "oracle" in method else "-", capsize=2, elinewidth=0.8, label=key)
             f = fits_by.get((model, method))
             if f is not None:
                 xs = np.geomspace(pts[0].paper_flops, pts[-1].paper_flops, 40)
-                ax.plot(xs, 100 * f.fit.predict(xs), ls=":", lw=1, color=colors[method])
-        if model in greedy:
-            ax.axhline(100 * greedy[model].accuracy, color="k", lw=0.8, ls="-.", label="greedy")
+                ax.plot(xs, 100 * f.fit.predict(xs), ls=":", lw=1, color=colors[key])
+        for model in ([name] if by_model else models):
+            if model in greedy:
+                ax.axhline(100 * greedy[model].accuracy, lw=0.8, ls="-.",
+                           color="k" if by_model else colors[model], label=f"greedy{'' if by_model else ' ' + model}")
         base = rule.split("/")[0]
         for p in reference:
             if p["rule"] in (base, "greedy"):
@@ -346,26 +367,35 @@ def plot_accuracy(rows: Sequence[Row], rule: str, path: Path, reference: Sequenc
                 ax.annotate(f"{p['model']} {p['method']} {p['budget']}", (p["paper_flops"], p["accuracy_pct"]),
                             fontsize=6, xytext=(3, 2), textcoords="offset points")
         ax.set_xscale("log")
-        ax.set_title(model)
+        ax.set_title(name)
         ax.set_xlabel(FLOPS_LABEL, fontsize=8)
         ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel(f"accuracy % ({rule})")
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel(f"accuracy % ({rule})")
     if reference:
         axes[0][0].scatter([], [], marker="x", color="k", label="paper (Wu et al. 2024)")
     handles: dict = {}
-    for ax in axes[0]:
+    for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
     fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(6, len(handles)), fontsize=8,
                frameon=False)
     fig.suptitle(title or "Accuracy vs inference compute (dotted: saturating fit over the data; dashed: oracle verifier)",
                  fontsize=10)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, 0.1 if len(handles) <= 6 else 0.14, 1, 1))
     fig.savefig(path, dpi=130)
     plt.close(fig)
 
 
 _METHOD_ORDER = ("greedy", "sampling", "beam", "rebase", "mcts")
+
+
+def _method_colors(rows: Sequence[Row], rule: str) -> dict[str, str]:
+    """One colour per method with a curve (two budgets or more for some model), the same in every plot."""
+    methods = sorted({k for (_, k), pts in _curves(rows, rule).items() if len(pts) >= 2}, key=_method_rank)
+    return {m: f"C{i % 10}" for i, m in enumerate(methods)}
 
 
 def _method_rank(method: str) -> tuple[int, str]:
@@ -375,45 +405,75 @@ def _method_rank(method: str) -> tuple[int, str]:
 
 
 def plot_pareto(rows: Sequence[Row], rule: str, path: Path) -> None:
+    """Every (model, method, budget) as a point (colour = model, marker = method); the frontier stepped
+    and its points labelled, alternately above and below so neighbours do not collide."""
     plt = _plt()
     pts = [r for r in rows if r.rule == rule and r.paper_flops > 0]
-    models, methods = sorted({r.model for r in pts}), sorted({r.method for r in pts})
+    models = list(dict.fromkeys(r.model for r in pts))
+    methods = sorted({r.method for r in pts}, key=_method_rank)
     colors, markers = _style(models, methods)
     front = pareto(rows, rule)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 5))
     for r in pts:
-        ax.scatter(r.paper_flops, 100 * r.accuracy, color=colors[r.model], marker=markers[r.method], alpha=0.6)
+        ax.scatter(r.paper_flops, 100 * r.accuracy, color=colors[r.model], marker=markers[r.method], alpha=0.55, s=28)
     if front:
         ax.step([r.paper_flops for r in front], [100 * r.accuracy for r in front], where="post", color="k", lw=1.2,
                 label="Pareto frontier")
-        for r in front:
-            ax.annotate(f"{r.model} {r.method} {r.budget}", (r.paper_flops, 100 * r.accuracy), fontsize=6,
-                        xytext=(3, -8), textcoords="offset points")
+        lo, hi = math.log10(min(r.paper_flops for r in pts)), math.log10(max(r.paper_flops for r in pts))
+        for i, r in enumerate(front):
+            above = i % 2 == 0
+            right_edge = math.log10(r.paper_flops) > lo + 0.8 * (hi - lo)  # keep the text inside the axes
+            ax.annotate(f"{r.model} {r.method} {r.budget}", (r.paper_flops, 100 * r.accuracy), fontsize=6.5,
+                        xytext=(-4, 7) if above else ((-5 if right_edge else 5), -11), textcoords="offset points",
+                        ha="right" if above or right_edge else "left")
     for m in models:
-        ax.scatter([], [], color=colors[m], label=m)
+        ax.plot([], [], color=colors[m], lw=5, alpha=0.6, label=m)
     for k in methods:
         ax.scatter([], [], color="gray", marker=markers[k], label=k)
-    _finish(fig, ax, path, xlabel=FLOPS_LABEL, ylabel=f"accuracy % ({rule})",
-            title="Every (model, method, budget); the frontier is compute-optimal")
+    ax.set_xscale("log")
+    ax.set_xlabel(FLOPS_LABEL)
+    ax.set_ylabel(f"accuracy % ({rule})")
+    ax.set_title("Every (model, method, budget); the frontier is compute-optimal", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
 
 
-def plot_levels(by_level: dict[Any, list[Row]], rule: str, path: Path) -> None:
+def plot_levels(by_level: dict[Any, list[Row]], rule: str, path: Path, colors: dict[str, str] | None = None) -> None:
+    """One row of panels per model, one column per difficulty level; ``colors``: the main plot's."""
     plt = _plt()
     levels = sorted(by_level)
     all_rows = [r for rows in by_level.values() for r in rows if r.rule == rule]
-    colors, markers = _style(sorted({r.model for r in all_rows}), sorted({r.method for r in all_rows}))
-    fig, axes = plt.subplots(1, len(levels), figsize=(3.2 * len(levels), 3.4), sharey=True, squeeze=False)
-    for ax, level in zip(axes[0], levels):
-        for (model, method), pts in _curves(by_level[level], rule).items():
-            ax.plot([p.paper_flops for p in pts], [100 * p.accuracy for p in pts], color=colors[model],
-                    marker=markers[method], label=f"{model} {method}")
-        ax.set_xscale("log")
-        ax.set_title(f"level {level}")
-        ax.grid(alpha=0.3)
-        ax.set_xlabel("FLOPs")
-    axes[0][0].set_ylabel(f"accuracy % ({rule})")
-    axes[0][-1].legend(fontsize=6)
-    fig.tight_layout()
+    models = list(dict.fromkeys(r.model for r in all_rows))
+    colors = colors or _method_colors(by_level[levels[0]], rule)
+    fig, axes = plt.subplots(len(models), len(levels), figsize=(2.9 * len(levels), 2.6 * len(models) + 0.8),
+                             sharey=True, sharex=True, squeeze=False)
+    for i, model in enumerate(models):
+        for ax, level in zip(axes[i], levels):
+            for (m, method), pts in _curves(by_level[level], rule).items():
+                if m != model or len(pts) < 2 or method not in colors:
+                    continue
+                ax.errorbar([p.paper_flops for p in pts], [100 * p.accuracy for p in pts],
+                            yerr=[100 * p.stderr for p in pts], color=colors[method], marker="o", ms=3, capsize=1.5,
+                            elinewidth=0.6, lw=1.2, ls="--" if "oracle" in method else "-", label=method)
+            for g in (r for r in by_level[level] if r.model == model and r.method == "greedy" and r.rule == rule):
+                ax.axhline(100 * g.accuracy, color="k", lw=0.8, ls="-.", label="greedy")
+            ax.set_xscale("log")
+            ax.grid(alpha=0.3)
+            if i == 0:
+                ax.set_title(f"level {level}", fontsize=9)
+            if i == len(models) - 1:
+                ax.set_xlabel("paper FLOPs", fontsize=8)
+        axes[i][0].set_ylabel(f"{model}\naccuracy % ({rule})", fontsize=8)
+    handles: dict = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(7, len(handles)), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -573,7 +633,7 @@ class ReportResult:
 
 
 def report(results_dir: str | Path, out: str | Path | None = None, rule: str = DEFAULT_RULE,
-           reference: str | None = None, plots: bool = True) -> ReportResult:
+           reference: str | None = None, plots: bool = True, panels: str = "model") -> ReportResult:
     """Summarize every records*.jsonl under ``results_dir``; write tables and plots to ``out``
     (default: ``results_dir/report``)."""
     results_dir = Path(results_dir)
@@ -583,7 +643,7 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
     out = Path(out) if out is not None else results_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     rule = resolve_rule(rule, rules_in(records))
-    rows = summarize(records)
+    rows = summarize(records, order=config_order(results_dir))
     fits = fit_curves(rows, rule)
     # Settings searched with a reference verifier (the exact checker, noisy or not) are not choices a
     # user has: they stay out of the Pareto frontier and the compute-optimal model.
@@ -603,13 +663,13 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
     levels = sorted({r.get("level") for r in records if r.get("level") is not None})
     by_level = {lv: summarize([r for r in records if r.get("level") == lv], [rule]) for lv in levels}
     if plots:
-        for name, draw in [("accuracy_vs_flops.png", lambda p: plot_accuracy(rows, rule, p, ref, fits)),
+        for name, draw in [("accuracy_vs_flops.png", lambda p: plot_accuracy(rows, rule, p, ref, fits, panels=panels)),
                            ("pareto.png", lambda p: plot_pareto(choices, rule, p)),
                            ("compute_optimal.png", lambda p: plot_compute_optimal(choices, rule, p))]:
             draw(out / name)
             res.files[name] = out / name
         if by_level:
-            plot_levels(by_level, rule, out / "accuracy_by_level.png")
+            plot_levels(by_level, rule, out / "accuracy_by_level.png", _method_colors(rows, rule))
             res.files["accuracy_by_level.png"] = out / "accuracy_by_level.png"
         if res.efficiency.sweep:
             plot_verifier_quality(res.efficiency.sweep, rows, rule, out / "verifier_quality.png")
@@ -617,6 +677,18 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
     (out / "results.md").write_text(_markdown(res, by_level, ref, results_dir), encoding="utf-8")
     res.files["results.md"] = out / "results.md"
     return res
+
+
+def config_order(results_dir: Path) -> tuple[list[str], list[str]] | None:
+    """(policy names, method names) in the order of the run's resolved.yaml, if it has one."""
+    import yaml
+
+    path = results_dir / "resolved.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return [p["name"] for p in data["policies"]], [m["name"] for m in data["methods"]]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return None
 
 
 def _write_csv(path: Path, dicts: list[dict[str, Any]], columns: Sequence[str]) -> Path:

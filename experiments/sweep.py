@@ -32,7 +32,8 @@ from treesearch.voting import answer_classes, vote
 
 from .config import (ConfigError, MethodConfig, PolicyConfig, StudyConfig, VotingConfig, config_to_dict,
                      dump_config, incompatible_keys, resolve_device, validate)
-from .records import SCHEMA_VERSION, RecordWriter, load_dir, record_key, records_file
+from .preflight import preflight
+from .records import SCHEMA_VERSION, RecordWriter, RunLock, load_dir, record_key, records_file
 
 LEDGER_FIELDS = tuple(f.name for f in dataclasses.fields(ComputeLedger))
 RESOLVED = "resolved.yaml"
@@ -221,6 +222,11 @@ class Job:
     def num_records(self) -> int:
         return sum(len(bs) for _, bs in self.items)
 
+    @property
+    def cost(self) -> int:
+        """Problems to search x budget: a proxy for the solutions (so tokens) this job generates."""
+        return len(self.to_search) * self.budget
+
 
 def plan(cfg: StudyConfig, policy: PolicyConfig, problems: Sequence[Any], done: set) -> list[Job]:
     jobs = []
@@ -256,11 +262,17 @@ def run_study(config: StudyConfig, out: str | Path | None = None, limit: int | N
     if limit is not None:
         cfg.dataset = dataclasses.replace(cfg.dataset, limit=limit)
     validate(cfg)
+    preflight(cfg)
     shard = shard or current_shard()
     results = Path(cfg.output)
     results.mkdir(parents=True, exist_ok=True)
-    _write_resolved(cfg, results, shard, allow_config_change)
+    with RunLock(results, shard.rank, shard.world):
+        _write_resolved(cfg, results, shard, allow_config_change)
+        _sweep(cfg, results, shard, progress)
+    return results
 
+
+def _sweep(cfg: StudyConfig, results: Path, shard: Shard, progress: bool) -> None:
     problems = cfg.dataset.load()
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
@@ -274,8 +286,15 @@ def run_study(config: StudyConfig, out: str | Path | None = None, limit: int | N
     grader = cfg.dataset.grader_fn()
     work = [(pol, plan(cfg, pol, mine, done)) for pol in cfg.policies]
     total = sum(j.num_records for _, jobs in work for j in jobs)
-    desc = f"rank {shard.rank}/{shard.world}" if shard.world > 1 else "records"
-    bar = tqdm(total=total, desc=desc, unit="record", disable=not progress, dynamic_ncols=True)
+    wanted = sum(j.num_records for pol in cfg.policies for j in plan(cfg, pol, mine, set()))
+    where = f"{results}" + (f" (rank {shard.rank}/{shard.world})" if shard.world > 1 else "")
+    if total == 0:
+        print(f"{where}: all {wanted:,} records present; nothing to run", file=sys.stderr)
+        return
+    if total < wanted:
+        print(f"{where}: {wanted - total:,} of {wanted:,} records present; running {total:,}", file=sys.stderr)
+    bar = Progress(sum(j.cost for _, jobs in work for j in jobs), enabled=progress,
+                   desc=f"rank {shard.rank}/{shard.world}" if shard.world > 1 else "")
     verifiers = Verifiers(cfg, shard)
     try:
         with RecordWriter(records_file(results, shard.rank, shard.world), fsync=cfg.fsync) as writer:
@@ -287,7 +306,45 @@ def run_study(config: StudyConfig, out: str | Path | None = None, limit: int | N
         bar.close()
         verifiers.loaded.clear()
         _release()
-    return results
+
+
+class Progress:
+    """A bar over generated tokens, moving as each problem finishes.
+
+    The total is an estimate: the work left (problems x budget, a proxy for solutions) at the
+    tokens per unit measured so far, so the time estimate follows token throughput, not
+    record counts (budgets differ 32x in cost). The label names the setting running now.
+    """
+
+    def __init__(self, units: int, enabled: bool = True, desc: str = ""):
+        self.units_total, self.units_done, self.tokens = max(1, units), 0, 0
+        self.records = 0
+        self.label = ""
+        self.prefix = f"{desc}: " if desc else ""
+        self.bar = tqdm(total=None, unit="tok", unit_scale=True, disable=not enabled, dynamic_ncols=True,
+                        bar_format="{n_fmt}/{total_fmt} tokens generated [{elapsed}<{remaining}, {rate_fmt}] {desc}")
+
+    def start(self, label: str) -> None:
+        self.label = label
+        self._show()
+
+    def advance(self, units: int, tokens: int) -> None:
+        self.units_done += units
+        self.tokens += tokens
+        if self.units_done:
+            self.bar.total = max(self.tokens, round(self.tokens * self.units_total / self.units_done))
+        self.bar.update(tokens)
+        self._show()
+
+    def wrote(self, n: int) -> None:
+        self.records += n
+        self._show()
+
+    def _show(self) -> None:
+        self.bar.set_description_str(f"{self.prefix}{self.label} | {self.records:,} records", refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 class Verifiers:
@@ -342,21 +399,21 @@ def load_prm_for(spec: dict[str, Any], shard: Shard, gpus_per_process: int = 1):
 
 
 def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], verifiers: Verifiers, shard: Shard,
-                grader: Callable[[str, str], bool], stored: dict, writer: RecordWriter, bar: tqdm) -> None:
+                grader: Callable[[str, str], bool], stored: dict, writer: RecordWriter, bar: Progress) -> None:
     """All jobs of one policy; the policy lives only inside this call, so it is freed after."""
     device = resolve_device(pol.device, shard.local_rank, cfg.gpus_per_process) if pol.backend == "transformers" else None
     policy = None
     runners: dict[str, Runner] = {}  # one per verifier
     size = cfg.problems_per_chunk
     for job in jobs:
-        bar.set_postfix_str(f"{job.model} {job.method.name} b={job.budget} seed={job.seed}", refresh=False)
+        label = f"{job.model} {job.method.name} b={job.budget} seed {job.seed}"
         derive_only = [(p, bs) for p, bs in job.items if job.budget not in bs]
         for i in range(0, len(derive_only), size):
             recs = []
             for p, budgets in derive_only[i:i + size]:
                 base = stored[(p.id, job.model, job.method.name, job.budget, job.seed)]
                 recs += [derive_record(base, b, job.method, cfg.voting, grader) for b in budgets]
-            bar.update(writer.write(recs))
+            bar.wrote(writer.write(recs))
         searched = [(p, bs) for p, bs in job.items if job.budget in bs]
         if not searched:
             continue
@@ -367,19 +424,38 @@ def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], verifiers:
             runners[key] = Runner(policy, verifiers.get(job.method), cfg.limits, progress=False)
         runner = runners[key]
         verifier = Verifiers.spec(cfg, job.method)
+        _forget_scores(runner.prm)
         algorithm = job.method.algorithm_for(job.budget)
+        finished = 0
         for i in range(0, len(searched), size):
             chunk = searched[i:i + size]
             seeds = [problem_seed(job.seed, p.id) for p, _ in chunk]
-            results = runner.run([p.question for p, _ in chunk], algorithm, seeds=seeds)
+            bar.start(f"{label}: problem {finished + 1}/{len(searched)}")
+
+            def on_finish(_: int, ledger: ComputeLedger) -> None:
+                nonlocal finished
+                finished += 1
+                bar.label = f"{label}: problem {min(finished + 1, len(searched))}/{len(searched)}"
+                bar.advance(job.budget, ledger.generated_tokens)
+
+            results = runner.run([p.question for p, _ in chunk], algorithm, seeds=seeds, on_finish=on_finish)
             recs = []
             for (p, budgets), s, res in zip(chunk, seeds, results):
                 rec = build_record(p, job.model, job.method, job.budget, job.seed, s, res, cfg.voting, grader,
                                    cfg.dataset.name, cfg.store_steps, verifier)
                 recs.append(rec)
                 recs += [derive_record(rec, b, job.method, cfg.voting, grader) for b in budgets if b != job.budget]
-            bar.update(writer.write(recs))
+            bar.wrote(writer.write(recs))
     del runners, policy
+
+
+def _forget_scores(prm: Any) -> None:
+    """Empty a PRM's score cache before each setting: a record's PRM tokens then count what its
+    setting alone costs, whatever ran before it in the process (so resumed runs agree with
+    uninterrupted ones), as a user running that one setting would pay."""
+    clear = getattr(getattr(prm, "cache", None), "clear", None)
+    if callable(clear):
+        clear()
 
 
 def _release() -> None:

@@ -10,6 +10,7 @@ import sys
 import time
 import warnings
 import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from experiments.config import (ConfigError, DatasetConfig, FieldMap, MethodConfig, PolicyConfig, StudyConfig,
                                 dump_config, load_config)
 from experiments.records import RecordsError, RecordsWarning, RecordWriter, load_dir, read_records, record_key
+from treesearch.protocols import ChainScores
 from treesearch.step_format import StepFormat
 from treesearch.testing import ScriptedPolicy, ScriptedPRM
 from treesearch.voting import normalized_equal
@@ -48,8 +50,24 @@ def scripted_policy(cfg: PolicyConfig) -> ScriptedPolicy:
     return policy
 
 
+@dataclass
+class CachingPRM(ScriptedPRM):
+    """Like a model PRM with a score cache: a chain scored before costs no tokens. So a record's PRM
+    token count depends on what ran before it in the process, unless the sweep resets the cache."""
+
+    cache: set = field(default_factory=set)
+
+    def score(self, chains):
+        out = []
+        for c, r in zip(chains, super().score(chains)):
+            key = (c.question, tuple(c.steps))
+            out.append(ChainScores(r.scores, processed_tokens=0 if key in self.cache else r.processed_tokens))
+            self.cache.add(key)
+        return out
+
+
 def scripted_prm(**_: object) -> ScriptedPRM:
-    return ScriptedPRM(lambda q, steps: (sum(map(ord, steps[-1])) % 10) / 10, num_parameters=100)
+    return CachingPRM(lambda q, steps: (sum(map(ord, steps[-1])) % 10) / 10, num_parameters=100)
 
 
 def other_prm(**_: object) -> ScriptedPRM:
@@ -59,7 +77,12 @@ def other_prm(**_: object) -> ScriptedPRM:
 # ---- fixtures ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def problems(tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("data") / "problems.jsonl"
+    return write_problems(tmp_path_factory.mktemp("data"))
+
+
+def write_problems(directory: Path) -> Path:
+    """The 7 scripted problems every sweep test runs on."""
+    data = directory / "problems.jsonl"
     data.write_text("".join(json.dumps({"id": f"p{i}", "question": f"question {i}", "answer": str(i % 3),
                                         "level": 1 + i % 2}) + "\n" for i in range(7)))
     return data

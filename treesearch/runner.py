@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
@@ -81,9 +81,11 @@ class Runner:
 
     # ---- public -------------------------------------------------------------------------
     def run(self, questions: Sequence[str], algorithm: SearchAlgorithm, seed: int = 0,
-            desc: str | None = None, seeds: Sequence[int] | None = None) -> list[SearchResult]:
+            desc: str | None = None, seeds: Sequence[int] | None = None,
+            on_finish: Callable[[int, ComputeLedger], None] | None = None) -> list[SearchResult]:
         """Search every question; problem i draws its randomness from ``seeds[i]`` if given,
-        else from (``seed``, i). Results do not depend on which other problems share the batch."""
+        else from (``seed``, i). Results do not depend on which other problems share the batch.
+        ``on_finish(i, ledger)`` is called as each problem's search ends (for progress displays)."""
         if seeds is None:
             seeds = [_mix(seed, i) for i in range(len(questions))]
         elif len(seeds) != len(questions):
@@ -93,6 +95,10 @@ class Runner:
                    leave=False, unit="problem")
         active = [p for p in problems if p.finals is None]
         bar.update(len(problems) - len(active))
+        if on_finish is not None:
+            for p in problems:
+                if p.finals is not None:
+                    on_finish(p.index, p.ledger)
         while active:
             expands = [p for p in active if isinstance(p.pending, Expand)]
             scores = [p for p in active if isinstance(p.pending, Score)]
@@ -105,6 +111,10 @@ class Runner:
                 self._advance(p, replies[p.index])
             still = [p for p in active if p.finals is None]
             bar.update(len(active) - len(still))
+            if on_finish is not None:
+                for p in active:
+                    if p.finals is not None:
+                        on_finish(p.index, p.ledger)
             active = still
         bar.close()
         if self.prm is not None and self.score_candidates:

@@ -14,6 +14,7 @@ study (`experiments.sweep.run_study`, `experiments.report.report`); reruns resum
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from ..config import DatasetConfig, MethodConfig, PolicyConfig, StudyConfig, VotingConfig
@@ -86,16 +87,27 @@ def main(argv: list[str] | None = None) -> int:
                       help="300 problems, budgets <= 128, 2 seeds")
     ap.add_argument("--out", help="results directory (default runs/builtin-<profile>)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = ap.parse_args(argv)
-    from ..report import report
+    from ..cli import guarded, quiet_libraries
+
+    quiet_libraries()
+    cfg = study(args.profile or "default")
+    out = args.out or cfg.output
+    flags = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--debug")
+    return guarded("treesearch demo", args.debug, lambda: _demo(cfg, out, not args.no_progress),
+                   resume=f"treesearch demo {flags}".strip(), results=out)
+
+
+def _demo(cfg: StudyConfig, out: str, progress: bool) -> int:
+    from ..report import format_headline, report
     from ..sweep import run_study
 
     t0 = time.perf_counter()
-    results = run_study(study(args.profile or "default"), out=args.out, progress=not args.no_progress)
+    results = run_study(cfg, out=out, progress=progress)
     rep = report(results)
     print(rep.table)
     if rep.efficiency is not None and rep.efficiency.ratios:
-        from ..report import format_headline
         print("\n" + format_headline(rep.efficiency))
     print(f"\nstudy took {time.perf_counter() - t0:.0f} s; records in {results}")
     print(f"accuracy vs FLOPs plot: {rep.files['accuracy_vs_flops.png']}")
