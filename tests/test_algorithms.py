@@ -1,7 +1,8 @@
 """Every algorithm against hand-computed outcomes, with a scripted policy and PRM."""
 import pytest
 
-from treesearch.algorithms import MCTS, BeamSearch, Greedy, Rebase, Sampling, allocate_widths, make_algorithm
+from treesearch.algorithms import (DVTS, MCTS, BeamSearch, Greedy, Lookahead, Rebase, Sampling, allocate_widths,
+                                   make_algorithm)
 from treesearch.runner import Runner, SearchLimits
 from treesearch.testing import ScriptedPolicy, ScriptedPRM
 
@@ -141,3 +142,115 @@ def test_make_algorithm_registry():
         make_algorithm("mcts", widht=2)
     with pytest.raises(ValueError, match="width must be >= 1"):
         Rebase(width=0)
+
+
+# ---- fidelity fixes ----------------------------------------------------------------------
+def test_beam_returns_n_when_the_remainder_is_not_a_multiple_of_the_width():
+    policy = ScriptedPolicy(_depth_script(3, finished=lambda k: k == 0))
+    [res] = Runner(policy, ScriptedPRM(lambda q, s: 0.5), progress=False).run(["q"], BeamSearch(n=6, beam_width=4))
+    # 6 first steps, one answers: 5 missing -> ceil(5/4) = 2 beams with 4 + 1 children (was 1 beam x 4).
+    assert [r.width for r in policy.calls[1]] == [4, 1]
+    assert len(res.candidates) == 6
+
+
+def test_split_budget_by_hand():
+    from treesearch.algorithms.beam import split_budget
+    from treesearch.tree import Tree
+
+    t = Tree("q", ())
+    nodes = [t.add_child(t.root, f"s{i}") for i in range(15)]
+    beams, widths = split_budget(nodes, [i / 10 for i in range(15)], 15, 4)
+    assert [b.text for b in beams] == ["s14", "s13", "s12", "s11"] and widths == [4, 4, 4, 3]
+    beams, widths = split_budget(nodes[:2], [0.5, 0.9], 5, 2)  # fewer open nodes than beams wanted
+    assert [b.text for b in beams] == ["s1", "s0"] and widths == [3, 2]
+    assert split_budget(nodes, [0.0] * 15, 0, 4) == ([], [])
+
+
+def test_mcts_spends_every_expansion_past_a_favourite_terminal_child():
+    """The root's best child is a finished answer; selection must not keep revisiting it."""
+    def script(q, steps, k, seed):
+        if not steps:
+            return "The answer is 1" if k == 0 else "Step 1 b"
+        return f"Step {len(steps) + 1} {k}"
+
+    policy = ScriptedPolicy(script)
+    prm = ScriptedPRM(lambda q, steps: 0.9 if steps[-1].startswith("The answer") else 0.1)
+    [res] = Runner(policy, prm, progress=False).run(["q"], MCTS(expansions=5, root_width=2, width=2))
+    assert len(policy.calls) == 5  # the old loop re-selected the answer and stopped after 1 expansion
+    answer, b = res.tree.root.children
+    assert answer.terminal and answer.visits == 1 and not answer.children
+    assert b.visits == 1 + 2 * 4  # its own value plus two children per expansion below it
+
+
+def test_mcts_stops_when_every_leaf_is_finished():
+    policy = ScriptedPolicy(_depth_script(1))
+    [res] = Runner(policy, ScriptedPRM(lambda q, s: 0.5), progress=False).run(["q"], MCTS(expansions=8, root_width=3))
+    assert len(policy.calls) == 1 and len(res.candidates) == 3
+
+
+# ---- lookahead and DVTS --------------------------------------------------------------------
+def test_lookahead_values_a_step_by_its_greedy_rollout():
+    own = {"Step 1 0": 0.9, "Step 1 1": 0.8, "Step 1 2": 0.1, "Step 1 3": 0.2}  # the steps themselves
+    ahead = {"Step 1 0": 0.1, "Step 1 1": 0.2, "Step 1 2": 0.9, "Step 1 3": 0.8}  # where they lead
+
+    def prm_fn(q, steps):
+        if len(steps) == 1:
+            return own[steps[0].strip()]
+        return ahead.get(steps[0].strip(), 0.5) if len(steps) == 2 else 0.5
+
+    policy = ScriptedPolicy(_depth_script(3))
+    [res] = Runner(policy, ScriptedPRM(prm_fn), progress=False, score_candidates=False).run(
+        ["q"], Lookahead(n=4, beam_width=2, k=1))
+    calls = policy.calls
+    assert [r.width for r in calls[0]] == [4]
+    assert all(r.greedy and r.width == 1 for r in calls[1]) and len(calls[1]) == 4  # one rollout step each
+    kept = [policy._parse(r.prefix_ids)[1][0].strip() for r in calls[2]]
+    assert kept == ["Step 1 2", "Step 1 3"] and [r.width for r in calls[2]] == [2, 2]  # by rollout, not own score
+    assert len(res.candidates) == 4 and all(len(c.steps) == 3 for c in res.candidates)
+    # 4 first steps + 4 rollouts, 4 beam children + 4 rollouts, 4 answers: rollouts stay in the tree
+    # (paid for) but no candidate's path runs through one (every candidate grew from the beams).
+    assert len(res.tree.nodes) - 1 == 20
+    # (round 2 ties at 0.5 keep the earlier beams: both children of "Step 1 2")
+    assert {res.tree.path(res.tree.nodes[c.node_id])[0].text.strip() for c in res.candidates} == {"Step 1 2"}
+    assert res.ledger.generated_tokens == sum(len(n.token_ids) for n in res.tree.nodes[1:])
+
+
+def test_lookahead_with_k_0_is_beam_search():
+    scores = {"Step 1 0": 0.1, "Step 1 1": 0.9, "Step 1 2": 0.5, "Step 1 3": 0.7}
+    prm = ScriptedPRM(lambda q, steps: scores.get(steps[0].strip(), 0.5) if len(steps) == 1 else 0.5)
+    trees = []
+    for alg in (Lookahead(n=4, beam_width=2, k=0), BeamSearch(n=4, beam_width=2)):
+        policy = ScriptedPolicy(_depth_script(3))
+        [res] = Runner(policy, prm, progress=False).run(["q"], alg)
+        trees.append([(r.prefix_ids, r.width) for call in policy.calls for r in call])
+    assert trees[0] == trees[1]
+
+
+def test_dvts_deals_first_steps_to_subtrees_and_returns_only_finished():
+    def script(q, steps, k, seed):
+        if not steps:
+            return f"Step 1 {k}" if k % 2 == 0 else f"The answer is {k}"
+        return f"The answer is {k}"
+
+    policy = ScriptedPolicy(script)
+    [res] = Runner(policy, ScriptedPRM(lambda q, s: 0.5), progress=False).run(["q"], DVTS(n=4, beam_width=2))
+    assert [[r.width for r in call] for call in policy.calls] == [[4], [2, 2]]
+    continued = [policy._parse(r.prefix_ids)[1][0].strip() for r in policy.calls[1]]
+    assert continued == ["Step 1 0", "Step 1 2"]  # each subtree goes on from its own unfinished step
+    assert len(res.candidates) == 6 and all(c.answer is not None for c in res.candidates)
+
+
+def test_dvts_subtree_follows_its_best_step():
+    prm = ScriptedPRM(lambda q, steps: 0.9 if steps[0].startswith("Step 1 2") else 0.1)
+    policy = ScriptedPolicy(_depth_script(3))
+    [res] = Runner(policy, prm, progress=False).run(["q"], DVTS(n=4, beam_width=4))
+    second = [policy._parse(r.prefix_ids)[1] for r in policy.calls[1]]
+    assert second == [("Step 1 2\n",)] and policy.calls[1][0].width == 4
+    assert len(res.candidates) == 4
+
+
+def test_new_algorithms_are_registered():
+    assert make_algorithm("lookahead", n=8, beam_width=2, k=2) == Lookahead(n=8, beam_width=2, k=2)
+    assert make_algorithm("dvts", n=8) == DVTS(n=8)
+    with pytest.raises(ValueError, match="k >= 0"):
+        Lookahead(k=-1)

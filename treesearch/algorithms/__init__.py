@@ -4,6 +4,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .beam import BeamSearch
+from .dvts import DVTS
+from .lookahead import Lookahead
 from .mcts import MCTS
 from .rebase import Rebase, allocate_widths
 from .sampling import Greedy, Sampling
@@ -14,6 +16,8 @@ ALGORITHMS: dict[str, Callable[..., Any]] = {
     "beam": BeamSearch,
     "rebase": Rebase,
     "mcts": MCTS,
+    "lookahead": Lookahead,
+    "dvts": DVTS,
 }
 
 
@@ -29,4 +33,5 @@ def make_algorithm(name: str, **params: Any):
         raise ValueError(f"bad parameters for {name!r}: {e}") from None
 
 
-__all__ = ["ALGORITHMS", "BeamSearch", "Greedy", "MCTS", "Rebase", "Sampling", "allocate_widths", "make_algorithm"]
+__all__ = ["ALGORITHMS", "BeamSearch", "DVTS", "Greedy", "Lookahead", "MCTS", "Rebase", "Sampling", "allocate_widths",
+           "make_algorithm"]

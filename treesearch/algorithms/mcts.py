@@ -27,11 +27,13 @@ class MCTS:
     """UCT search where the PRM values new children; the budget counts expansions.
 
     The root gets ``root_width`` children (paper: 4/8/16), every other selected node
-    ``width`` (paper: 2), for ``expansions`` expansions (paper: 32/64/128). With
-    ``rollout=True`` each new child is also played out to a terminal step (classic
-    MCTS) and valued by the PRM score of that finished solution; rollout paths stay
-    in the tree as candidates but are not selectable. Every finished solution in the
-    tree is a candidate.
+    ``width`` (paper: 2), for ``expansions`` expansions (paper: 32/64/128). Selection only
+    descends into subtrees that still hold an unfinished leaf, so every iteration expands
+    one node and the whole budget is spent; it stops early only when every leaf of the tree
+    is a finished solution (nothing is left to expand). With ``rollout=True`` each new child
+    is also played out to a terminal step (classic MCTS) and valued by the PRM score of that
+    finished solution; rollout paths stay in the tree as candidates but are not selectable.
+    Every finished solution in the tree is a candidate.
     """
 
     expansions: int = 32
@@ -47,33 +49,44 @@ class MCTS:
 
     def __call__(self, tree: Tree) -> Search:
         rollout_ids: set[int] = set()
-        done = iterations = 0
-        while done < self.expansions and iterations < 4 * self.expansions:
-            iterations += 1
-            path = self._select(tree.root, rollout_ids)
+        closed: set[int] = set()  # nodes whose subtree holds no unfinished selectable leaf
+        for _ in range(self.expansions):
+            if tree.root.id in closed:
+                break
+            path = self._select(tree.root, rollout_ids, closed)
             leaf = path[-1]
-            if leaf.terminal:  # nothing to expand: revisit its value, as UCT does
-                backup(path, leaf.value)
-                continue
             (kids,) = yield from expand([leaf], self.root_width if leaf.is_root else self.width)
-            done += 1
             values = yield from score(kids)
             if self.rollout:
                 values = yield from self._rollouts(kids, values, rollout_ids)
             for kid, v in zip(kids, values):
                 kid.visits, kid.value = 1, v
                 backup(path, v)
+                if kid.terminal:
+                    closed.add(kid.id)
+            self._close(path, rollout_ids, closed)
         return [n for n in tree.nodes if n.terminal]
 
-    def _select(self, root: Node, rollout_ids: set[int]) -> list[Node]:
+    def _select(self, root: Node, rollout_ids: set[int], closed: set[int]) -> list[Node]:
         path = [root]
         node = root
         while True:
             kids = [k for k in node.children if k.id not in rollout_ids]
             if not kids:
                 return path
+            kids = [k for k in kids if k.id not in closed]
             node = max(kids, key=lambda k: uct(k, node.visits, self.c))  # max keeps the first on ties
             path.append(node)
+
+    @staticmethod
+    def _close(path: list[Node], rollout_ids: set[int], closed: set[int]) -> None:
+        """Walk back up the path closing every node whose selectable children are all closed."""
+        for node in reversed(path):
+            kids = [k for k in node.children if k.id not in rollout_ids]
+            if kids and all(k.id in closed for k in kids):
+                closed.add(node.id)
+            else:
+                break
 
     @staticmethod
     def _rollouts(kids: list[Node], values: list[float], rollout_ids: set[int]):
