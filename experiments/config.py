@@ -57,7 +57,8 @@ class PolicyConfig:
     backend: str = "transformers"
     dtype: str = "float32"
     device: str = "cpu"  # "auto"/"cuda"/"cuda:+k": this process's (k-th) GPU, see resolve_device
-    num_parameters: float | None = None  # overrides the count read from the model (paper convention)
+    num_parameters: float | None = None  # overrides the count read from the model
+    parameter_count: str = "non_embedding"  # N read from the model: "non_embedding" (Kaplan) or "total" (the paper)
     step_format: str = "paper"
     prompt_template: str = "{question}\n"
     chat_template: bool = False
@@ -83,7 +84,12 @@ class PolicyConfig:
             prompt_template=self.prompt_template, chat_template=self.chat_template,
             system_prompt=self.system_prompt, reuse_kv=self.reuse_kv, max_batch_rows=self.max_batch_rows,
             num_parameters=int(self.num_parameters) if self.num_parameters is not None else None,
-            **self.options)
+            parameter_count=self.parameter_count, **self.options)
+
+    @property
+    def parameter_convention(self) -> str:
+        """What N in this policy's FLOPs is: the convention read from the model, or "configured"."""
+        return "configured" if self.num_parameters is not None else self.parameter_count
 
 
 @dataclass
@@ -367,6 +373,8 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
             fail(f"{k}.temperature", f"must be >= 0, got {p.temperature}")
         if not 0 < p.top_p <= 1:
             fail(f"{k}.top_p", f"must be in (0, 1], got {p.top_p}")
+        if p.parameter_count not in ("non_embedding", "total"):
+            fail(f"{k}.parameter_count", f"unknown convention {p.parameter_count!r}; choose non_embedding or total")
         if p.num_parameters is not None and p.num_parameters <= 0:
             fail(f"{k}.num_parameters", f"must be > 0, got {p.num_parameters}")
         if p.max_batch_rows < 1:

@@ -113,7 +113,22 @@ def _ordered(rows: list[Row], records: Sequence[dict[str, Any]], rules: Sequence
                                        rank.get(r.rule, len(rank))))
 
 
-def format_table(rows: Sequence[Row]) -> str:
+_N_NAMES = {"non_embedding": "non-embedding parameters", "total": "total parameters",
+            "configured": "the configured parameter count"}
+
+
+def parameter_conventions(records: Sequence[dict[str, Any]]) -> str:
+    """What N is in these records' FLOPs, per model when they differ ("N = non-embedding parameters")."""
+    by_model: dict[str, str] = {}
+    for r in records:
+        by_model.setdefault(r["model"], r.get("parameter_count", "non_embedding"))
+    kinds = set(by_model.values())
+    if len(kinds) == 1:
+        return f"N = {_N_NAMES.get(next(iter(kinds)), next(iter(kinds)))}"
+    return "N = " + "; ".join(f"{m}: {_N_NAMES.get(k, k)}" for m, k in by_model.items())
+
+
+def format_table(rows: Sequence[Row], n_convention: str = "N = non-embedding parameters") -> str:
     """The terminal table: one line per (model, method, budget), the voting rules as columns.
 
     Greedy has one answer, so its line shows it once; the full long table is in table.csv and results.md."""
@@ -140,8 +155,9 @@ def format_table(rows: Sequence[Row]) -> str:
     n = sorted({r.n_problems for r in rows})
     seeds = sorted({r.n_seeds for r in rows})
     spread = "over seeds where a setting has several, else over problems" if max(seeds, default=1) > 1 else "over problems"
-    legend = (f"accuracy % ± standard error ({spread}; {'/'.join(map(str, n))} problems); FLOPs per problem, paper = 2·N·generated tokens, full = "
-              f"policy and PRM tokens processed; pass@n = some candidate is right")
+    legend = (f"accuracy % ± standard error ({spread}; {'/'.join(map(str, n))} problems); FLOPs per problem, "
+              f"paper = 2·N·generated tokens, full = policy and PRM tokens processed ({n_convention}); "
+              f"pass@n = some candidate is right")
     if derived:
         legend += "; * = cut from a larger sampling run (paper FLOPs exact, full FLOPs scaled)"
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body] + ["", legend])
@@ -629,6 +645,7 @@ class ReportResult:
     rule: str
     table: str
     efficiency: Efficiency | None = None
+    convention: str = "N = non-embedding parameters"
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -651,7 +668,9 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
     choices = [r for r in rows if r.method not in oracle_methods]
     front = pareto(choices, rule)
     ref = load_reference(reference) if reference else []
-    res = ReportResult(rows, fits, front, rule, format_table(rows), compute_efficiency(records, rows, rule))
+    convention = parameter_conventions(records)
+    res = ReportResult(rows, fits, front, rule, format_table(rows, convention), compute_efficiency(records, rows, rule),
+                       convention=convention)
 
     row_cols = [f.name for f in fields(Row)]
     fit_cols = ["model", "method", "rule", *(f.name for f in fields(SaturatingFit)), "max_flops", "accuracy_at_10x"]
@@ -707,8 +726,9 @@ def _pct(r: Row) -> str:
 def _markdown(res: ReportResult, by_level: dict[Any, list[Row]], ref: list[dict], results_dir: Path) -> str:
     rows = res.rows
     parts = [f"# Results: {results_dir}", "",
-             "FLOPs are per problem. *Paper* = 2·N_policy·generated tokens (Wu et al.'s x-axis); *full* = "
-             "2·N_policy·all tokens the policy processed + 2·N_PRM·tokens the PRM processed. Accuracy ± standard "
+             f"FLOPs are per problem ({res.convention}). *Paper* = 2·N_policy·generated tokens (Wu et al.'s "
+             "x-axis); *full* = 2·N_policy·all tokens the policy processed + 2·N_PRM·tokens the PRM processed. "
+             "Accuracy ± standard "
              "error over seeds (over problems when there is one seed). `oracle` = some candidate is right. "
              "`*` = includes records derived from a larger sampling run (paper FLOPs exact, full FLOPs scaled).", "",
              "## Table", "",

@@ -125,7 +125,8 @@ def _sample_index(tree: Tree) -> dict[int, int]:
 
 def build_record(problem: Any, model: str, method: MethodConfig, budget: int, seed: int, pseed: int,
                  result: SearchResult, voting: VotingConfig, grader: Callable[[str, str], bool],
-                 dataset: str, store_steps: bool = False, verifier: dict[str, Any] | None = None) -> dict[str, Any]:
+                 dataset: str, store_steps: bool = False, verifier: dict[str, Any] | None = None,
+                 parameter_count: str = "non_embedding") -> dict[str, Any]:
     """One JSON record (schema 1).
 
     Key: problem_id, model, method, budget, seed. Context: problem_seed (what the Runner used),
@@ -136,6 +137,7 @@ def build_record(problem: Any, model: str, method: MethodConfig, budget: int, se
     paper_flops, full_flops). wall_time: seconds from the problem's start to its finish inside
     its lock-step chunk. derived_from: null, or {budget, share, exact_paper_flops} when cut
     from a larger sampling run. verifier: the PRM spec that scored it (null without one).
+    parameter_count: what N in its FLOPs is ("non_embedding", "total" or "configured").
     """
     samples = _sample_index(result.tree)
     cands = []
@@ -151,7 +153,7 @@ def build_record(problem: Any, model: str, method: MethodConfig, budget: int, se
         "gold": problem.answer, "algorithm": method.algorithm, "params": method.params_for(budget),
         "candidates": cands, **judge(result.candidates, problem.answer, voting, grader),
         "ledger": result.ledger.to_dict(), "wall_time": result.wall_time, "derived_from": None,
-        "verifier": _plain_spec(verifier),
+        "verifier": _plain_spec(verifier), "parameter_count": parameter_count,
     }
 
 
@@ -442,7 +444,7 @@ def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], verifiers:
             recs = []
             for (p, budgets), s, res in zip(chunk, seeds, results):
                 rec = build_record(p, job.model, job.method, job.budget, job.seed, s, res, cfg.voting, grader,
-                                   cfg.dataset.name, cfg.store_steps, verifier)
+                                   cfg.dataset.name, cfg.store_steps, verifier, pol.parameter_convention)
                 recs.append(rec)
                 recs += [derive_record(rec, b, job.method, cfg.voting, grader) for b in budgets if b != job.budget]
             bar.wrote(writer.write(recs))

@@ -41,7 +41,8 @@ def test_shipped_configs_load(name):
 def test_llemma_config_has_the_papers_settings():
     cfg = load_config(CONFIGS / "llemma_math500.yaml")
     by_name = {p.name: p for p in cfg.policies}
-    assert by_name["llemma-7b"].num_parameters == 6.74e9 and by_name["llemma-34b"].num_parameters == 33.7e9
+    # The paper's N is the total count (6.74e9 / 33.7e9), read from the checkpoints.
+    assert all(p.parameter_count == "total" and p.num_parameters is None for p in cfg.policies)
     assert all(p.temperature == 1.0 and p.step_format == "paper" and p.prompt_template == "{question}\n"
                and p.dtype == "bfloat16" for p in cfg.policies)
     assert (cfg.limits.max_step_tokens, cfg.limits.max_solution_tokens) == (256, 1024)
@@ -120,3 +121,29 @@ def test_incompatible_keys_ignore_runtime_settings():
     changed = _with("policies.0.temperature", 0.7, _with("limits.max_step_tokens", 64, BASE))
     assert incompatible_keys(old, config_to_dict(config_from_dict(changed))) == [
         "limits.max_step_tokens", "policies[p].temperature"]
+
+
+def test_parameter_count_convention_reaches_the_ledger_and_the_table(model, tokenizer):
+    from experiments.report import format_table, parameter_conventions
+    from treesearch.ledger import non_embedding_parameters, total_parameters
+    from treesearch.policy_hf import TransformersPolicy
+
+    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    assert total_parameters(model) == total
+    emb = model.get_input_embeddings().weight.numel()
+    head = model.get_output_embeddings().weight
+    tied = head.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    assert non_embedding_parameters(model) == total - emb - (0 if tied else head.numel())
+    assert TransformersPolicy(model, tokenizer, parameter_count="total").num_parameters == total
+    assert TransformersPolicy(model, tokenizer).num_parameters == non_embedding_parameters(model)
+    records = [{"model": "a", "parameter_count": "total"}, {"model": "b", "parameter_count": "total"}]
+    assert parameter_conventions(records) == "N = total parameters"
+    mixed = parameter_conventions(records + [{"model": "c"}])
+    assert mixed == "N = a: total parameters; b: total parameters; c: non-embedding parameters"
+    assert "(N = total parameters)" in format_table([], "N = total parameters")
+
+
+def test_unknown_parameter_count_is_rejected(tmp_path):
+    path = _write(tmp_path, _with("policies.0.parameter_count", "embedding"))
+    with pytest.raises(ConfigError, match=r"policies\[0\]\.parameter_count: unknown convention 'embedding'"):
+        load_config(path)

@@ -135,6 +135,7 @@ def test_records_are_complete_and_graded(reference):
             assert v["correct"] == (v["answer"] is not None and normalized_equal(v["answer"], r["gold"]))
         assert set(r["votes"]) == {"majority", "best_of_n/last", "weighted/last"}
         assert r["ledger"]["paper_flops"] == 2 * r["ledger"]["policy_params"] * r["ledger"]["generated_tokens"]
+        assert r["parameter_count"] == "configured"  # the configs set num_parameters
         assert all("steps" not in c for c in r["candidates"])
     # a rerun finds everything recorded and writes nothing
     size = (out / "records.jsonl").stat().st_size

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 class ComputeLedger:
     """Tokens counted at every backend call of one search.
 
-    FLOPs follow Kaplan's forward cost of 2·N per token (N = non-embedding parameters):
+    FLOPs follow Kaplan's forward cost of 2·N per token (N: non-embedding parameters by default,
+    or the total count, as the policy's ``parameter_count`` says):
     ``paper_flops`` is Wu et al.'s x-axis (generated tokens only); ``full_flops`` adds
     prompt/prefix tokens the policy re-encoded and every token the PRM processed.
     """
@@ -54,3 +55,25 @@ def non_embedding_parameters(model) -> int:
             seen.add(weight.data_ptr())
             total -= weight.numel()
     return total
+
+
+def total_parameters(model) -> int:
+    """Every parameter once (a tied output head is the input table): the count model cards quote,
+    and Wu et al.'s N (6.74e9 for Llemma-7B)."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel()
+    return total
+
+
+PARAMETER_COUNTS = {"non_embedding": non_embedding_parameters, "total": total_parameters}
+
+
+def count_parameters(model, convention: str = "non_embedding") -> int:
+    """N for FLOPs under a convention: "non_embedding" (Kaplan's) or "total" (the paper's)."""
+    try:
+        return PARAMETER_COUNTS[convention](model)
+    except KeyError:
+        raise ValueError(f"unknown parameter count {convention!r}; choose one of {sorted(PARAMETER_COUNTS)}") from None

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from .kv_cache import PrefixKVStore, Segment
-from .ledger import non_embedding_parameters
+from .ledger import count_parameters
 from .protocols import ExpandOutput, ExpandRequest, StepSample
 from .sampler import draw, seed32
 from .step_format import StepFormat
@@ -134,7 +134,7 @@ class TransformersPolicy:
                  prompt_template: str = "{question}\n", chat_template: bool = False,
                  system_prompt: str | None = None, reuse_kv: bool = True,
                  kv_cache_bytes: int = 2 * 1024**3, max_batch_rows: int = 64,
-                 num_parameters: int | None = None):
+                 num_parameters: int | None = None, parameter_count: str = "non_embedding"):
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
         if "{question}" not in prompt_template:
@@ -149,7 +149,7 @@ class TransformersPolicy:
         self.store = PrefixKVStore(kv_cache_bytes if reuse_kv else 0)
         self._free_kv: torch.Tensor | None = None  # the last batch's KV buffer, reused by the next
         self.max_batch_rows = max_batch_rows
-        self.num_parameters = int(num_parameters) if num_parameters is not None else non_embedding_parameters(model)
+        self.num_parameters = int(num_parameters) if num_parameters is not None else count_parameters(model, parameter_count)
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self.eos_ids = self._eos_ids()
