@@ -31,7 +31,7 @@ from treesearch.voting import AGGREGATIONS, RULES, normalized_equal
 #: Which parameter the budget sets when a method does not say (greedy has none).
 DEFAULT_BUDGET_PARAM: dict[str, str | None] = {
     "greedy": None, "sampling": "n", "beam": "n", "rebase": "width", "mcts": "expansions", "lookahead": "n",
-    "dvts": "n"}
+    "dvts": "n", "budget_forcing": "n"}
 #: Algorithms that ask the PRM for scores while searching (sampling/greedy use it only for voting).
 NEEDS_PRM = frozenset({"beam", "rebase", "mcts", "lookahead", "dvts"})
 DTYPES = ("float32", "float16", "bfloat16", "auto")

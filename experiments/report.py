@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import efficiency
+from . import difficulty, efficiency
 from .efficiency import mean_se
 from .records import PASS_AT_N, load_dir, verdict
 from .sweep import ledger_of
@@ -494,7 +494,7 @@ def plot_levels(by_level: dict[Any, list[Row]], rule: str, path: Path, colors: d
     plt.close(fig)
 
 
-def plot_compute_optimal(rows: Sequence[Row], rule: str, path: Path) -> None:
+def plot_best_model(rows: Sequence[Row], rule: str, path: Path) -> None:
     plt = _plt()
     flops = sorted({r.paper_flops for r in rows if r.rule == rule and r.paper_flops > 0})
     best = best_per_model(rows, rule, flops)
@@ -553,6 +553,44 @@ def plot_verifier_quality(points: Sequence[efficiency.SweepPoint], rows: Sequenc
     plt.close(fig)
 
 
+def plot_difficulty(study: "difficulty.DifficultyStudy", rule: str, path: Path) -> None:
+    """The single-setting frontier and the per-difficulty compute-optimal frontier, as steps."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for pts, label, color in ((study.single, "best single setting for every problem", "C0"),
+                              (study.optimal, "best setting per difficulty bin (compute-optimal)", "C3")):
+        pts = [p for p in pts if p.flops > 0]
+        if pts:
+            ax.step([p.flops for p in pts], [100 * p.accuracy for p in pts], where="post", color=color, label=label)
+            ax.scatter([p.flops for p in pts], [100 * p.accuracy for p in pts], color=color, s=10)
+    _finish(fig, ax, path, xlabel=FLOPS_LABEL, ylabel=f"accuracy % ({rule})",
+            title=f"Compute-optimal choice per difficulty ({study.how})")
+
+
+def difficulty_markdown(study: "difficulty.DifficultyStudy", rule: str) -> str:
+    def name(choice: tuple) -> str:
+        return " ".join(str(x) for x in choice)
+
+    lines = [f"# Compute-optimal strategy per difficulty ({rule})", "",
+             f"Bins: {study.how}; problems x seeds per bin: "
+             + ", ".join(f"{b}: {n}" for b, n in study.sizes.items()) + ". For every accuracy the best single "
+             "setting reaches (used for every problem), the cheapest choice of one setting per bin that is as "
+             "accurate (an exact search over all combinations; oracle bins, as in Snell et al.'s "
+             "oracle-difficulty experiments). Reference verifiers are left out. The choice is made and measured on "
+             "the same problems, so the saving is optimistic: with few problems per bin part of it is selection "
+             "noise (a setting that happened to get a bin's problems right).", "",
+             markdown_table(["accuracy %", "single setting", "its FLOPs", "per-bin FLOPs", "saving", "per-bin choice"],
+                            [(f"{100 * s.accuracy:.1f}", name(s.choice[0]), f"{s.flops:.3g}", f"{c.flops:.3g}",
+                              f"{s.flops / c.flops:.2f}x" if c.flops > 0 else "–",
+                              "; ".join(f"{b}: {name(k)}" for b, k in zip(study.bins, c.choice)))
+                             for s, c in study.savings()])]
+    best = study.optimal[-1] if study.optimal else None
+    if best is not None and study.single:
+        lines += ["", f"Highest accuracy: per bin {100 * best.accuracy:.1f} % at {best.flops:.3g} FLOPs, a single "
+                      f"setting {100 * study.single[-1].accuracy:.1f} % at {study.single[-1].flops:.3g}."]
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------------------------
 # Compute efficiency against the sampling baseline
 # ---------------------------------------------------------------------------------------------
@@ -597,7 +635,12 @@ def format_headline(eff: Efficiency) -> str:
     lines = [f"FLOPs to reach {BASELINE}'s best accuracy (paper: Llemma-7B REBASE 6.8x fewer than sampling-WV):"]
     for r in sorted(eff.headline(), key=lambda r: (r.model, r.method)):
         flops, ratio = _reach(r)
-        reached = f"reached at {flops} FLOPs: {ratio} fewer" if flops != "–" else "not reached"
+        if flops == "–":
+            reached = "not reached"
+        elif r.ratio >= 1:
+            reached = f"reached at {flops} FLOPs: {ratio} fewer"
+        else:
+            reached = f"reached at {flops} FLOPs: {1 / r.ratio:.2f}x more"
         lines.append(f"  {r.model} {r.method}: {100 * r.target:.0f}% ({BASELINE} at budget {r.budget}, "
                      f"{r.baseline_flops:.3g} FLOPs) {reached}")
     return "\n".join(lines)
@@ -645,6 +688,7 @@ class ReportResult:
     rule: str
     table: str
     efficiency: Efficiency | None = None
+    difficulty: Any = None  # difficulty.DifficultyStudy, when the records allow one
     convention: str = "N = non-embedding parameters"
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -679,17 +723,25 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
         {"model": f.model, "method": f.method, "rule": f.rule, **asdict(f.fit), "max_flops": f.max_flops,
          "accuracy_at_10x": f.extrapolated} for f in fits], fit_cols)
     res.files["pareto.csv"] = _write_csv(out / "pareto.csv", [asdict(r) for r in front], row_cols)
+    res.difficulty = difficulty.difficulty_study(
+        records, rule, {(r.model, r.method, r.budget) for r in choices if r.rule == rule and r.paper_flops > 0})
+    if res.difficulty is not None:
+        (out / "compute_optimal.md").write_text(difficulty_markdown(res.difficulty, rule), encoding="utf-8")
+        res.files["compute_optimal.md"] = out / "compute_optimal.md"
     levels = sorted({r.get("level") for r in records if r.get("level") is not None})
     by_level = {lv: summarize([r for r in records if r.get("level") == lv], [rule]) for lv in levels}
     if plots:
         for name, draw in [("accuracy_vs_flops.png", lambda p: plot_accuracy(rows, rule, p, ref, fits, panels=panels)),
                            ("pareto.png", lambda p: plot_pareto(choices, rule, p)),
-                           ("compute_optimal.png", lambda p: plot_compute_optimal(choices, rule, p))]:
+                           ("best_model_per_budget.png", lambda p: plot_best_model(choices, rule, p))]:
             draw(out / name)
             res.files[name] = out / name
         if by_level:
             plot_levels(by_level, rule, out / "accuracy_by_level.png", _method_colors(rows, rule))
             res.files["accuracy_by_level.png"] = out / "accuracy_by_level.png"
+        if res.difficulty is not None:
+            plot_difficulty(res.difficulty, rule, out / "compute_optimal.png")
+            res.files["compute_optimal.png"] = out / "compute_optimal.png"
         if res.efficiency.sweep:
             plot_verifier_quality(res.efficiency.sweep, rows, rule, out / "verifier_quality.png")
             res.files["verifier_quality.png"] = out / "verifier_quality.png"

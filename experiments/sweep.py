@@ -130,7 +130,7 @@ def build_record(problem: Any, model: str, method: MethodConfig, budget: int, se
     """One JSON record (schema 1).
 
     Key: problem_id, model, method, budget, seed. Context: problem_seed (what the Runner used),
-    dataset, level, gold, algorithm, params (including the budget). candidates: [{answer,
+    dataset, level, gold, algorithm, params (including the budget). candidates: [{answer, correct,
     step_scores, num_tokens, finish_reason, sample (index of the independent first step it
     grew from), steps (only with store_steps)}]. votes: {"majority" | "<rule>/<agg>": {answer,
     correct}}; oracle_correct; num_answered. ledger: ComputeLedger.to_dict() (token counts,
@@ -140,9 +140,11 @@ def build_record(problem: Any, model: str, method: MethodConfig, budget: int, se
     parameter_count: what N in its FLOPs is ("non_embedding", "total" or "configured").
     """
     samples = _sample_index(result.tree)
+    equal = memoized(grader)
     cands = []
     for c in result.candidates:
-        d = {"answer": c.answer, "step_scores": [float(s) for s in c.step_scores], "num_tokens": c.num_tokens,
+        d = {"answer": c.answer, "correct": c.answer is not None and equal(c.answer, problem.answer),
+             "step_scores": [float(s) for s in c.step_scores], "num_tokens": c.num_tokens,
              "finish_reason": c.finish_reason, "sample": samples.get(c.node_id, 0)}
         if store_steps:
             d["steps"] = list(c.steps)

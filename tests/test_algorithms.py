@@ -1,7 +1,8 @@
 """Every algorithm against hand-computed outcomes, with a scripted policy and PRM."""
 import pytest
 
-from treesearch.algorithms import (DVTS, MCTS, BeamSearch, Greedy, Lookahead, Rebase, Sampling, allocate_widths,
+from treesearch.algorithms import (DVTS, MCTS, BeamSearch, BudgetForcing, Greedy, Lookahead, Rebase, Sampling,
+                                   allocate_widths,
                                    make_algorithm)
 from treesearch.runner import Runner, SearchLimits
 from treesearch.testing import ScriptedPolicy, ScriptedPRM
@@ -254,3 +255,53 @@ def test_new_algorithms_are_registered():
     assert make_algorithm("dvts", n=8) == DVTS(n=8)
     with pytest.raises(ValueError, match="k >= 0"):
         Lookahead(k=-1)
+
+
+# ---- budget forcing ------------------------------------------------------------------------
+class _SeesLeads(ScriptedPolicy):
+    """A scripted policy whose script also sees the unfinished text after the last step (a lead)."""
+
+    def _parse(self, prefix_ids):
+        question, steps = super()._parse(prefix_ids)
+        tail = "".join(map(chr, prefix_ids)).rsplit(self.step_format.delimiter, 1)[-1]
+        return question, steps + ((tail,) if tail else ())
+
+
+def test_budget_forcing_waits_below_the_minimum():
+    def script(q, steps, k, seed):
+        if steps and steps[-1] == "Wait,":
+            return " let me recheck"
+        return "The answer is 7" if steps else "Step 1"
+
+    policy = _SeesLeads(script)
+    [res] = Runner(policy, None, progress=False).run(["q"], BudgetForcing(min_steps=2))
+    [c] = res.candidates
+    assert c.steps == ("Step 1\n", "Wait, let me recheck\n", "The answer is 7\n") and c.answer == "7"
+    assert len(policy.calls) == 4  # first step, early answer, "Wait" continuation, accepted answer
+    early = res.tree.root.children[0].children[0]
+    assert early.text == "The answer is 7\n" and early.terminal  # set aside, kept in the tree (it was paid for)
+    assert res.ledger.generated_tokens == sum(len(n.token_ids) for n in res.tree.nodes[1:]) - len("Wait,")
+
+
+def test_budget_forcing_forces_the_answer_at_the_maximum():
+    def script(q, steps, k, seed):
+        return " 42" if steps and steps[-1] == "The answer is" else f"Step {len(steps) + 1}"
+
+    policy = _SeesLeads(script)
+    [res] = Runner(policy, None, progress=False).run(["q"], BudgetForcing(max_steps=2))
+    [c] = res.candidates
+    assert c.steps == ("Step 1\n", "Step 2\n", "The answer is 42\n") and c.answer == "42"
+
+
+def test_budget_forcing_gives_up_waiting_after_max_waits_with_fresh_draws():
+    policy = ScriptedPolicy(lambda q, steps, k, seed: f"The answer is {seed % 1000}")
+    [res] = Runner(policy, None, progress=False).run(["q"], BudgetForcing(n=3, min_steps=5, max_waits=2))
+    assert [[r.width for r in call] for call in policy.calls] == [[3], [3], [3]]  # retries of one step: one request
+    assert len({call[0].seed for call in policy.calls}) == 3  # each retry is a new draw
+    assert len(res.candidates) == 3 and all(c.steps[0].startswith("Wait,") for c in res.candidates)
+
+
+def test_budget_forcing_checks_its_budgets():
+    with pytest.raises(ValueError, match="max_steps"):
+        BudgetForcing(min_steps=3, max_steps=2)
+    assert make_algorithm("budget_forcing", n=4, min_tokens=50) == BudgetForcing(n=4, min_tokens=50)

@@ -40,7 +40,8 @@ def test_run_then_report(tmp_path, capsys, problems):
     assert main(["report", str(out), "--reference", "llemma-math500"]) == 0
     printed = capsys.readouterr().out
     assert "weighted/last" in printed and "saturating fits" in printed
-    for name in ("results.md", "table.csv", "accuracy_vs_flops.png", "pareto.png", "compute_optimal.png"):
+    for name in ("results.md", "table.csv", "accuracy_vs_flops.png", "pareto.png", "best_model_per_budget.png",
+                 "compute_optimal.png", "compute_optimal.md"):
         assert (out / "report" / name).exists()
     records = (out / "records.jsonl").read_text().splitlines()
     assert '"steps": [' in records[0]

@@ -32,7 +32,8 @@ def _write(tmp_path: Path, data: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["llemma_math500.yaml", "llemma_gsm8k.yaml", "tiny_smoke.yaml"])
+@pytest.mark.parametrize("name", ["llemma_math500.yaml", "llemma_gsm8k.yaml", "tiny_smoke.yaml",
+                                  "smollm2_budget_forcing.yaml"])
 def test_shipped_configs_load(name):
     cfg = load_config(CONFIGS / name)
     assert cfg.methods and cfg.policies
@@ -40,7 +41,6 @@ def test_shipped_configs_load(name):
 
 def test_llemma_config_has_the_papers_settings():
     cfg = load_config(CONFIGS / "llemma_math500.yaml")
-    by_name = {p.name: p for p in cfg.policies}
     # The paper's N is the total count (6.74e9 / 33.7e9), read from the checkpoints.
     assert all(p.parameter_count == "total" and p.num_parameters is None for p in cfg.policies)
     assert all(p.temperature == 1.0 and p.step_format == "paper" and p.prompt_template == "{question}\n"

@@ -30,3 +30,10 @@ def test_quick_demo_writes_table_and_plot(tmp_path, capsys):
 
 def test_mcts_root_width_follows_the_paper():
     assert [demo.mcts_root_width(b) for b in (4, 16, 32, 64, 128)] == [2, 2, 4, 8, 16]
+
+
+def test_extended_and_full_profiles_add_lookahead_and_dvts():
+    names = {p: {m.name for m in demo.study(p).methods} for p in demo.PROFILES}
+    assert {"lookahead", "dvts"} <= names["extended"] and {"lookahead", "dvts"} <= names["full"]
+    assert not {"lookahead", "dvts"} & names["default"]
+    assert names["extended"] - {"lookahead", "dvts"} == names["default"]

@@ -92,7 +92,7 @@ def test_saturating_fit_recovers_a_known_curve():
 def test_report_writes_tables_and_plots(results, tmp_path):
     res = report(results, out=tmp_path / "rep", reference="llemma-math500")
     for name in ("table.csv", "fits.csv", "pareto.csv", "results.md", "accuracy_vs_flops.png", "pareto.png",
-                 "compute_optimal.png", "accuracy_by_level.png"):
+                 "best_model_per_budget.png", "accuracy_by_level.png"):
         assert (tmp_path / "rep" / name).stat().st_size > 0, name
     md = (tmp_path / "rep" / "results.md").read_text()
     assert "| llemma-7b | greedy | weighted/last | 1 | 3.92e+12 |" in md

@@ -187,6 +187,10 @@ class TransformersPolicy:
             return tuple(int(i) for i in ids)
         return tuple(self.tokenizer(self.prompt_template.format(question=question))["input_ids"])
 
+    def encode_text(self, text: str) -> tuple[int, ...]:
+        """Ids of text that continues a sequence (no special tokens): fixed step leads."""
+        return tuple(self.tokenizer.encode(text, add_special_tokens=False))
+
     def expand(self, requests: Sequence[ExpandRequest]) -> list[ExpandOutput]:
         outputs: list[ExpandOutput | None] = [None] * len(requests)
         # One lookup per distinct prefix: identical sibling steps (common with a trained

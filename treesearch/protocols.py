@@ -38,6 +38,9 @@ class Policy(Protocol):
 
     def encode_prompt(self, question: str) -> tuple[int, ...]: ...
 
+    # Optional: ``encode_text(text) -> ids`` of text continuing a sequence, for fixed step leads
+    # (``Expand.leads``, budget forcing).
+
     def expand(self, requests: Sequence[ExpandRequest]) -> list[ExpandOutput]: ...
 
 

@@ -151,29 +151,38 @@ class Runner:
     def _expand(self, problems: list[_Problem]) -> dict[int, list[list[Node]]]:
         requests, owners = [], []
         lim = self.limits
+        leads: list[tuple[str, tuple[int, ...]]] = []
         for p in problems:
             work: Expand = p.pending  # type: ignore[assignment]
-            for node, width in zip(work.nodes, work.widths):
+            for i, (node, width) in enumerate(zip(work.nodes, work.widths)):
                 if width == 0:
                     continue
-                used = 0 if node.is_root else node.path_tokens
+                lead = work.leads[i] if work.leads is not None else ""
+                lead_ids = self._encode_lead(lead)
+                used = (0 if node.is_root else node.path_tokens) + len(lead_ids)
+                # A node expanded again behind a lead (budget forcing's "Wait") draws afresh: its seed
+                # also counts the node's children, so a retry is not the same draw as the first try.
+                seed = _mix(p.seed, node.id)
+                if lead and node.children:
+                    seed = _mix(seed, len(node.children))
                 requests.append(ExpandRequest(
-                    prefix_ids=p.tree.prefix_ids(node), width=width,
-                    seed=_mix(p.seed, node.id), greedy=work.greedy,
-                    max_new_tokens=min(lim.max_step_tokens, lim.max_solution_tokens - used)))
+                    prefix_ids=p.tree.prefix_ids(node) + lead_ids, width=width, seed=seed, greedy=work.greedy,
+                    max_new_tokens=max(1, min(lim.max_step_tokens, lim.max_solution_tokens - used))))
                 owners.append((p, node))
+                leads.append((lead, lead_ids))
         outputs = self.policy.expand(requests) if requests else []
         children: dict[tuple[int, int], list[Node]] = {}
         fmt = self.policy.step_format
-        for (p, node), req, out in zip(owners, requests, outputs):
+        for (p, node), req, out, (lead, lead_ids) in zip(owners, requests, outputs, leads):
             if len(out.samples) != req.width:
                 raise RuntimeError(f"policy returned {len(out.samples)} samples for width {req.width}")
             p.ledger.policy_processed_tokens += out.processed_tokens
             kids = []
             for s in out.samples:
                 p.ledger.generated_tokens += len(s.token_ids)
-                answer = fmt.extract_answer(s.text)
-                child = p.tree.add_child(node, s.text, s.token_ids, answer=answer,
+                text = lead + s.text
+                answer = fmt.extract_answer(text)
+                child = p.tree.add_child(node, text, lead_ids + tuple(s.token_ids), answer=answer,
                                          finish_reason="answer" if answer is not None else s.finish_reason)
                 child.terminal = (answer is not None or s.finish_reason == "eos"
                                   or child.path_tokens >= lim.max_solution_tokens
@@ -186,6 +195,14 @@ class Runner:
         for p in problems:
             p.ledger.policy_calls += 1
         return {p.index: [children.get((p.index, n.id), []) for n in p.pending.nodes] for p in problems}
+
+    def _encode_lead(self, lead: str) -> tuple[int, ...]:
+        if not lead:
+            return ()
+        encode = getattr(self.policy, "encode_text", None)
+        if encode is None:
+            raise TypeError(f"{type(self.policy).__name__} has no encode_text(text), which fixed step leads need")
+        return tuple(encode(lead))
 
     # ---- PRM ----------------------------------------------------------------------------
     def _score(self, problems: list[_Problem], node_lists: list[Sequence[Node]]) -> dict[int, list[float]]:

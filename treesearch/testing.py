@@ -26,6 +26,9 @@ class ScriptedPolicy:
     def encode_prompt(self, question: str) -> tuple[int, ...]:
         return _ids(question + self.step_format.delimiter)
 
+    def encode_text(self, text: str) -> tuple[int, ...]:
+        return _ids(text)
+
     def expand(self, requests: Sequence[ExpandRequest]) -> list[ExpandOutput]:
         self.calls.append(list(requests))
         outs = []

@@ -15,15 +15,23 @@ from .tree import Node, Tree
 
 @dataclass(frozen=True)
 class Expand:
-    """Sample ``widths[i]`` one-step children of ``nodes[i]``; the reply is the list of new children per node."""
+    """Sample ``widths[i]`` one-step children of ``nodes[i]``; the reply is the list of new children per node.
+
+    ``leads[i]`` (optional) is fixed text each child of ``nodes[i]`` starts with: the policy
+    continues after it, and the child's step is lead + continuation (budget forcing writes
+    "Wait" or "The answer is" this way). Its tokens are processed, not generated.
+    """
 
     nodes: Sequence[Node]
     widths: Sequence[int]
     greedy: bool = False
+    leads: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         if len(self.nodes) != len(self.widths):
             raise ValueError(f"Expand got {len(self.nodes)} nodes but {len(self.widths)} widths")
+        if self.leads is not None and len(self.leads) != len(self.nodes):
+            raise ValueError(f"Expand got {len(self.nodes)} nodes but {len(self.leads)} leads")
         for n, w in zip(self.nodes, self.widths):
             if w < 0:
                 raise ValueError(f"negative width {w} for node {n.id}")
@@ -45,13 +53,15 @@ Search = Generator[Work, object, list[Node]]
 SearchAlgorithm = Callable[[Tree], Search]
 
 
-def expand(nodes: Sequence[Node], widths: Sequence[int] | int, greedy: bool = False) -> Generator[Work, object, list[list[Node]]]:
+def expand(nodes: Sequence[Node], widths: Sequence[int] | int, greedy: bool = False,
+           leads: Sequence[str] | None = None) -> Generator[Work, object, list[list[Node]]]:
     """``children = yield from expand(nodes, w)``: typed sugar around ``yield Expand``."""
     if isinstance(widths, int):
         widths = [widths] * len(nodes)
     if not nodes:
         return []
-    return (yield Expand(list(nodes), list(widths), greedy))  # type: ignore[return-value]
+    return (yield Expand(list(nodes), list(widths), greedy,
+                         list(leads) if leads is not None else None))  # type: ignore[return-value]
 
 
 def score(nodes: Sequence[Node]) -> Generator[Work, object, list[float]]:

@@ -1,11 +1,13 @@
 """The embedded default: the whole inference-scaling study in miniature, on a CPU.
 
     treesearch demo            # 100 test problems, budgets 1..32, every method and policy size
-    treesearch demo --quick    # 20 problems, budgets up to 8 (under 2 minutes)
-    treesearch demo --full     # 300 problems, budgets up to 128, two seeds
+    treesearch demo --quick    # 20 problems, budgets up to 8 (under a minute)
+    treesearch demo --extended # the default plus lookahead search and DVTS
+    treesearch demo --full     # 300 problems, budgets up to 128, two seeds, every strategy
 
 Runs greedy, sampling (majority / best-of-N / weighted voting), step-level beam search,
-REBASE and MCTS for the built-in small and large policies with the built-in likelihood PRM;
+REBASE and MCTS (and, with --extended or --full, lookahead search with k = 1 and DVTS) for the
+built-in small and large policies with the built-in likelihood PRM;
 REBASE with the task's exact checker as a reference curve; and, for the small policy at one
 budget, REBASE and weighted voting with the checker's verdicts flipped at 0-30 %. Prints the
 Table-1-style table and writes the accuracy-vs-FLOPs plot. Same code path as any YAML
@@ -20,10 +22,11 @@ import time
 from ..config import DatasetConfig, MethodConfig, PolicyConfig, StudyConfig, VotingConfig
 from .models import CHECKPOINTS, LIMITS, POLICIES, PRM_DIR, policy_dir
 
-PROFILES = {  # problems, largest budget, seeds
-    "quick": (20, 8, [0]),
-    "default": (100, 32, [0]),
-    "full": (300, 128, [0, 1]),
+PROFILES = {  # problems, largest budget, seeds, with lookahead and DVTS
+    "quick": (20, 8, [0], False),
+    "default": (100, 32, [0], False),
+    "extended": (100, 32, [0], True),
+    "full": (300, 128, [0, 1], True),
 }
 ORACLE = {"type": "builtin_oracle"}
 FLIP_RATES = (0.1, 0.2, 0.3)  # the verifier-quality sweep (0 is the oracle itself)
@@ -37,7 +40,7 @@ def mcts_root_width(expansions: int) -> int:
 
 def study(profile: str = "default") -> StudyConfig:
     """The demo's study as a config (the same object a YAML file maps onto)."""
-    problems, top, seeds = PROFILES[profile]
+    problems, top, seeds, more = PROFILES[profile]
     budgets = [2 ** i for i in range(top.bit_length()) if 2 ** i <= top]
     sweep_budget = min(16, top)
     sizes = [s for s in POLICIES if (policy_dir(s) / "model.safetensors").is_file()]
@@ -52,6 +55,8 @@ def study(profile: str = "default") -> StudyConfig:
         MethodConfig(name="greedy", algorithm="greedy"),
         MethodConfig(name="sampling", algorithm="sampling", budgets=budgets, subsample=True),
         MethodConfig(name="beam", algorithm="beam", params={"beam_width": 4}, budgets=searched),
+        *([MethodConfig(name="lookahead", algorithm="lookahead", params={"beam_width": 4, "k": 1}, budgets=searched),
+           MethodConfig(name="dvts", algorithm="dvts", params={"beam_width": 4}, budgets=searched)] if more else []),
         MethodConfig(name="rebase", algorithm="rebase", params={"temperature": 0.1}, budgets=budgets),
         MethodConfig(name="mcts", algorithm="mcts", params={"width": 2}, budgets=searched,
                      budget_params={b: {"root_width": mcts_root_width(b)} for b in searched}),
@@ -83,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     size = ap.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_const", dest="profile", const="quick", help="20 problems, budgets <= 8")
+    size.add_argument("--extended", action="store_const", dest="profile", const="extended",
+                      help="the default study plus lookahead search and DVTS (about twice as long)")
     size.add_argument("--full", action="store_const", dest="profile", const="full",
                       help="300 problems, budgets <= 128, 2 seeds")
     ap.add_argument("--out", help="results directory (default runs/builtin-<profile>)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .beam import BeamSearch
+from .budget_forcing import BudgetForcing
 from .dvts import DVTS
 from .lookahead import Lookahead
 from .mcts import MCTS
@@ -18,6 +19,7 @@ ALGORITHMS: dict[str, Callable[..., Any]] = {
     "mcts": MCTS,
     "lookahead": Lookahead,
     "dvts": DVTS,
+    "budget_forcing": BudgetForcing,
 }
 
 
@@ -33,5 +35,5 @@ def make_algorithm(name: str, **params: Any):
         raise ValueError(f"bad parameters for {name!r}: {e}") from None
 
 
-__all__ = ["ALGORITHMS", "BeamSearch", "DVTS", "Greedy", "Lookahead", "MCTS", "Rebase", "Sampling", "allocate_widths",
+__all__ = ["ALGORITHMS", "BeamSearch", "BudgetForcing", "DVTS", "Greedy", "Lookahead", "MCTS", "Rebase", "Sampling", "allocate_widths",
            "make_algorithm"]
