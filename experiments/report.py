@@ -392,17 +392,23 @@ def plot_accuracy(rows: Sequence[Row], rule: str, path: Path, reference: Sequenc
         row[0].set_ylabel(f"accuracy % ({rule})")
     if reference:
         axes[0][0].scatter([], [], marker="x", color="k", label="paper (Wu et al. 2024)")
-    handles: dict = {}
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(6, len(handles)), fontsize=8,
-               frameon=False)
+    handles = _shared_legend(fig, axes, ncol=6)
     fig.suptitle(title or "Accuracy vs inference compute (dotted: saturating fit over the data; dashed: oracle verifier)",
                  fontsize=10)
     fig.tight_layout(rect=(0, 0.1 if len(handles) <= 6 else 0.14, 1, 1))
     fig.savefig(path, dpi=130)
     plt.close(fig)
+
+
+def _shared_legend(fig, axes, ncol: int) -> dict:
+    """One legend for all panels, under them (each label once, in order of first appearance)."""
+    handles: dict = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(ncol, len(handles)), fontsize=8,
+               frameon=False)
+    return handles
 
 
 _METHOD_ORDER = ("greedy", "sampling", "beam", "rebase", "mcts")
@@ -483,12 +489,7 @@ def plot_levels(by_level: dict[Any, list[Row]], rule: str, path: Path, colors: d
             if i == len(models) - 1:
                 ax.set_xlabel("paper FLOPs", fontsize=8)
         axes[i][0].set_ylabel(f"{model}\naccuracy % ({rule})", fontsize=8)
-    handles: dict = {}
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(7, len(handles)), fontsize=8,
-               frameon=False)
+    _shared_legend(fig, axes, ncol=7)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -52,7 +52,7 @@ class BeamSearch:
         (frontier,) = yield from expand([tree.root], self.n)
         finished: list[Node] = []
         while frontier:
-            rewards = yield from score(frontier)
+            rewards = yield from self.values(frontier)
             finished.extend(n for n in frontier if n.terminal)
             open_ = [(n, r) for n, r in zip(frontier, rewards) if not n.terminal]
             beams, widths = split_budget([n for n, _ in open_], [r for _, r in open_], self.n - len(finished),
@@ -62,3 +62,7 @@ class BeamSearch:
             children = yield from expand(beams, widths)
             frontier = [c for kids in children for c in kids]
         return finished
+
+    def values(self, nodes: list[Node]):
+        """How candidate steps are ranked: their PRM scores (lookahead search overrides this)."""
+        return (yield from score(nodes))

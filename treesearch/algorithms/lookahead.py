@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..tree import Node, Tree
-from ..work import Search, expand, score
-from .beam import split_budget
+from ..tree import Node
+from ..work import expand, score
+from .beam import BeamSearch
 
 
 @dataclass(frozen=True)
-class Lookahead:
+class Lookahead(BeamSearch):
     """Beam search (N beams, width M) whose candidate steps are each rolled out ``k`` more steps
     at temperature 0 and valued by the PRM score at the end of that rollout.
 
@@ -18,32 +18,15 @@ class Lookahead:
     finished is valued by its own score. k = 0 is plain beam search.
     """
 
-    n: int = 16
-    beam_width: int = 4
     k: int = 1
     name: str = "lookahead"
 
     def __post_init__(self) -> None:
-        if self.n < 1 or self.beam_width < 1 or self.k < 0:
-            raise ValueError(f"Lookahead needs n >= 1, beam_width >= 1 and k >= 0, got {self.n}, "
-                             f"{self.beam_width}, {self.k}")
+        super().__post_init__()
+        if self.k < 0:
+            raise ValueError(f"Lookahead needs k >= 0, got {self.k}")
 
-    def __call__(self, tree: Tree) -> Search:
-        (frontier,) = yield from expand([tree.root], self.n)
-        finished: list[Node] = []
-        while frontier:
-            values = yield from self._values(frontier)
-            finished.extend(n for n in frontier if n.terminal)
-            open_ = [(n, v) for n, v in zip(frontier, values) if not n.terminal]
-            beams, widths = split_budget([n for n, _ in open_], [v for _, v in open_], self.n - len(finished),
-                                         self.beam_width)
-            if not beams:
-                break
-            children = yield from expand(beams, widths)
-            frontier = [c for kids in children for c in kids]
-        return finished
-
-    def _values(self, nodes: list[Node]):
+    def values(self, nodes: list[Node]):
         """PRM score at the end of a k-step greedy rollout from each node (its own if it is finished)."""
         ends = list(nodes)
         for _ in range(self.k):
