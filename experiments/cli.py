@@ -269,12 +269,13 @@ def _eval_prm(args: argparse.Namespace) -> int:
         raise ConfigError(str(e)) from None
     from .preflight import check_prm
 
-    check_prm(_prm_spec(args), "--prm")
+    spec = _prm_spec(args)
+    check_prm(spec, "--prm")
     try:
-        prm = load_prm_for(_prm_spec(args), Shard())
+        prm = load_prm_for(spec, Shard())
     except (ValueError, TypeError, OSError, ImportError) as e:
         raise ConfigError(f"--prm {args.prm}: {e}") from None
-    out: dict[str, Any] = {"prm": _prm_spec(args)}
+    out: dict[str, Any] = {"prm": spec}
     if names:
         from .builtin.models import load_policy
         from .builtin.siblings import eval_problems, format_rows, sample_groups, verifier_rows

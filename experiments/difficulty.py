@@ -16,9 +16,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from treesearch.ledger import paper_flops
-
 from .records import verdict
+from .sweep import ledger_of
 
 Setting = tuple[str, str, int]  # (model, method, budget)
 N_BINS = 5
@@ -63,8 +62,7 @@ def per_bin(records: Sequence[dict[str, Any]], bins: dict[str, str], rule: str,
         if c is None or b is None or (settings is not None and key not in settings):
             continue
         acc = out[b][key]
-        lg = r["ledger"]
-        acc[0] += paper_flops(lg["policy_params"], lg["generated_tokens"]) if "policy_params" in lg else lg["paper_flops"]
+        acc[0] += ledger_of(r).paper_flops
         acc[1] += int(c)
         acc[2] += 1
     return {b: {k: (v[0], v[1], v[2]) for k, v in s.items()} for b, s in out.items()}

@@ -153,7 +153,7 @@ def build_record(problem: Any, model: str, method: MethodConfig, budget: int, se
         "schema": SCHEMA_VERSION, "problem_id": problem.id, "model": model, "method": method.name,
         "budget": budget, "seed": seed, "problem_seed": pseed, "dataset": dataset, "level": problem.level,
         "gold": problem.answer, "algorithm": method.algorithm, "params": method.params_for(budget),
-        "candidates": cands, **judge(result.candidates, problem.answer, voting, grader),
+        "candidates": cands, **judge(result.candidates, problem.answer, voting, equal),  # one memo: each pair graded once
         "ledger": result.ledger.to_dict(), "wall_time": result.wall_time, "derived_from": None,
         "verifier": _plain_spec(verifier), "parameter_count": parameter_count,
     }

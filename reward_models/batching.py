@@ -196,7 +196,8 @@ class BatchScorer:
         return results  # type: ignore[return-value]
 
     # ---- packing and backoff ----------------------------------------------------------------
-    def _pack(self, keys: list[Key], encs: dict[Key, Encoding], budget: int) -> list[list[Key]]:
+    def _pack(self, keys: list, encs: dict, budget: int) -> list[list]:
+        """Consecutive keys (longest encoding first) in batches of at most ``budget`` padded tokens."""
         batches: list[list[Key]] = []
         cur: list[Key] = []
         for key in keys:  # longest first, so the first row sets the batch width
@@ -242,17 +243,15 @@ class BatchScorer:
         """Per chain, the reduced read-out values of each step before ``finalize`` ([steps, ...]).
 
         No cache: this is for fitting what ``finalize`` does (a head on likelihood features)."""
-        encs = [self.backend.encode(c) for c in chains]
-        order = sorted(range(len(encs)), key=lambda i: -len(encs[i]))
-        keys = [(str(i), ()) for i in order]  # _pack only needs keys it can look up
-        by_key = {k: encs[int(k[0])] for k in keys}
+        encs = dict(enumerate(self.backend.encode(c) for c in chains))  # chain index -> encoding
+        order = sorted(encs, key=lambda i: -len(encs[i]))
         out: list[torch.Tensor | None] = [None] * len(encs)
-        for batch in self._pack(keys, by_key, self._budget):
-            values, counts = self._values([by_key[k] for k in batch])
-            i = 0
-            for k, n in zip(batch, counts):
-                out[int(k[0])] = values[i:i + n]
-                i += n
+        for batch in self._pack(order, encs, self._budget):
+            values, counts = self._values([encs[i] for i in batch])
+            start = 0
+            for i, n in zip(batch, counts):
+                out[i] = values[start:start + n]
+                start += n
         return out  # type: ignore[return-value]
 
     # ---- one forward pass ---------------------------------------------------------------------

@@ -11,7 +11,9 @@ RULE = "weighted/last"
 def rec(problem, method, flops, correct, level=None, algorithm=None, candidates=()):
     return {"problem_id": problem, "model": "m", "method": method, "budget": 1, "seed": 0, "level": level,
             "algorithm": algorithm or method, "votes": {RULE: {"answer": "1", "correct": correct}},
-            "ledger": {"paper_flops": flops}, "candidates": [{"correct": c} for c in candidates],
+            "ledger": {"policy_params": 1, "prm_params": 0, "generated_tokens": flops / 2, "policy_processed_tokens": 0,
+                       "prm_processed_tokens": 0, "policy_calls": 1, "prm_calls": 0},  # paper FLOPs = flops
+            "candidates": [{"correct": c} for c in candidates],
             "derived_from": None}
 
 
