@@ -127,13 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def quiet_libraries() -> None:
     """Before torch/transformers load: one CPU thread (see above), no weight-loading bars, no
-    library warnings meant for developers (the transformers deprecation of past_key_values)."""
-    import warnings
-
+    library chatter meant for developers."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    warnings.filterwarnings("ignore", message=r".*past_key_values.* is deprecated", category=FutureWarning)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -530,22 +530,10 @@ def import_path(spec: str) -> Any:
 
 
 def resolve_device(device: str, local_rank: int = 0, gpus_per_process: int = 1) -> str:
-    """This process's device for a configured one.
+    """This process's device for a configured one (:func:`treesearch.devices.resolve_device`), as a string."""
+    from treesearch.devices import resolve_device as resolve
 
-    "auto": its first GPU if there is one, else cpu. "cuda": its first GPU. "cuda:+k": its
-    k-th GPU (process r owns GPUs r*g .. r*g+g-1, g = gpus_per_process), so a policy and a
-    PRM can sit on two GPUs of each process. Anything else ("cpu", "cuda:3") is used as is.
-    """
-    if device not in (AUTO, "cuda") and not device.startswith("cuda:+"):
-        return device
-    import torch
-
-    if not torch.cuda.is_available():
-        if device == AUTO:
-            return "cpu"
-        raise ConfigError(f"device {device!r} requested but torch sees no CUDA device")
-    index = local_rank * gpus_per_process + (int(device[6:]) if device.startswith("cuda:+") else 0)
-    if index >= torch.cuda.device_count():
-        raise ConfigError(f"device {device!r} of process {local_rank} is cuda:{index}, but only "
-                          f"{torch.cuda.device_count()} GPUs are visible (gpus_per_process={gpus_per_process})")
-    return f"cuda:{index}"
+    try:
+        return str(resolve(device, local_rank, gpus_per_process))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

@@ -454,12 +454,12 @@ def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], verifiers:
 
 
 def _forget_scores(prm: Any) -> None:
-    """Empty a PRM's score cache before each setting: a record's PRM tokens then count what its
+    """Empty a PRM's score cache (and KV store) before each setting: a record's PRM tokens then count what its
     setting alone costs, whatever ran before it in the process (so resumed runs agree with
     uninterrupted ones), as a user running that one setting would pay."""
-    clear = getattr(getattr(prm, "cache", None), "clear", None)
-    if callable(clear):
-        clear()
+    forget = getattr(prm, "forget", None) or getattr(getattr(prm, "cache", None), "clear", None)
+    if callable(forget):
+        forget()
 
 
 def _release() -> None:

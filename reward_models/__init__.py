@@ -7,7 +7,7 @@ name (``load_prm("value_head", path=...)``) or config dict, or wrap any function
 """
 from treesearch.protocols import Chain, ChainScores, ProcessRewardModel
 
-from .base import Encoding, ModelPRM, PieceTokenizer, encode_chain, non_embedding_parameters
+from .base import CheckpointPRM, Encoding, ModelPRM, PieceTokenizer, PRMSpec, encode_chain, non_embedding_parameters
 from .batching import BatchScorer, PrefixCache, ScorerStats
 from .callable import CallablePRM
 from .classification import ClassificationPRM
@@ -26,7 +26,7 @@ from .evaluation import (SampledSolution, SiblingGroup, roc_auc, score_solutions
 
 __all__ = [
     "Chain", "ChainScores", "ProcessRewardModel",
-    "Encoding", "ModelPRM", "PieceTokenizer", "encode_chain", "non_embedding_parameters",
+    "CheckpointPRM", "Encoding", "ModelPRM", "PieceTokenizer", "PRMSpec", "encode_chain", "non_embedding_parameters",
     "BatchScorer", "PrefixCache", "ScorerStats",
     "CallablePRM", "CheckerPRM", "ClassificationPRM", "LikelihoodHead", "LikelihoodPRM", "LlemmaPRM", "OutcomeRM",
     "SelfScorePRM",

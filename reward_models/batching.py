@@ -1,4 +1,4 @@
-"""The one batch scorer behind every model-based PRM, and its prefix cache.
+"""The one batch scorer behind every model-based PRM, its prefix score cache and its prefix KV store.
 
 Why it looks like this:
 
@@ -6,9 +6,18 @@ Why it looks like this:
   (every REBASE child extends a scored parent). So the scorer first serves what the
   :class:`PrefixCache` knows, drops duplicates and chains that are a prefix of another
   chain in the same request, and runs the model only on what is left.
+* Incremental scoring: a chain whose ancestor chain was scored is not read again from the
+  question on. The KV of every scored chain (all but its last token) is kept in a bounded
+  :class:`~treesearch.kv_cache.PrefixKVStore`, a child's segment pointing at its parent's;
+  a child then feeds only its parent's last token and its new step(s), and takes the
+  scores of the steps before from the stored entry. A chain whose ancestors were evicted is
+  encoded in full. Only causal models do this (their earlier positions cannot depend on
+  what follows), and the ledger counts the tokens actually fed.
 * What is left is sorted by length (longest first, so an out-of-memory error shows up on
   the first batch, not the last) and packed greedily so that rows × longest row stays
-  under ``max_batch_tokens``: little padding, few forward calls.
+  under ``max_batch_tokens``: little padding, few forward calls. A fed token counts in
+  full, a position read from stored KV a quarter (memory, no compute); fully encoded and
+  incremental chains are packed apart, so a one-step suffix never pads to a whole chain.
 * On ``torch.cuda.OutOfMemoryError`` the failing batch is halved and retried, down to one
   chain, which re-raises. The lowered token budget is kept for later calls, so a long
   search does not hit the same wall on every step (``reset_budget()`` restores it).
@@ -18,15 +27,20 @@ Why it looks like this:
 """
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass, fields
 from typing import Protocol, Sequence
 
 import torch
+from transformers import DynamicCache
 
+from treesearch.kv_cache import PrefixKVStore, Segment, buffer_cache, gather, stacked
 from treesearch.protocols import Chain, ChainScores
 
-from .base import Encoding
+from .encoding import Encoding
+
+log = logging.getLogger(__name__)
 
 Key = tuple[str, tuple[str, ...]]
 
@@ -36,7 +50,7 @@ def chain_key(chain: Chain) -> Key:
 
 
 class PrefixCache:
-    """Step scores keyed by (question, step prefix).
+    """Step scores keyed by (question, step prefix): each step's own score, before ``combine``.
 
     ``prefix_filling=True`` (causal PRMs read at step positions): the score of step k is a
     function of the prefix up to step k alone, so one scored chain fills an entry for each
@@ -97,7 +111,7 @@ class ScoringBackend(Protocol):
     def encode(self, chain: Chain) -> Encoding: ...
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                 position_ids: torch.Tensor) -> torch.Tensor: ...
+                 position_ids: torch.Tensor, cache=None) -> torch.Tensor: ...
 
     def head(self, feats: torch.Tensor, next_ids: torch.Tensor) -> torch.Tensor: ...
 
@@ -115,7 +129,9 @@ class ScorerStats:
     served_from_cache: int = 0  # every prefix already known: no model call
     deduplicated: int = 0  # identical to, or a prefix of, another chain in the same request
     chains_run: int = 0  # chains put through the model
-    tokens_run: int = 0  # their tokens (padding excluded)
+    incremental: int = 0  # ... of which extended a stored ancestor's KV
+    tokens_run: int = 0  # tokens fed to the model (padding excluded)
+    tokens_reused: int = 0  # positions read from stored KV instead
     forward_calls: int = 0  # successful forward passes
     oom_retries: int = 0  # forward passes that ran out of memory and were split
 
@@ -124,12 +140,32 @@ class ScorerStats:
             setattr(self, f.name, 0)
 
 
+@dataclass(frozen=True, eq=False)
+class _Job:
+    """One chain to run: positions from ``start`` on are fed, earlier ones come from ``past``;
+    ``known`` are the scores of the first steps, whose read-outs all lie before ``start``."""
+
+    key: Key
+    enc: Encoding
+    past: Segment | None = None  # KV of positions [0, start)
+    start: int = 0
+    known: tuple[float, ...] = ()
+
+    @property
+    def fed(self) -> int:
+        return len(self.enc) - self.start
+
+    @property
+    def size(self) -> int:
+        return self.fed + self.start // 4
+
+
 class BatchScorer:
-    """Scores chains for a :class:`ScoringBackend`: cache, dedup, pack, pad, back off, read out."""
+    """Scores chains for a :class:`ScoringBackend`: cache, dedup, extend stored KV, pack, pad, back off, read out."""
 
     def __init__(self, backend: ScoringBackend, *, max_batch_tokens: int = 16384,
                  max_batch_size: int = 256, padding_side: str = "right",
-                 cache: PrefixCache | None = None):
+                 cache: PrefixCache | None = None, kv_store: PrefixKVStore | None = None):
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         if max_batch_tokens < 1 or max_batch_size < 1:
@@ -139,11 +175,19 @@ class BatchScorer:
         self.max_batch_size = max_batch_size
         self.padding_side = padding_side
         self.cache = cache
+        self.kv_store = kv_store
         self.stats = ScorerStats()
         self._budget = max_batch_tokens  # lowered after an out-of-memory error
 
     def reset_budget(self) -> None:
         self._budget = self.max_batch_tokens
+
+    def forget(self) -> None:
+        """Empty the score cache and the KV store."""
+        if self.cache is not None:
+            self.cache.clear()
+        if self.kv_store is not None:
+            self.kv_store.clear()
 
     # ---- the protocol's entry point --------------------------------------------------------
     def score(self, chains: Sequence[Chain]) -> list[ChainScores]:
@@ -156,7 +200,7 @@ class BatchScorer:
                 raise ValueError(f"chain {i} has no steps; a PRM scores steps, so there is nothing to score")
             hit = self.cache.get(c) if self.cache is not None else None
             if hit is not None:
-                results[i] = ChainScores(hit, processed_tokens=0)
+                results[i] = ChainScores(self._combine(hit), processed_tokens=0)
                 self.stats.served_from_cache += 1
             else:
                 groups.setdefault(chain_key(c), []).append(i)
@@ -174,54 +218,91 @@ class BatchScorer:
         self.stats.deduplicated += sum(len(v) - 1 for k, v in groups.items() if k not in covered)
         self.stats.deduplicated += sum(len(groups[k]) for k in covered)
 
-        encs = {key: self.backend.encode(chains[groups[key][0]]) for key in to_run}
-        for key, enc in encs.items():
+        jobs = []
+        for key in to_run:
+            enc = self.backend.encode(chains[groups[key][0]])
             if len(enc.readout) != len(key[1]):
                 raise RuntimeError(f"{type(self.backend).__name__}.encode gave {len(enc.readout)} "
                                    f"read-outs for {len(key[1])} steps")
-        computed = self._run(to_run, encs)
+            jobs.append(self._plan(key, enc))
+        computed = self._run(jobs)
 
-        for key in to_run:
-            scores = computed[key]
-            idx = groups[key]
-            results[idx[0]] = ChainScores(list(scores), processed_tokens=len(encs[key]))
+        for job in jobs:
+            local = computed[job.key]
+            scores = self._combine(local)
+            idx = groups[job.key]
+            results[idx[0]] = ChainScores(scores, processed_tokens=job.fed)
             for j in idx[1:]:
                 results[j] = ChainScores(list(scores), processed_tokens=0)
             if self.cache is not None:
-                self.cache.put(chains[idx[0]], scores)
+                self.cache.put(chains[idx[0]], local)
         for key, by in covered.items():
-            scores = computed[by][: len(key[1])]
+            scores = self._combine(computed[by][: len(key[1])])
             for j in groups[key]:
                 results[j] = ChainScores(list(scores), processed_tokens=0)
         return results  # type: ignore[return-value]
 
+    def _combine(self, local: Sequence[float]) -> list[float]:
+        combine = getattr(self.backend, "combine", None)
+        return list(combine(list(local))) if combine is not None else list(local)
+
+    # ---- incremental scoring -----------------------------------------------------------------
+    def _plan(self, key: Key, enc: Encoding) -> _Job:
+        """Extend the longest stored ancestor chain whose ids this chain's ids start with."""
+        if self.kv_store is None:
+            return _Job(key, enc)
+        q, steps = key
+        for k in range(len(steps) - 1, 0, -1):
+            found = self.kv_store.get((q, steps[:k]))
+            if found is None:
+                continue
+            past, (ids, local) = found
+            start = len(ids) - 1  # the stored KV covers all but the ancestor's last token, which is fed again
+            if enc.input_ids[:len(ids)] != ids:
+                continue  # an adapter whose layout of a prefix is not a prefix of the layout
+            first = next((s for s, pos in enumerate(enc.readout) if max(pos) >= start), len(enc.readout))
+            if first > len(local) or any(min(pos) < start for pos in enc.readout[first:]):
+                continue
+            return _Job(key, enc, past, start, tuple(local[:first]))
+        return _Job(key, enc)
+
+    def _keep(self, job: _Job, kv: torch.Tensor, row: int, col: int, local: list[float]) -> None:
+        """Store a run chain's KV (all but its last token; ``col``: the buffer column of position ``job.start``)."""
+        if self.kv_store is None or len(job.enc) < 2:
+            return
+        n = job.fed - 1
+        seg = Segment(kv[:, :, row, :, col:col + n].clone(), job.start, job.past) if n > 0 else job.past
+        self.kv_store.put(job.key, seg, (job.enc.input_ids, tuple(local)))
+
     # ---- packing and backoff ----------------------------------------------------------------
-    def _pack(self, keys: list, encs: dict, budget: int) -> list[list]:
-        """Consecutive keys (longest encoding first) in batches of at most ``budget`` padded tokens."""
-        batches: list[list[Key]] = []
-        cur: list[Key] = []
-        for key in keys:  # longest first, so the first row sets the batch width
-            width = len(encs[cur[0]]) if cur else len(encs[key])
+    def _pack(self, items: list, size, budget: int) -> list[list]:
+        """Consecutive items (largest first) in batches of at most ``budget`` padded tokens."""
+        batches: list[list] = []
+        cur: list = []
+        for item in items:  # largest first, so the first row sets the batch width
+            width = size(cur[0]) if cur else size(item)
             if cur and ((len(cur) + 1) * width > budget or len(cur) >= self.max_batch_size):
                 batches.append(cur)
                 cur = []
-            cur.append(key)
+            cur.append(item)
         if cur:
             batches.append(cur)
         return batches
 
-    def _run(self, keys: list[Key], encs: dict[Key, Encoding]) -> dict[Key, list[float]]:
-        keys = sorted(keys, key=lambda k: -len(encs[k]))
-        queue = deque(self._pack(keys, encs, self._budget))
+    def _run(self, jobs: list[_Job]) -> dict[Key, list[float]]:
+        size = _Job.size.fget
+        ordered = sorted(jobs, key=lambda j: (j.past is not None, -j.size))  # full chains and extensions apart
+        queue = deque(b for part in (False, True)
+                      for b in self._pack([j for j in ordered if (j.past is not None) == part], size, self._budget))
         out: dict[Key, list[float]] = {}
         while queue:
             batch = queue.popleft()
-            padded = len(batch) * max(len(encs[k]) for k in batch)
+            padded = len(batch) * max(j.size for j in batch)
             if len(batch) > 1 and padded > self._budget:  # the budget shrank since packing
-                queue.extendleft(reversed(self._pack(batch, encs, self._budget)))
+                queue.extendleft(reversed(self._pack(batch, size, self._budget)))
                 continue
             try:
-                scores = self._forward([encs[k] for k in batch])
+                scores = self._forward(batch)
             except torch.cuda.OutOfMemoryError:
                 if len(batch) == 1:
                     raise
@@ -234,8 +315,10 @@ class BatchScorer:
                 continue
             self.stats.forward_calls += 1
             self.stats.chains_run += len(batch)
-            self.stats.tokens_run += sum(len(encs[k]) for k in batch)
-            out.update(zip(batch, scores))
+            self.stats.incremental += sum(j.past is not None for j in batch)
+            self.stats.tokens_run += sum(j.fed for j in batch)
+            self.stats.tokens_reused += sum(j.start for j in batch)
+            out.update((j.key, s) for j, s in zip(batch, scores))
         return out
 
     # ---- raw step values (training a head on them) -----------------------------------------
@@ -243,69 +326,93 @@ class BatchScorer:
         """Per chain, the reduced read-out values of each step before ``finalize`` ([steps, ...]).
 
         No cache: this is for fitting what ``finalize`` does (a head on likelihood features)."""
-        encs = dict(enumerate(self.backend.encode(c) for c in chains))  # chain index -> encoding
-        order = sorted(encs, key=lambda i: -len(encs[i]))
-        out: list[torch.Tensor | None] = [None] * len(encs)
-        for batch in self._pack(order, encs, self._budget):
-            values, counts = self._values([encs[i] for i in batch])
+        jobs = [_Job((c.question, tuple(c.steps)), self.backend.encode(c)) for c in chains]
+        index = {id(j): i for i, j in enumerate(jobs)}
+        out: list[torch.Tensor | None] = [None] * len(jobs)
+        for batch in self._pack(sorted(jobs, key=lambda j: -j.size), _Job.size.fget, self._budget):
+            values, counts, _ = self._values(batch, keep_kv=False)
             start = 0
-            for i, n in zip(batch, counts):
-                out[i] = values[start:start + n]
+            for j, n in zip(batch, counts):
+                out[index[id(j)]] = values[start:start + n]
                 start += n
         return out  # type: ignore[return-value]
 
     # ---- one forward pass ---------------------------------------------------------------------
-    def _forward(self, encs: list[Encoding]) -> list[list[float]]:
-        b = self.backend
-        values, steps_per_chain = self._values(encs)
-        step_scores = b.finalize(values).float().cpu().tolist()
-        combine = getattr(b, "combine", None)
+    def _forward(self, jobs: list[_Job]) -> list[list[float]]:
+        """Each job's local step scores (known ones first); run chains are kept in the KV store."""
+        values, computed, kept = self._values(jobs, keep_kv=self.kv_store is not None)
+        step_scores = self.backend.finalize(values).float().cpu().tolist()
         out, i = [], 0
-        for k in steps_per_chain:
-            scores = step_scores[i:i + k]
-            out.append(list(combine(scores)) if combine is not None else scores)
+        for j, k in zip(jobs, computed):
+            out.append([*j.known, *step_scores[i:i + k]])
             i += k
+        if kept is not None:
+            kv, cols = kept
+            for row, (j, col) in enumerate(zip(jobs, cols)):
+                self._keep(j, kv, row, col, out[row])
         return out
 
-    def _values(self, encs: list[Encoding]) -> tuple[torch.Tensor, list[int]]:
-        """One padded forward pass: the backend's reduced read-out values per step, and steps per chain."""
+    def _values(self, jobs: list[_Job], keep_kv: bool):
+        """One padded forward pass over the fed positions: the backend's reduced read-out values
+        of every step not known yet, how many steps each job computed, and (``keep_kv``) the
+        batch's KV with the column where each row's fed positions start."""
         b = self.backend
-        width = max(len(e) for e in encs)
-        ids = torch.full((len(encs), width + 1), b.pad_token_id, dtype=torch.long)  # +1: next_ids of the last column
-        mask = torch.zeros((len(encs), width), dtype=torch.long)
+        past = max(j.start for j in jobs)  # stored positions, right-aligned at column ``past``
+        width = max(j.fed for j in jobs)
+        left = self.padding_side == "left"
+        ids = torch.full((len(jobs), width), b.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(jobs), past + width), dtype=torch.long)
+        pos = torch.zeros((len(jobs), width), dtype=torch.long)
         rows: list[int] = []
         cols: list[int] = []
         seg: list[int] = []
-        steps_per_chain: list[int] = []
+        nxt: list[int] = []
+        computed: list[int] = []
+        offsets: list[int] = []
         s = 0
-        for r, e in enumerate(encs):
-            off = width - len(e) if self.padding_side == "left" else 0
-            ids[r, off:off + len(e)] = torch.tensor(e.input_ids, dtype=torch.long)
-            mask[r, off:off + len(e)] = 1
-            for pos in e.readout:
-                rows.extend([r] * len(pos))
-                cols.extend(p + off for p in pos)
-                seg.extend([s] * len(pos))
+        for r, j in enumerate(jobs):
+            e, fed = j.enc, j.fed
+            off = width - fed if left else 0
+            offsets.append(off)
+            ids[r, off:off + fed] = torch.tensor(e.input_ids[j.start:], dtype=torch.long)
+            mask[r, past - j.start:past] = 1
+            mask[r, past + off:past + off + fed] = 1
+            # Positions count real tokens only; pads after the real tokens keep counting up, so
+            # positions never repeat (which models read as packing); pads before them are 0.
+            pos[r, off:] = torch.arange(j.start, j.start + width - off)
+            for step in range(len(j.known), len(e.readout)):
+                for p in e.readout[step]:
+                    rows.append(r)
+                    cols.append(off + p - j.start)
+                    seg.append(s)
+                    nxt.append(e.input_ids[p + 1] if p + 1 < len(e) else b.pad_token_id)
                 s += 1
-            steps_per_chain.append(len(e.readout))
-        # Positions count real tokens only (left padding shifts nothing); pads after the real
-        # tokens keep counting up, so positions never repeat (which models read as packing).
-        position_ids = torch.where(mask.bool(), mask.cumsum(-1) - 1,
-                                   torch.arange(width).expand(len(encs), width) if self.padding_side == "right" else 0)
-        rows_t, cols_t = torch.tensor(rows), torch.tensor(cols)
-        next_ids = ids[rows_t, cols_t + 1]
-        seg_t = torch.tensor(seg)
+            computed.append(len(e.readout) - len(j.known))
         dev = b.device
         reduce = getattr(b, "reduce", None) or segment_mean
         with torch.inference_mode():
-            # Causal model, right padding: real tokens never see the pads after them, so no mask
-            # is needed, and attention takes its fused causal path instead of a materialised mask.
-            skip_mask = self.padding_side == "right" and getattr(b, "causal", True)
-            feats = b.features(ids[:, :width].to(dev), None if skip_mask else mask.to(dev), position_ids.to(dev))
-            h = feats[rows_t.to(dev), cols_t.to(dev)]
-            vals = b.head(h, next_ids.to(dev)).float().reshape(-1)
-            values = reduce(vals, seg_t.to(vals.device), s).float().cpu()
-        return values, steps_per_chain
+            cache = None
+            if past:
+                kv = gather([j.past for j in jobs], [1] * len(jobs), past + width)
+                cache = buffer_cache(kv, past)
+            elif keep_kv:
+                cache = DynamicCache()
+            # Causal model, right padding, nothing stored: real tokens never see the pads after them, so no
+            # mask is needed, and attention takes its fused causal path instead of a materialised mask.
+            skip_mask = not past and not left and getattr(b, "causal", True)
+            extra = {} if cache is None else {"cache": cache}  # adapters that never score incrementally need no cache argument
+            feats = b.features(ids.to(dev), None if skip_mask else mask.to(dev), pos.to(dev), **extra)
+            rows_t, cols_t = torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)
+            vals = b.head(feats[rows_t, cols_t], torch.tensor(nxt, device=dev)).float().reshape(-1)
+            values = reduce(vals, torch.tensor(seg, device=vals.device), s).float().cpu()
+            kept = None
+            if keep_kv:
+                try:
+                    kept = (kv if past else stacked(cache), [past + off for off in offsets])
+                except ValueError as err:  # layers of different shapes: no single buffer, so no reuse
+                    log.warning("incremental PRM scoring is off: %s", err)
+                    self.kv_store = None
+        return values, computed, kept
 
 
 def segment_mean(values: torch.Tensor, segments: torch.Tensor, n: int) -> torch.Tensor:

@@ -17,42 +17,28 @@ import torch
 
 from treesearch.protocols import Chain
 
-from .base import Encoding, ModelPRM, PieceTokenizer, encode_chain, non_embedding_parameters, prepare
+from .base import CheckpointPRM, Encoding, encode_chain
 from .registry import register_prm
 
 QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 _SENTINEL = "\u2063TREESEARCH_STEPS\u2063"
 
 
-class ClassificationPRM(ModelPRM):
+class ClassificationPRM(CheckpointPRM):
     """P(positive class) of a token-classification head at the separator after each step."""
 
     def __init__(self, path: str | None = None, *, separator: str = "<extra_0>", positive_label: int = 1,
                  use_chat_template: bool = True, system_prompt: str | None = QWEN_PRM_SYSTEM,
                  question_suffix: str = "\n", step_suffix: str = "",
-                 model_class: str = "AutoModelForTokenClassification",
-                 device: str | None = None, dtype: str | torch.dtype | None = "auto",
-                 trust_remote_code: bool = False, model: torch.nn.Module | None = None, tokenizer=None,
-                 max_batch_tokens: int | None = None, max_batch_size: int = 256,
-                 padding_side: str = "right", cache: bool = True):
-        import transformers
-
-        auto_cls = getattr(transformers, model_class, None)
-        if auto_cls is None:
-            raise ValueError(f"transformers has no {model_class!r}")
-        self.model, tokenizer, self.device = prepare(path, model, tokenizer, auto_cls, device, dtype,
-                                                     trust_remote_code)
-        self.tok = PieceTokenizer(tokenizer)
-        self.pad_token_id = self.tok.pad_token_id
+                 model_class: str = "AutoModelForTokenClassification", **options):
+        self.model_class = model_class
+        super().__init__(path, **options)
         self.sep_id = self.tok.single_token_id(separator, "step separator")
         self.positive_label = positive_label
         self.question_suffix, self.step_suffix = question_suffix, step_suffix
         self.system_prompt = system_prompt
-        self.use_chat_template = bool(use_chat_template and getattr(tokenizer, "chat_template", None))
-        self.num_parameters = non_embedding_parameters(self.model)
+        self.use_chat_template = bool(use_chat_template and getattr(self.tok.tokenizer, "chat_template", None))
         self._prompts: dict[str, tuple[str, bool]] = {}
-        super().__init__(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                         padding_side=padding_side, cache=cache)
 
     def prompt(self, question: str) -> tuple[str, bool]:
         """(text before the first step, whether the tokenizer's special prefix must be added)."""
@@ -78,8 +64,8 @@ class ClassificationPRM(ModelPRM):
                             step_lead=self.question_suffix if plain else "", mark_id=self.sep_id,
                             add_special_prefix=plain)
 
-    def features(self, input_ids, attention_mask, position_ids):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    def features(self, input_ids, attention_mask, position_ids, cache=None):
+        out = self.run(self.model, input_ids, attention_mask, position_ids, cache)
         logits = out.logits if hasattr(out, "logits") else out[0]
         if logits.shape[-1] <= self.positive_label:
             raise ValueError(f"the head has {logits.shape[-1]} classes; positive_label={self.positive_label}")

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .base import read_format_file, write_format_file
+from .batching import segment_mean
 from .registry import register_prm
 from .self_score import SelfScorePRM
 
@@ -92,8 +93,6 @@ class LikelihoodPRM(SelfScorePRM):
 
     def reduce(self, values: torch.Tensor, segments: torch.Tensor, n: int) -> torch.Tensor:
         """[n, 2]: mean and minimum log-probability of each step's tokens."""
-        from .batching import segment_mean
-
         mins = torch.full((n,), math.inf, device=values.device).scatter_reduce(0, segments, values, "amin")
         return torch.stack([segment_mean(values, segments, n), mins], dim=-1)
 

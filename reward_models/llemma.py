@@ -18,7 +18,7 @@ import os
 
 import torch
 
-from .base import backbone_of, load_model, prepare, resolve_device, resolve_dtype, resolve_tokenizer
+from .base import load_checkpoint
 from .registry import register_prm
 from .step_tag import TaggedLMPRM
 
@@ -28,41 +28,31 @@ log = logging.getLogger(__name__)
 class LlemmaPRM(TaggedLMPRM):
     """Step score = sigmoid of the mean of the head's outputs at the tag after the step."""
 
-    def _load(self, path, model, tokenizer, device, dtype, trust_remote_code):
-        if model is not None:
-            self.model, tokenizer, self.device = prepare(path, model, tokenizer, None, device, dtype,
-                                                         trust_remote_code)
-            self.backbone = backbone_of(self.model)
-            self.lm_head = self.model.get_output_embeddings()
-        else:
-            from transformers import AutoModel
-
-            if path is None:
-                raise ValueError("give a checkpoint path, or a model and a tokenizer")
-            self.device = resolve_device(device)
-            dt = resolve_dtype(dtype, self.device)
-            self.backbone = load_model(AutoModel, str(path), self.device, dt, trust_remote_code)
-            self.model = self.backbone
-            weight, bias = _read_head(str(path))
-            if weight is None:
-                log.warning("no lm_head.weight in %s: using the tied input embedding as the head", path)
-                weight = self.backbone.get_input_embeddings().weight.detach()
-            self.lm_head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-            with torch.no_grad():
-                self.lm_head.weight.copy_(weight)
-                if bias is not None:
-                    self.lm_head.bias.copy_(bias)
-            self.lm_head = self.lm_head.to(self.device, dt).eval()
-            tokenizer = resolve_tokenizer(tokenizer, path, trust_remote_code)
+    def load(self, spec, model, tokenizer):
+        loaded = super().load(spec, model, tokenizer) if model is not None or spec.path is None else self._load_apart(spec, tokenizer)
         rows = self.lm_head.weight.shape[0]
         if rows != 2:
             log.warning("Llemma PRM head has %d rows, not 2: the score is sigmoid of the mean over all %d", rows, rows)
-        return tokenizer
+        return loaded
 
-    def __init__(self, path: str | None = None, **kwargs):
-        super().__init__(path, **kwargs)
-        if self.lm_head is not self.model.get_output_embeddings():
-            self.num_parameters += sum(p.numel() for p in self.lm_head.parameters())
+    def _load_apart(self, spec, tokenizer):
+        """The backbone through ``AutoModel`` and the head straight from the checkpoint's files."""
+        backbone, tokenizer, device = load_checkpoint(spec, "AutoModel", None, tokenizer)
+        weight, bias = _read_head(spec.path)
+        if weight is None:
+            log.warning("no lm_head.weight in %s: using the tied input embedding as the head", spec.path)
+            weight = backbone.get_input_embeddings().weight.detach()
+        head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        with torch.no_grad():
+            head.weight.copy_(weight)
+            if bias is not None:
+                head.bias.copy_(bias)
+        self.backbone, self.lm_head = backbone, head.to(device, next(backbone.parameters()).dtype).eval()
+        return backbone, tokenizer, device
+
+    def count_parameters(self) -> int:
+        extra = self.lm_head is not self.model.get_output_embeddings()  # a head loaded apart from the backbone
+        return super().count_parameters() + (sum(p.numel() for p in self.lm_head.parameters()) if extra else 0)
 
     def head(self, feats, next_ids):
         return self.logits(feats).mean(-1)

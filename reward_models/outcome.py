@@ -18,25 +18,19 @@ import torch
 
 from treesearch.protocols import Chain
 
-from .base import Encoding, ModelPRM, PieceTokenizer, backbone_of, encode_chain, non_embedding_parameters, prepare
+from .base import CheckpointPRM, Encoding, backbone_of, encode_chain
 from .registry import register_prm
 
 
-class OutcomeRM(ModelPRM):
+class OutcomeRM(CheckpointPRM):
     """Sequence-classification ORM scored once per chain; every step gets that score."""
 
     prefix_filling = False
+    model_class = "AutoModelForSequenceClassification"
 
     def __init__(self, path: str | None = None, *, question_suffix: str = "\n", step_suffix: str = "\n",
-                 positive_label: int = 1, head_name: str | None = None, device: str | None = None,
-                 dtype: str | torch.dtype | None = "auto", trust_remote_code: bool = False,
-                 model: torch.nn.Module | None = None, tokenizer=None,
-                 max_batch_tokens: int | None = None, max_batch_size: int = 256,
-                 padding_side: str = "right", cache: bool = True):
-        from transformers import AutoModelForSequenceClassification
-
-        self.model, tokenizer, self.device = prepare(path, model, tokenizer, AutoModelForSequenceClassification,
-                                                     device, dtype, trust_remote_code)
+                 positive_label: int = 1, head_name: str | None = None, **options):
+        super().__init__(path, **options)
         self.backbone = backbone_of(self.model)
         names = [head_name] if head_name else ["score", "classifier"]
         heads = [getattr(self.model, n) for n in names if isinstance(getattr(self.model, n, None), torch.nn.Module)]
@@ -44,12 +38,7 @@ class OutcomeRM(ModelPRM):
             raise ValueError(f"{type(self.model).__name__} has no classification head named {names}; pass head_name=")
         self.cls_head = heads[0]
         self.positive_label = positive_label
-        self.tok = PieceTokenizer(tokenizer)
-        self.pad_token_id = self.tok.pad_token_id
         self.question_suffix, self.step_suffix = question_suffix, step_suffix
-        self.num_parameters = non_embedding_parameters(self.model)
-        super().__init__(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                         padding_side=padding_side, cache=cache)
 
     def encode(self, chain: Chain) -> Encoding:
         enc = encode_chain(self.tok, chain.question, chain.steps, step_lead=self.question_suffix, readout="last",
@@ -57,9 +46,8 @@ class OutcomeRM(ModelPRM):
         last = (len(enc.input_ids) - 1,)
         return Encoding(enc.input_ids, tuple(last for _ in enc.readout))
 
-    def features(self, input_ids, attention_mask, position_ids):
-        return self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                             position_ids=position_ids, use_cache=False).last_hidden_state
+    def features(self, input_ids, attention_mask, position_ids, cache=None):
+        return self.run(self.backbone, input_ids, attention_mask, position_ids, cache).last_hidden_state
 
     def head(self, feats, next_ids):
         logits = self.cls_head(feats).float()

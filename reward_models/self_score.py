@@ -14,39 +14,28 @@ import torch
 
 from treesearch.protocols import Chain
 
-from .base import Encoding, ModelPRM, PieceTokenizer, backbone_of, encode_chain, non_embedding_parameters, prepare
+from .base import CheckpointPRM, Encoding, backbone_of, encode_chain, softcapped
 from .registry import register_prm
 
 
-class SelfScorePRM(ModelPRM):
+class SelfScorePRM(CheckpointPRM):
     """exp(mean token log-prob of each step) under a causal LM."""
 
     def __init__(self, path: str | None = None, *, prompt_template: str = "{question}\n",
                  chat_template: bool = False, system_prompt: str | None = None, step_suffix: str = "\n",
-                 device: str | None = None, dtype: str | torch.dtype | None = "auto",
-                 trust_remote_code: bool = False, model: torch.nn.Module | None = None, tokenizer=None,
-                 max_batch_tokens: int | None = None, max_batch_size: int = 256,
-                 padding_side: str = "right", cache: bool = True, vocab_chunk_rows: int = 2048):
-        from transformers import AutoModelForCausalLM
-
+                 vocab_chunk_rows: int = 2048, **options):
         if "{question}" not in prompt_template:
             raise ValueError("prompt_template must contain '{question}'")
-        self.model, tokenizer, self.device = prepare(path, model, tokenizer, AutoModelForCausalLM,
-                                                     device, dtype, trust_remote_code)
+        super().__init__(path, **options)
         self.backbone = backbone_of(self.model)
         self.lm_head = self.model.get_output_embeddings()
         self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
-        self.tok = PieceTokenizer(tokenizer)
-        self.pad_token_id = self.tok.pad_token_id
         self.prompt_template, self.chat_template, self.system_prompt = prompt_template, chat_template, system_prompt
-        if chat_template and not getattr(tokenizer, "chat_template", None):
+        if chat_template and not getattr(self.tok.tokenizer, "chat_template", None):
             raise ValueError("chat_template=True but the tokenizer has no chat template")
         self.step_suffix = step_suffix
         self.vocab_chunk_rows = vocab_chunk_rows
-        self.num_parameters = non_embedding_parameters(self.model)
         self._prompts: dict[str, str] = {}
-        super().__init__(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                         padding_side=padding_side, cache=cache)
 
     def prompt(self, question: str) -> str:
         if question not in self._prompts:
@@ -66,17 +55,14 @@ class SelfScorePRM(ModelPRM):
         return encode_chain(self.tok, self.prompt(chain.question), chain.steps, readout="span",
                             step_suffix=self.step_suffix, add_special_prefix=not self.chat_template)
 
-    def features(self, input_ids, attention_mask, position_ids):
-        return self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                             position_ids=position_ids, use_cache=False).last_hidden_state
+    def features(self, input_ids, attention_mask, position_ids, cache=None):
+        return self.run(self.backbone, input_ids, attention_mask, position_ids, cache).last_hidden_state
 
     def head(self, feats, next_ids):
         # Chunked so rows × vocabulary logits never all sit in memory at once.
         out = []
         for i in range(0, feats.shape[0], self.vocab_chunk_rows):
-            logits = self.lm_head(feats[i:i + self.vocab_chunk_rows]).float()
-            if self.softcap:
-                logits = torch.tanh(logits / self.softcap) * self.softcap
+            logits = softcapped(self.lm_head(feats[i:i + self.vocab_chunk_rows]), self.softcap)
             logp = torch.log_softmax(logits, dim=-1)
             out.append(logp.gather(-1, next_ids[i:i + self.vocab_chunk_rows, None]).squeeze(-1))
         return torch.cat(out)

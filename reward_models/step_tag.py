@@ -12,11 +12,11 @@ import torch
 
 from treesearch.protocols import Chain
 
-from .base import Encoding, ModelPRM, PieceTokenizer, backbone_of, encode_chain, non_embedding_parameters, prepare
+from .base import CheckpointPRM, Encoding, backbone_of, encode_chain, load_checkpoint, softcapped
 from .registry import register_prm
 
 
-class TaggedLMPRM(ModelPRM):
+class TaggedLMPRM(CheckpointPRM):
     """A causal LM read at an inserted tag token after each step; subclasses pick the head.
 
     The LM head is applied only at the tag positions (a few rows, not every token × vocab).
@@ -24,45 +24,28 @@ class TaggedLMPRM(ModelPRM):
     """
 
     def __init__(self, path: str | None = None, *, tag: str = "ки", question_suffix: str = " ",
-                 step_suffix: str = " ", tag_suffix: str = "\n", device: str | None = None,
-                 dtype: str | torch.dtype | None = "auto", trust_remote_code: bool = False,
-                 model: torch.nn.Module | None = None, tokenizer=None,
-                 max_batch_tokens: int | None = None, max_batch_size: int = 256,
-                 padding_side: str = "right", cache: bool = True):
-        tokenizer = self._load(path, model, tokenizer, device, dtype, trust_remote_code)
-        self.tok = PieceTokenizer(tokenizer)
-        self.pad_token_id = self.tok.pad_token_id
+                 step_suffix: str = " ", tag_suffix: str = "\n", **options):
+        super().__init__(path, **options)
         self.tag_id = self.tok.single_token_id(tag, "step tag")
         self.question_suffix, self.step_suffix, self.tag_suffix = question_suffix, step_suffix, tag_suffix
         self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
-        self.num_parameters = non_embedding_parameters(self.model)
-        super().__init__(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                         padding_side=padding_side, cache=cache)
 
-    def _load(self, path, model, tokenizer, device, dtype, trust_remote_code):
-        """Set ``model``, ``backbone``, ``lm_head``, ``device``; return the tokenizer."""
-        from transformers import AutoModelForCausalLM
-
-        self.model, tokenizer, self.device = prepare(path, model, tokenizer, AutoModelForCausalLM,
-                                                     device, dtype, trust_remote_code)
-        self.backbone = backbone_of(self.model)
-        self.lm_head = self.model.get_output_embeddings()
-        return tokenizer
+    def load(self, spec, model, tokenizer):
+        """The causal LM; sets ``backbone`` and ``lm_head`` (the head is applied at tags only)."""
+        model, tokenizer, device = load_checkpoint(spec, "AutoModelForCausalLM", model, tokenizer)
+        self.backbone, self.lm_head = backbone_of(model), model.get_output_embeddings()
+        return model, tokenizer, device
 
     def encode(self, chain: Chain) -> Encoding:
         return encode_chain(self.tok, chain.question, chain.steps, step_lead=self.question_suffix, readout="mark",
                             step_suffix=self.step_suffix, mark_id=self.tag_id, mark_suffix=self.tag_suffix)
 
-    def features(self, input_ids, attention_mask, position_ids):
-        return self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                             position_ids=position_ids, use_cache=False).last_hidden_state
+    def features(self, input_ids, attention_mask, position_ids, cache=None):
+        return self.run(self.backbone, input_ids, attention_mask, position_ids, cache).last_hidden_state
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """LM-head logits at the given hidden states, with the model's final soft-capping if any."""
-        out = self.lm_head(h).float()
-        if self.softcap:
-            out = torch.tanh(out / self.softcap) * self.softcap
-        return out
+        return softcapped(self.lm_head(h), self.softcap)
 
 
 class StepTagPRM(TaggedLMPRM):

@@ -19,7 +19,9 @@ from torch import nn
 
 from treesearch.protocols import Chain
 
-from .base import (Encoding, ModelPRM, PieceTokenizer, encode_chain, non_embedding_parameters, read_format_file,
+from treesearch.kv_cache import cache_arguments
+
+from .base import (CheckpointPRM, Encoding, PieceTokenizer, encode_chain, load_checkpoint, read_format_file,
                    resolve_device, resolve_dtype, resolve_tokenizer, write_format_file)
 from .registry import register_prm
 
@@ -68,9 +70,9 @@ class ValueHeadModel(nn.Module):
             torch.manual_seed(seed)
         return cls(AutoModel.from_config(config))
 
-    def hidden(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
-        return self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                             position_ids=position_ids, use_cache=False).last_hidden_state
+    def hidden(self, input_ids, attention_mask=None, position_ids=None, cache=None) -> torch.Tensor:
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             **cache_arguments(self.backbone, cache)).last_hidden_state
 
     def forward(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
         return self.value_head(self.hidden(input_ids, attention_mask, position_ids)).squeeze(-1)
@@ -118,42 +120,31 @@ def encode_value_head(tok: PieceTokenizer, fmt: ValueHeadFormat, chain: Chain) -
                         mark_suffix=fmt.tag_suffix)
 
 
-class ValueHeadPRM(ModelPRM):
+class ValueHeadPRM(CheckpointPRM):
     """sigmoid(value_head(h)) at the end of each step (or at its tag)."""
 
-    def __init__(self, path: str | None = None, *, model: ValueHeadModel | None = None, tokenizer=None,
-                 fmt: ValueHeadFormat | None = None, device: str | None = None,
-                 dtype: str | torch.dtype | None = "auto", trust_remote_code: bool = False,
-                 max_batch_tokens: int | None = None, max_batch_size: int = 256,
-                 padding_side: str = "right", cache: bool = True):
-        if model is None:
-            if path is None:
-                raise ValueError("give a value-head PRM directory, or a ValueHeadModel and a tokenizer")
-            model, saved_fmt = ValueHeadModel.load(str(path), device, dtype, trust_remote_code)
-            fmt = fmt or saved_fmt
-            self.device = next(model.parameters()).device
-        else:
-            self.device = resolve_device(device) if device is not None else next(model.parameters()).device
-            model = model.to(self.device)
-            if dtype is not None and dtype != "auto":
-                model = model.to(resolve_dtype(dtype, self.device))
-            model.eval()
-        tokenizer = resolve_tokenizer(tokenizer, path, trust_remote_code)
-        self.model = model
-        self.fmt = fmt or ValueHeadFormat()
-        self.tok = PieceTokenizer(tokenizer)
-        self.pad_token_id = self.tok.pad_token_id
+    def __init__(self, path: str | None = None, *, fmt: ValueHeadFormat | None = None, **options):
+        self.fmt = fmt
+        super().__init__(path, **options)
         if self.fmt.tag is not None:
             self.tok.single_token_id(self.fmt.tag, "step tag")  # fail now, not at the first score
-        self.num_parameters = non_embedding_parameters(model)
-        super().__init__(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                         padding_side=padding_side, cache=cache)
+
+    def load(self, spec, model, tokenizer):
+        """A saved value-head directory (its layout unless ``fmt`` is given), or a built ValueHeadModel."""
+        if model is None:
+            if spec.path is None:
+                raise ValueError("give a value-head PRM directory, or a ValueHeadModel and a tokenizer")
+            model, saved = ValueHeadModel.load(spec.path, spec.device, spec.dtype, spec.trust_remote_code)
+            self.fmt = self.fmt or saved
+            return model, resolve_tokenizer(tokenizer, spec.path, spec.trust_remote_code), next(model.parameters()).device
+        self.fmt = self.fmt or ValueHeadFormat()
+        return load_checkpoint(spec, None, model, tokenizer)
 
     def encode(self, chain: Chain) -> Encoding:
         return encode_value_head(self.tok, self.fmt, chain)
 
-    def features(self, input_ids, attention_mask, position_ids):
-        return self.model.hidden(input_ids, attention_mask, position_ids)
+    def features(self, input_ids, attention_mask, position_ids, cache=None):
+        return self.model.hidden(input_ids, attention_mask, position_ids, cache)
 
     def head(self, feats, next_ids):
         return self.model.value_head(feats).squeeze(-1)

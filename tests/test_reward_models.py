@@ -66,7 +66,9 @@ def checkpoints(tmp_path_factory, tok):
 @pytest.fixture(scope="module")
 def make_prm(checkpoints, tok):
     def make(kind: str, arch: str = "llama", **kw) -> ModelPRM:
-        path = checkpoints(kind, arch)
+        if kind == "likelihood":  # the LM of the tests' checkpoints under a fixed head, chained by product
+            kw.setdefault("head", rm.LikelihoodHead(weight=(0.5, 0.3), bias=0.1))
+        path = checkpoints("lm" if kind == "likelihood" else kind, arch)
         if arch == "qwen2":  # transformers maps model_type qwen2 to its own tokenizer class; keep ours
             kw.setdefault("tokenizer", tok)
         kind = "llemma" if kind == "llemma2" else kind

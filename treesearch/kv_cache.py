@@ -1,15 +1,24 @@
-"""Prefix KV caches kept between expansions, so a child's prefix is never re-encoded.
+"""Prefix KV caches kept between model calls, so a child's prefix is never re-encoded.
 
 The KV of a tree path is a chain of segments: a node's segment holds only the positions
 its step added and points at its parent's segment, so siblings share one copy of their
-common prefix instead of each holding the whole of it.
+common prefix instead of each holding the whole of it. The policy (sampling a node's
+children) and the PRMs (scoring a child after its parent) both keep their paths here.
+
+A batch's KV lives in one buffer ``[layers, 2, rows, heads, capacity, dim]`` that the model
+sees through the transformers Cache API (:func:`buffer_cache`): copying segments into rows
+or a finished row out of the batch is one tensor operation for all layers.
 """
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, Hashable, Sequence
 
 import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 @dataclass(eq=False)
 class Segment:
@@ -48,41 +57,50 @@ class Segment:
 
 
 class PrefixKVStore:
-    """An LRU map from a token prefix to the KV chain of all but its last token, bounded in bytes.
+    """An LRU map from a prefix (its token ids, or any key) to the KV chain of all but its
+    last token, bounded in bytes; an entry may carry data that belongs with it.
 
-    A sampled step's KV is stored under the child's full token prefix; when that child
-    is expanded only its last token has to be fed. Entries are popped when used (each
-    node is expanded once by every algorithm here), and evicted oldest-first beyond
-    ``max_bytes``; a miss just means the prefix is encoded again. A segment shared by
-    several entries is counted once, for as long as one of them is stored.
+    The policy stores a sampled step's KV under the child's full token prefix and pops it
+    when that child is expanded (each node is expanded once). A PRM keeps a scored chain
+    with ``get`` for all its children. Entries are evicted oldest-first (least recently
+    used) beyond ``max_bytes``; a miss just means the prefix is encoded again. A segment
+    shared by several entries is counted once, for as long as one of them is stored.
     """
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[int, ...], Segment] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[Segment, Any]] = OrderedDict()
         self._bytes = 0
         self.hits = self.misses = 0
 
-    def put(self, prefix: tuple[int, ...], entry: Segment) -> None:
+    def put(self, prefix: Hashable, entry: Segment, data: Any = None) -> None:
         if self.max_bytes <= 0:
             return
         old = self._entries.pop(prefix, None)
         if old is not None:
-            self._release(old)
-        self._entries[prefix] = entry
+            self._release(old[0])
+        self._entries[prefix] = (entry, data)
         self._hold(entry)
         while self._bytes > self.max_bytes and self._entries:
-            _, evicted = self._entries.popitem(last=False)
+            _, (evicted, _) = self._entries.popitem(last=False)
             self._release(evicted)
 
-    def pop(self, prefix: tuple[int, ...]) -> Segment | None:
-        entry = self._entries.pop(prefix, None)
-        if entry is None:
+    def pop(self, prefix: Hashable) -> Segment | None:
+        found = self._entries.pop(prefix, None)
+        if found is None:
             self.misses += 1
-        else:
+            return None
+        self.hits += 1
+        self._release(found[0])
+        return found[0]
+
+    def get(self, prefix: Hashable) -> tuple[Segment, Any] | None:
+        """The entry and its data, kept and marked as recently used; None (not counted) if absent."""
+        found = self._entries.get(prefix)
+        if found is not None:
             self.hits += 1
-            self._release(entry)
-        return entry
+            self._entries.move_to_end(prefix)
+        return found
 
     def _hold(self, entry: Segment) -> None:
         for s in entry.chain():
@@ -97,7 +115,7 @@ class PrefixKVStore:
                 self._bytes -= s.nbytes
 
     def clear(self) -> None:
-        for entry in self._entries.values():
+        for entry, _ in self._entries.values():
             self._release(entry)
         self._entries.clear()
 
@@ -107,3 +125,104 @@ class PrefixKVStore:
     @property
     def nbytes(self) -> int:
         return self._bytes
+
+
+# ---- batches in one buffer, seen through the Cache API ---------------------------------------
+
+class BufferLayer(DynamicLayer):
+    """One layer's view of a batch's shared KV buffer: a forward pass writes its new
+    positions in place instead of concatenating (which copies the whole cache every token)."""
+
+    def __init__(self, buf: torch.Tensor, length: int):
+        super().__init__()
+        self.buf = buf  # [2, rows, heads, capacity, dim]
+        self.dtype, self.device, self.is_initialized = buf.dtype, buf.device, True
+        self.set_length(length)
+
+    def set_length(self, n: int) -> None:
+        self.length = n
+        self.keys, self.values = self.buf[0, :, :, :n], self.buf[1, :, :, :n]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        end = self.length + key_states.shape[2]
+        if end > self.buf.shape[3]:
+            raise RuntimeError(f"KV buffer of {self.buf.shape[3]} positions is full; this is a treesearch bug")
+        self.buf[0, :, :, self.length:end] = key_states
+        self.buf[1, :, :, self.length:end] = value_states
+        self.set_length(end)
+        return self.keys, self.values
+
+
+def buffer_cache(kv: torch.Tensor, length: int) -> DynamicCache:
+    """A Cache whose layers are views of ``kv`` [layers, 2, rows, heads, capacity, dim], ``length`` filled."""
+    cache = DynamicCache()
+    cache.layers = [BufferLayer(kv[i], length) for i in range(kv.shape[0])]
+    return cache
+
+
+def stacked(cache) -> torch.Tensor:
+    """A model-built cache as one tensor [layers, 2, rows, heads, length, dim]; a clear error
+    for models whose layers differ in shape (sliding-window or hybrid layers)."""
+    keys = [layer.keys for layer in cache.layers]
+    if len({k.shape for k in keys}) != 1:
+        raise ValueError(f"one KV buffer needs every layer's KV to have one shape, got {sorted({tuple(k.shape) for k in keys})}")
+    rows, heads, n, dim = keys[0].shape
+    kv = keys[0].new_empty((len(keys), 2, rows, heads, n, dim))
+    for i, layer in enumerate(cache.layers):
+        kv[i, 0], kv[i, 1] = layer.keys, layer.values
+    return kv
+
+
+def gather(chains: Sequence[Segment | None], widths: Sequence[int], capacity: int,
+           out: torch.Tensor | None = None) -> torch.Tensor:
+    """A buffer with ``widths[i]`` rows holding chain i's positions, right-aligned at the
+    longest chain's end (left padding zeroed: masked out but finite), with room for
+    ``capacity`` positions; laid out in ``out``'s memory when given (see ``reuse``)."""
+    ref = next(c for c in chains if c is not None).chain()[0].kv  # [layers, 2, heads, length, dim]
+    n = max(c.end if c is not None else 0 for c in chains)
+    shape = (ref.shape[0], 2, sum(widths), ref.shape[2], capacity, ref.shape[4])
+    kv = reuse(out, ref, shape)
+    row = 0
+    for c, w in zip(chains, widths):
+        rows = slice(row, row + w)
+        have = c.end if c is not None else 0
+        kv[:, :, rows, :, :n - have] = 0
+        for seg in (c.chain() if c is not None else ()):
+            at = n - have + seg.start
+            kv[:, :, rows, :, at:at + seg.length] = seg.kv[:, :, None]
+        row += w
+    return kv
+
+
+def reuse(buffer: torch.Tensor | None, like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A contiguous tensor of ``shape`` in ``buffer``'s memory if it is big enough, else a new one
+    (on a CPU a fresh allocation of a few hundred MB page-faults on every first write)."""
+    n = 1
+    for d in shape:
+        n *= d
+    if buffer is not None and buffer.dtype == like.dtype and buffer.device == like.device \
+            and buffer.untyped_storage().nbytes() >= n * like.element_size():
+        return like.new_empty(0).set_(buffer.untyped_storage(), 0, shape)
+    return like.new_empty(shape)
+
+
+# ---- the cache argument, across transformers versions ----------------------------------------
+
+_CACHE_ARG: dict[type, str] = {}
+
+
+def cache_arguments(model: torch.nn.Module, cache) -> dict:
+    """Keyword arguments that hand ``cache`` to ``model.forward``: ``cache=`` where the model
+    takes it (transformers >= 5.2x, which deprecates the old name), else ``past_key_values=``."""
+    cls = type(model)
+    name = _CACHE_ARG.get(cls)
+    if name is None:
+        params = inspect.signature(model.forward).parameters
+        name = _CACHE_ARG[cls] = "cache" if "cache" in params else "past_key_values"
+    return {name: cache, "use_cache": cache is not None}
+
+
+def returned_cache(output) -> Any:
+    """The cache a forward pass returned, under either name."""
+    found = getattr(output, "cache", None)
+    return found if found is not None else output.past_key_values

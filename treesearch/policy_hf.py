@@ -9,42 +9,17 @@ came from the cache.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
-from transformers.cache_utils import DynamicLayer
 
-from .kv_cache import PrefixKVStore, Segment
+from .devices import resolve_device, resolve_dtype
+from .kv_cache import PrefixKVStore, Segment, buffer_cache, cache_arguments, gather, returned_cache, reuse, stacked
 from .ledger import count_parameters
 from .protocols import ExpandOutput, ExpandRequest, StepSample
 from .sampler import draw, seed32
 from .step_format import StepFormat
-
-
-class _LayerView(DynamicLayer):
-    """One layer's view of a batch's shared KV buffer: a decode step writes its new
-    position in place instead of concatenating (which copies the whole cache every token)."""
-
-    def __init__(self, buf: torch.Tensor, length: int):
-        super().__init__()
-        self.buf = buf  # [2, rows, heads, capacity, dim]
-        self.dtype, self.device, self.is_initialized = buf.dtype, buf.device, True
-        self._set_length(length)
-
-    def _set_length(self, n: int) -> None:
-        self._n = n
-        self.keys, self.values = self.buf[0, :, :, :n], self.buf[1, :, :, :n]
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        end = self._n + key_states.shape[2]
-        if end > self.buf.shape[3]:
-            raise RuntimeError(f"KV buffer of {self.buf.shape[3]} positions is full; this is a treesearch bug")
-        self.buf[0, :, :, self._n:end] = key_states
-        self.buf[1, :, :, self._n:end] = value_states
-        self._set_length(end)
-        return self.keys, self.values
 
 
 class _Rows:
@@ -57,24 +32,20 @@ class _Rows:
         self._views(length)
 
     def _views(self, length: int) -> None:
-        self.cache = DynamicCache()
-        self.cache.layers = [_LayerView(self.kv[i], length) for i in range(self.kv.shape[0])]
+        self.cache = buffer_cache(self.kv, length)
 
     @property
     def length(self) -> int:
         """Positions filled: the model's forward passes advance the layer views."""
-        return self.cache.layers[0]._n
+        return self.cache.layers[0].length
 
     @staticmethod
     def from_cache(cache: DynamicCache, mask: torch.Tensor, logits: torch.Tensor, spare: int) -> _Rows:
         """Copy a model-built cache into one buffer with ``spare`` free positions."""
-        keys = [layer.keys for layer in cache.layers]
-        if len({k.shape for k in keys}) != 1:
-            raise ValueError(f"TransformersPolicy needs every layer's KV to have one shape, got {sorted({tuple(k.shape) for k in keys})}")
-        rows, heads, n, dim = keys[0].shape
-        kv = keys[0].new_empty((len(keys), 2, rows, heads, n + spare, dim))
-        for i, layer in enumerate(cache.layers):
-            kv[i, 0, :, :, :n], kv[i, 1, :, :, :n] = layer.keys, layer.values
+        built = stacked(cache)
+        n = built.shape[4]
+        kv = built.new_empty((*built.shape[:4], n + spare, built.shape[5]))
+        kv[:, :, :, :, :n] = built
         return _Rows(kv, n, mask, logits)
 
     def select(self, idx: torch.Tensor) -> _Rows:
@@ -117,15 +88,6 @@ class _Rows:
         return _Rows(kv, n, mask, torch.cat([p.logits for p in parts]))
 
 
-def _reuse(buffer: torch.Tensor | None, like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """A contiguous tensor of ``shape`` in ``buffer``'s memory if it is big enough, else a new one."""
-    n = math.prod(shape) * like.element_size()
-    if buffer is not None and buffer.dtype == like.dtype and buffer.device == like.device \
-            and buffer.untyped_storage().nbytes() >= n:
-        return like.new_empty(0).set_(buffer.untyped_storage(), 0, shape)
-    return like.new_empty(shape)
-
-
 class TransformersPolicy:
     """Samples one reasoning step per row from any transformers causal LM, CPU or GPU."""
 
@@ -164,7 +126,7 @@ class TransformersPolicy:
     def from_pretrained(cls, path: str, device: str = "cpu", dtype: str = "float32", *,
                         trust_remote_code: bool = False, **kwargs) -> TransformersPolicy:
         """Load a local checkpoint directory (no hub access is attempted for local paths)."""
-        torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        torch_dtype = resolve_dtype(dtype, resolve_device(device))
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
         return cls(model.to(device), tokenizer, **kwargs)
@@ -332,43 +294,30 @@ class TransformersPolicy:
             kv = self._cached_rows(entries, use, widths.tolist(), n_cache + n_in + self.max_step_tokens)
             rows = _Rows(kv, n_cache, mask[repeat].to(self.device), logits=None)
             out = self.model(input_ids=ids[repeat].to(self.device), attention_mask=rows.mask,
-                             position_ids=pos[repeat].to(self.device), past_key_values=rows.cache, use_cache=True,
-                             logits_to_keep=1)
+                             position_ids=pos[repeat].to(self.device), logits_to_keep=1,
+                             **cache_arguments(self.model, rows.cache))
             rows.logits = out.logits[:, -1].float()
             fed = [n * r.width for n, r in zip(fed, reqs)]
             links = [(e.truncated(c), c) for e, c in zip(entries, use)]
             return rows, fed, links
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                         position_ids=pos.to(self.device), past_key_values=DynamicCache(), use_cache=True,
-                         logits_to_keep=1)
-        rows = _Rows.from_cache(out.past_key_values, mask.to(self.device), out.logits[:, -1].float(), self.max_step_tokens)
+                         position_ids=pos.to(self.device), logits_to_keep=1,
+                         **cache_arguments(self.model, DynamicCache()))
+        rows = _Rows.from_cache(returned_cache(out), mask.to(self.device), out.logits[:, -1].float(), self.max_step_tokens)
         links = [(Segment(rows.last(b, len(r.prefix_ids)), 0) if self.reuse_kv else None, len(r.prefix_ids))
                  for b, r in enumerate(reqs)]
         return rows.select(repeat.to(self.device)), fed, links
 
     def _cached_rows(self, entries: list[Segment], use: list[int], widths: list[int], capacity: int) -> torch.Tensor:
         """A KV buffer with ``widths[i]`` rows holding the first ``use[i]`` cached positions of
-        entry i, right-aligned at ``max(use)``, with room for ``capacity`` positions. It is laid
-        out in the previous batch's buffer when that is big enough: a fresh CPU allocation of
-        this size page-faults on every first write."""
-        n_cache = max(use)
-        ref = entries[0].chain()[0].kv  # [layers, 2, heads, length, dim]
-        shape = (ref.shape[0], 2, sum(widths), ref.shape[2], capacity, ref.shape[4])
-        kv = _reuse(self._free_kv, ref, shape)
-        row = 0
-        for e, c, w in zip(entries, use, widths):
-            rows = slice(row, row + w)
-            kv[:, :, rows, :, :n_cache - c] = 0  # left padding, masked out but kept finite
-            for seg in (e.truncated(c).chain() if c else ()):
-                at = n_cache - c + seg.start
-                kv[:, :, rows, :, at:at + seg.length] = seg.kv[:, :, None]
-            row += w
-        return kv
+        entry i, right-aligned at ``max(use)``, laid out in the previous batch's buffer when
+        that is big enough."""
+        return gather([e.truncated(c) for e, c in zip(entries, use)], widths, capacity, out=self._free_kv)
 
     def _step(self, rows: _Rows, tok: torch.Tensor, positions: torch.Tensor) -> _Rows:
         mask = torch.cat([rows.mask, rows.mask.new_ones((rows.mask.shape[0], 1))], 1)
         out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=positions[:, None],
-                         past_key_values=rows.cache, use_cache=True)
+                         **cache_arguments(self.model, rows.cache))
         rows.mask, rows.logits = mask, out.logits[:, -1].float()
         return rows
 
