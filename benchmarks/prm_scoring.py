@@ -16,6 +16,13 @@
     harness runs it). Every score request is a chain extending an already-scored parent.
     Reported: requested chains, chains served from the cache or deduplicated in a request,
     and model tokens with the cache vs scoring every requested chain.
+(c) Incremental scoring: REBASE (width ``--incremental-width``, 16) with a built-in policy
+    (``--policy``, small) on ``--problems`` built-in test problems, scored by the built-in
+    likelihood PRM (or, with ``--incremental-prm random``, the random value-head PRM of
+    ``--model-size``, e.g. 1b on a GPU), with incremental scoring on and off. Reported: PRM
+    tokens fed per new step token (the least any scorer must read: each distinct chain's
+    last step, and each question once; target <= 1.3 on), PRM wall time, and whether the
+    two runs built the same trees (scores agree to float rounding, so selections should too).
 """
 from __future__ import annotations
 
@@ -42,14 +49,15 @@ SIZES = {
 }
 
 
-def make_prm(args, cache: bool) -> ValueHeadPRM:
+def make_prm(args, cache: bool, incremental: bool = True) -> ValueHeadPRM:
     tok = build_tokenizer()
     torch.manual_seed(0)
     cfg = tiny_config("llama", tok, max_position_embeddings=4096, attn_implementation="sdpa", **SIZES[args.model_size])
     with torch.device(args.device):
         model = ValueHeadModel.from_config(cfg, seed=0)
     model = model.to(dtype=getattr(torch, args.dtype)).eval()
-    return ValueHeadPRM(model=model, tokenizer=tok, cache=cache, max_batch_tokens=args.max_batch_tokens)
+    return ValueHeadPRM(model=model, tokenizer=tok, cache=cache, incremental=incremental,
+                        max_batch_tokens=args.max_batch_tokens)
 
 
 # ---- workload: built-in-task-like problems and steps ---------------------------------------------
@@ -175,6 +183,70 @@ def bench_cache(args) -> dict:
     return out
 
 
+def bench_incremental(args) -> dict:
+    from experiments.builtin.models import LIMITS, PRM_DIR, load_policy
+    from experiments.datasets import load_dataset
+    from reward_models import load_prm
+    from treesearch.algorithms import Rebase
+    from treesearch.runner import Runner
+
+    policy = load_policy(args.policy)
+    questions = [p.question for p in load_dataset("builtin", limit=args.problems)]
+    out: dict = {}
+    for on in (True, False):
+        if args.incremental_prm == "builtin":
+            prm = load_prm("likelihood", path=str(PRM_DIR), device=args.device, cache=True, incremental=on)
+        else:
+            prm = make_prm(args, cache=True, incremental=on)
+        seen: dict = {}
+        spent = [0.0]
+        original = prm.score
+
+        def timed(chains, _orig=original, _prm=prm):
+            for c in chains:
+                key = (c.question, tuple(c.steps))
+                if key not in seen:
+                    enc = _prm.encode(c)
+                    parent = (_prm.encode(type(c)(c.question, c.steps[:-1])) if len(c.steps) > 1 else None)
+                    seen[key] = (len(enc) - (len(parent) if parent else enc.prompt_length), enc.prompt_length)
+            t = time.perf_counter()
+            got = _orig(chains)
+            sync(args.device)
+            spent[0] += time.perf_counter() - t
+            return got
+
+        prm.score = timed  # type: ignore[method-assign]
+        runner = Runner(policy, prm, limits=LIMITS, progress=False)
+        t = time.perf_counter()
+        results = runner.run(questions, Rebase(width=args.incremental_width), seed=0)
+        total = time.perf_counter() - t
+        prompts = {q: n for (q, steps), (_, n) in seen.items() if len(steps) == 1}
+        new_tokens = sum(d for d, _ in seen.values()) + sum(prompts.values())
+        stats = prm.scorer.stats
+        out[on] = dict(seconds=total, prm_seconds=spent[0], tokens=stats.tokens_run, new_tokens=new_tokens,
+                       reused=stats.tokens_reused, incremental=stats.incremental, run=stats.chains_run,
+                       ledger=sum(r.ledger.prm_processed_tokens for r in results),
+                       trees=[[(c.steps, tuple(round(s, 4) for s in c.step_scores)) for c in r.candidates] for r in results])
+    return out
+
+
+def print_incremental(args, r: dict) -> None:
+    print(f"\n(c) incremental scoring: REBASE width {args.incremental_width}, built-in policy '{args.policy}', "
+          f"{args.problems} built-in problems, {args.incremental_prm} PRM")
+    print(f"    {'scoring':<14}{'chains run':>11}{'extended':>9}{'PRM tokens':>12}{'new tokens':>12}{'per new':>9}"
+          f"{'KV reused':>11}{'PRM s':>8}{'total s':>9}")
+    for on, label in ((True, "incremental"), (False, "full re-read")):
+        x = r[on]
+        print(f"    {label:<14}{x['run']:>11}{x['incremental']:>9}{x['tokens']:>12,}{x['new_tokens']:>12,}"
+              f"{x['tokens'] / max(1, x['new_tokens']):>9.2f}{x['reused']:>11,}{x['prm_seconds']:>8.2f}{x['seconds']:>9.2f}")
+    on, off = r[True], r[False]
+    ratio = on["tokens"] / max(1, on["new_tokens"])
+    print(f"    PRM tokens {off['tokens'] / max(1, on['tokens']):.1f}x fewer, PRM time {off['prm_seconds'] / on['prm_seconds']:.2f}x "
+          f"faster with incremental scoring; {ratio:.2f} tokens per new step token "
+          f"(target <= 1.3: {'met' if ratio <= 1.3 else 'NOT met'}); ledger PRM tokens {on['ledger']:,} vs {off['ledger']:,}; "
+          f"same trees: {'yes' if on['trees'] == off['trees'] else 'NO'}")
+
+
 def print_cache(args, c: dict) -> None:
     print(f"\n(b) cache: REBASE (T_b=0.2) widths {args.widths} on {args.problems} problems, seed 0, "
           f"one PRM across the sweep")
@@ -220,6 +292,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--repeats", type=int, default=3, help="timings are the best of this many runs")
     ap.add_argument("--skip-cache", action="store_true")
+    ap.add_argument("--skip-batching", action="store_true")
+    ap.add_argument("--skip-incremental", action="store_true")
+    ap.add_argument("--policy", default="small", help="built-in policy of the incremental workload")
+    ap.add_argument("--incremental-prm", choices=("builtin", "random"), default="builtin")
+    ap.add_argument("--incremental-width", type=int, default=16)
     args = ap.parse_args(argv)
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     if args.threads:
@@ -228,6 +305,10 @@ def main(argv: list[str] | None = None) -> None:
     dev = (torch.cuda.get_device_name() if args.device.startswith("cuda")
            else f"CPU, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"# PRM scoring benchmark: Llama value-head PRM '{args.model_size}', {args.dtype}, {dev}")
+    if not args.skip_incremental:
+        print_incremental(args, bench_incremental(args))
+    if args.skip_batching:
+        return
     b = bench_batching(args)
     print(f"\n(a) batching: {b['chains']} chains, {b['tokens']:,} tokens, {b['params']:,} non-embedding params, "
           f"{b['budget']} tokens per batch, best of {args.repeats}")

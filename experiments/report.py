@@ -43,6 +43,7 @@ class Row:
     n_problems: int
     n_seeds: int
     derived: bool  # some records derived by subsampling a larger run
+    prm_flops: float = 0.0  # the PRM's part of full_flops
 
 
 def rules_in(records: Iterable[dict[str, Any]]) -> list[str]:
@@ -75,6 +76,7 @@ def summarize(records: Sequence[dict[str, Any]], rules: Sequence[str] | None = N
         ledgers = [ledger_of(r) for r in recs]
         paper = float(np.mean([lg.paper_flops for lg in ledgers]))
         full = float(np.mean([lg.full_flops for lg in ledgers]))
+        prm = float(np.mean([lg.prm_flops for lg in ledgers]))
         derived = any(r.get("derived_from") for r in recs)
         for rule in rules:
             by_seed: dict[int, list[bool]] = defaultdict(list)
@@ -89,7 +91,7 @@ def summarize(records: Sequence[dict[str, Any]], rules: Sequence[str] | None = N
             else:
                 acc, se = mean_se([float(c) for c in next(iter(by_seed.values()))])
             n = len({r["problem_id"] for r in recs if verdict(r, rule) is not None})
-            rows.append(Row(model, method, rule, budget, paper, full, acc, se, n, len(by_seed), derived))
+            rows.append(Row(model, method, rule, budget, paper, full, acc, se, n, len(by_seed), derived, prm))
     return _ordered(rows, records, rules, order)
 
 
@@ -137,7 +139,8 @@ def format_table(rows: Sequence[Row], n_convention: str = "N = non-embedding par
         keyed.setdefault((r.model, r.method, r.budget), {})[r.rule] = r
     rules = list(dict.fromkeys(r.rule for r in rows))
     names = {"majority": "majority", ORACLE: "pass@n"}
-    head = ("model", "method", "budget", "paper FLOPs", "full FLOPs", *(names.get(x, x.replace("/", " ")) for x in rules))
+    head = ("model", "method", "budget", "paper FLOPs", "full: policy", "full: PRM",
+            *(names.get(x, x.replace("/", " ")) for x in rules))
     body = []
     derived = False
     for (model, method, budget), by_rule in keyed.items():
@@ -149,14 +152,15 @@ def format_table(rows: Sequence[Row], n_convention: str = "N = non-embedding par
             cells.append("" if r is None or (same and x != rules[0]) else
                          f"{100 * r.accuracy:.1f} ± {100 * r.stderr:.1f}" + ("*" if r.derived else ""))
             derived |= bool(r is not None and r.derived)
-        body.append((model, method, str(budget), f"{first.paper_flops:.3g}", f"{first.full_flops:.3g}", *cells))
+        body.append((model, method, str(budget), f"{first.paper_flops:.3g}",
+                     f"{first.full_flops - first.prm_flops:.3g}", f"{first.prm_flops:.3g}", *cells))
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     n = sorted({r.n_problems for r in rows})
     seeds = sorted({r.n_seeds for r in rows})
     spread = "over seeds where a setting has several, else over problems" if max(seeds, default=1) > 1 else "over problems"
     legend = (f"accuracy % ± standard error ({spread}; {'/'.join(map(str, n))} problems); FLOPs per problem, "
-              f"paper = 2·N·generated tokens, full = policy and PRM tokens processed ({n_convention}); "
+              f"paper = 2·N·generated tokens, full = 2·N·tokens processed, by the policy and by the PRM ({n_convention}); "
               f"pass@n = some candidate is right")
     if derived:
         legend += "; * = cut from a larger sampling run (paper FLOPs exact, full FLOPs scaled)"
@@ -785,8 +789,10 @@ def _markdown(res: ReportResult, by_level: dict[Any, list[Row]], ref: list[dict]
              "error over seeds (over problems when there is one seed). `oracle` = some candidate is right. "
              "`*` = includes records derived from a larger sampling run (paper FLOPs exact, full FLOPs scaled).", "",
              "## Table", "",
-             markdown_table(["model", "method", "rule", "budget", "paper FLOPs", "full FLOPs", "accuracy %", "problems", "seeds"],
+             markdown_table(["model", "method", "rule", "budget", "paper FLOPs", "full FLOPs", "of which PRM", "accuracy %",
+                             "problems", "seeds"],
                             [(r.model, r.method, r.rule, r.budget, f"{r.paper_flops:.3g}", f"{r.full_flops:.3g}",
+                              f"{r.prm_flops:.3g}",
                               _pct(r) + ("*" if r.derived else ""), r.n_problems, r.n_seeds) for r in rows]), "",
              f"## Saturating fits ({res.rule})", "",
              "acc(F) = a − b·exp(−c·(log10 F − log10 F0)); a is the fitted ceiling, c the rate per decade of FLOPs.", ""]

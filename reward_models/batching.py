@@ -252,7 +252,7 @@ class BatchScorer:
         if self.kv_store is None:
             return _Job(key, enc)
         q, steps = key
-        for k in range(len(steps) - 1, 0, -1):
+        for k in range(len(steps) - 1, -1, -1):  # k = 0: the question alone, stored with its first chain
             found = self.kv_store.get((q, steps[:k]))
             if found is None:
                 continue
@@ -267,12 +267,27 @@ class BatchScorer:
         return _Job(key, enc)
 
     def _keep(self, job: _Job, kv: torch.Tensor, row: int, col: int, local: list[float]) -> None:
-        """Store a run chain's KV (all but its last token; ``col``: the buffer column of position ``job.start``)."""
+        """Store a run chain's KV (all but its last token; ``col``: the buffer column of position ``job.start``).
+
+        A chain read from the question on also stores the question's KV once (under the chain
+        with no steps), so its siblings, which all start from the same question, feed only their step."""
         if self.kv_store is None or len(job.enc) < 2:
             return
-        n = job.fed - 1
-        seg = Segment(kv[:, :, row, :, col:col + n].clone(), job.start, job.past) if n > 0 else job.past
-        self.kv_store.put(job.key, seg, (job.enc.input_ids, tuple(local)))
+        ids, start, past = job.enc.input_ids, job.start, job.past
+        prompt = job.enc.prompt_length
+        if start == 0 and 2 <= prompt < len(ids):
+            key = (job.key[0], ())
+            found = self.kv_store.get(key)
+            if found is not None and found[1][0] == ids[:prompt]:
+                past = found[0]
+            else:
+                past = Segment(kv[:, :, row, :, col:col + prompt - 1].clone(), 0)
+                self.kv_store.put(key, past, (ids[:prompt], ()))
+            start = prompt - 1
+        n = len(ids) - 1 - start
+        seg = Segment(kv[:, :, row, :, col + start - job.start:col + start - job.start + n].clone(), start, past) \
+            if n > 0 else past
+        self.kv_store.put(job.key, seg, (ids, tuple(local)))
 
     # ---- packing and backoff ----------------------------------------------------------------
     def _pack(self, items: list, size, budget: int) -> list[list]:

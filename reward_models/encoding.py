@@ -20,6 +20,7 @@ class Encoding:
 
     input_ids: tuple[int, ...]
     readout: tuple[tuple[int, ...], ...]  # one non-empty tuple of positions per step
+    prompt_length: int = 0  # leading ids that are the question's (shared by all its chains); 0: unknown
 
     def __post_init__(self) -> None:
         if not self.readout:
@@ -146,6 +147,7 @@ def encode_chain(tok: PieceTokenizer, prompt: str, steps: Sequence[str], *, read
         raise ValueError("readout='mark' needs a mark token id")
     ids: list[int] = list(tok.prefix_ids) if add_special_prefix else []
     ids.extend(tok.encode(prompt))
+    prompt_length = len(ids)
     positions: list[tuple[int, ...]] = []
     for i, step in enumerate(steps):
         lead = step_lead if i == 0 else (mark_suffix if mark_id is not None else "")
@@ -171,4 +173,4 @@ def encode_chain(tok: PieceTokenizer, prompt: str, steps: Sequence[str], *, read
             positions.append(tuple(range(start - 1, len(ids) - 1)))
         else:
             raise ValueError(f"unknown readout {readout!r}")
-    return Encoding(tuple(ids), tuple(positions))
+    return Encoding(tuple(ids), tuple(positions), prompt_length)

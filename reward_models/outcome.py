@@ -44,7 +44,7 @@ class OutcomeRM(CheckpointPRM):
         enc = encode_chain(self.tok, chain.question, chain.steps, step_lead=self.question_suffix, readout="last",
                            step_suffix=self.step_suffix)
         last = (len(enc.input_ids) - 1,)
-        return Encoding(enc.input_ids, tuple(last for _ in enc.readout))
+        return Encoding(enc.input_ids, tuple(last for _ in enc.readout), enc.prompt_length)
 
     def features(self, input_ids, attention_mask, position_ids, cache=None):
         return self.run(self.backbone, input_ids, attention_mask, position_ids, cache).last_hidden_state

@@ -54,6 +54,17 @@ def test_siblings_of_different_lengths_in_one_batch(make_prm, kind, padding_side
     assert prm.scorer.stats.incremental == len(children)
 
 
+@pytest.mark.parametrize("kind", ["step_tag", "classification", "self_score"])
+def test_first_steps_of_one_question_share_its_stored_kv(make_prm, kind):
+    prm = make_prm(kind, cache=False)
+    first = [Chain(QUESTION, (s,)) for s in SIBLINGS]
+    got = [prm.score([c])[0] for c in first]
+    _assert_close(got, _full(make_prm, kind, first))
+    encs = [prm.encode(c) for c in first]
+    assert got[0].processed_tokens == len(encs[0])
+    assert [g.processed_tokens for g in got[1:]] == [len(e) - e.prompt_length + 1 for e in encs[1:]]
+
+
 @pytest.mark.parametrize("kind", ["step_tag", "value_head", "self_score"])
 def test_an_evicted_parent_falls_back_to_an_older_ancestor_then_to_full_encoding(make_prm, kind):
     prm = make_prm(kind, cache=False)

@@ -98,9 +98,11 @@ def test_report_writes_tables_and_plots(results, tmp_path):
     assert "| llemma-7b | greedy | weighted/last | 1 | 3.92e+12 |" in md
     assert "75.0 ± 25.0*" in md and "Table 1" in md
     lines = res.table.splitlines()
-    assert lines[0].split() == ["model", "method", "budget", "paper", "FLOPs", "full", "FLOPs", "majority", "weighted",
-                                "last", "pass@n"]
-    assert lines[2].split() == ["llemma-7b", "greedy", "1", "3.92e+12", "4.59e+12", "40.0", "±", "24.5"]  # once
+    assert lines[0].split() == ["model", "method", "budget", "paper", "FLOPs", "full:", "policy", "full:", "PRM",
+                                "majority", "weighted", "last", "pass@n"]
+    # full FLOPs split into the policy's and the PRM's parts (the fixture's PRM processed no tokens)
+    assert lines[2].split() == ["llemma-7b", "greedy", "1", "3.92e+12", "4.59e+12", "0", "40.0", "±", "24.5"]  # once
+    assert lines[3].split()[:6] == ["llemma-7b", "sampling", "4", "1.42e+13", "1.55e+13", "1e+12"]  # PRM: 2·1e9·500
     assert lines[3].split()[-6:] == ["75.0", "±", "25.0*", "75.0", "±", "25.0*"]
     assert "* = cut from a larger sampling run" in lines[-1]
     csv_lines = (tmp_path / "rep" / "table.csv").read_text().splitlines()

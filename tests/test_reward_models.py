@@ -98,8 +98,8 @@ def test_reexports_core_protocol():
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_one_score_per_step_batched_equals_single_and_padding_sides(make_prm, kind, arch):
-    right = make_prm(kind, arch, cache=False, padding_side="right", max_batch_tokens=16384)
-    left = make_prm(kind, arch, cache=False, padding_side="left", max_batch_tokens=16384)
+    right = make_prm(kind, arch, cache=False, incremental=False, padding_side="right", max_batch_tokens=16384)
+    left = make_prm(kind, arch, cache=False, incremental=False, padding_side="left", max_batch_tokens=16384)
     assert isinstance(right, ProcessRewardModel) and right.num_parameters > 0
     batched = right.score(CHAINS)
     assert right.scorer.stats.forward_calls == 1  # all six chains in one batch

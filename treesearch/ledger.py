@@ -27,9 +27,18 @@ class ComputeLedger:
         return paper_flops(self.policy_params, self.generated_tokens)
 
     @property
+    def policy_flops(self) -> float:
+        """The policy's part of ``full_flops``: every token it processed (prefill and decode)."""
+        return 2.0 * self.policy_params * self.policy_processed_tokens
+
+    @property
+    def prm_flops(self) -> float:
+        """The PRM's part of ``full_flops``: every token it processed (0 for cache hits)."""
+        return 2.0 * self.prm_params * self.prm_processed_tokens
+
+    @property
     def full_flops(self) -> float:
-        return (2.0 * self.policy_params * self.policy_processed_tokens
-                + 2.0 * self.prm_params * self.prm_processed_tokens)
+        return self.policy_flops + self.prm_flops
 
     def to_dict(self) -> dict:
         return {**asdict(self), "paper_flops": self.paper_flops, "full_flops": self.full_flops}
