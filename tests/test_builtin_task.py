@@ -128,3 +128,15 @@ def test_prm_probe_tells_a_checker_from_a_blind_scorer() -> None:
     assert probe(checker, problems, step=1, delta=1)[0] == 1.0
     blind = load_prm("callable", fn=lambda q, steps: [0.5] * len(steps))
     assert probe(blind, problems, step=1, delta=1)[0] == 0.0  # ties never count as "right > wrong"
+
+
+def test_committed_checkpoints_name_a_tokenizer_class_every_supported_transformers_loads():
+    """transformers 5 writes "TokenizersBackend", which 4.x (allowed by pyproject) cannot load."""
+    import json
+
+    from experiments.builtin.models import CHECKPOINTS
+
+    dirs = sorted(p for p in CHECKPOINTS.iterdir() if (p / "tokenizer_config.json").is_file())
+    assert len(dirs) >= 4
+    for d in dirs:
+        assert json.loads((d / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast", d

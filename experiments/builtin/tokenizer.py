@@ -52,3 +52,18 @@ def encode_example(tokenizer: PreTrainedTokenizerFast, question: str, steps: lis
 def prompt_text(question: str) -> str:
     """What the policy is conditioned on: the question then a newline; steps follow."""
     return question + "\n"
+
+
+def portable_tokenizer_files(directory) -> None:
+    """Name the tokenizer class every supported transformers knows in a saved checkpoint.
+
+    transformers 5 saves fast tokenizers as "TokenizersBackend", a class 4.x cannot load;
+    "PreTrainedTokenizerFast" loads the same tokenizer.json in both (4.56 and 5.x tested)."""
+    import json
+    from pathlib import Path
+
+    path = Path(directory) / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")

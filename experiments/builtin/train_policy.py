@@ -30,7 +30,7 @@ from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from .task import LEVELS, BuiltinProblem, grade_steps, parse_answer, parse_step, split_steps, test_split, train_stream
-from .tokenizer import build_tokenizer, encode_example, prompt_text
+from .tokenizer import build_tokenizer, encode_example, portable_tokenizer_files, prompt_text
 
 
 @dataclass(frozen=True)
@@ -330,6 +330,7 @@ def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out: Path,
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    portable_tokenizer_files(out)
     (out / "README.md").write_text(card)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 

@@ -46,7 +46,7 @@ from treesearch.runner import Runner
 from .models import CHECKPOINTS, LIMITS, POLICIES, PRM_DIR, load_policy, policy_dir
 from .siblings import eval_problems, format_rows, sample_groups, verifier_rows
 from .task import on_gold_path, test_split, train_split
-from .tokenizer import build_tokenizer
+from .tokenizer import build_tokenizer, portable_tokenizer_files
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         prm.likelihood_head = fit_likelihood_head(prm, fit, chain=args.chain)
         prm = LikelihoodPRM(str(lm), head=prm.likelihood_head, device="cpu")  # fresh score cache
         prm.save(args.out)
+        portable_tokenizer_files(args.out)
     else:
         prm = train_value_head(str(lm), fit, build_tokenizer(), epochs=args.epochs, lr=args.lr, batch_size=32,
                                warmup_steps=20, seed=args.seed, output_dir=args.out)
