@@ -23,8 +23,8 @@ import yaml
 
 from treesearch.runner import SearchLimits
 
-from .config import (AUTO, NEEDS_PRM, ConfigError, MethodConfig, PolicyConfig, StudyConfig, VotingConfig,
-                     config_to_dict, load_config, validate)
+from .config import (AUTO, ConfigError, MethodConfig, PolicyConfig, StudyConfig, VotingConfig, config_to_dict,
+                     load_config, validate)
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     solve = command("solve", help="answer one question and print the search tree and the votes")
     solve.add_argument("question")
     solve.add_argument("--policy", required=True, help="local checkpoint directory of a causal LM")
-    solve.add_argument("--method", default="rebase", help="greedy, sampling, beam, rebase or mcts")
+    solve.add_argument("--method", default="rebase",
+                       help="greedy, sampling, beam, rebase, mcts, ... or an algorithm class pkg.mod:Class")
     solve.add_argument("--budget", type=int, default=8, help="n / width / expansions, as the method takes")
     solve.add_argument("--param", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                        help="other algorithm parameters, e.g. temperature=0.1 (repeatable)")
@@ -230,9 +231,10 @@ def _check(args: argparse.Namespace) -> int:
         cfg.dataset = dataclasses.replace(cfg.dataset, limit=args.limit)
     preflight(cfg, args.config)
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
+    from .builders import load_problems
     from .sweep import plan
 
-    problems = cfg.dataset.load()
+    problems = load_problems(cfg.dataset)
     jobs = [j for pol in cfg.policies for j in plan(cfg, pol, problems, done=set())]
     print(f"# {len(problems)} problems, {len(cfg.policies)} policies: {len(jobs)} searched settings "
           f"(model, method, budget, seed), {sum(j.num_records for j in jobs)} records")
@@ -251,7 +253,7 @@ def _eval_prm(args: argparse.Namespace) -> int:
 
     from reward_models.prm_benchmarks import FORMATS, BenchmarkFormatError, evaluate_benchmark, read_benchmark
 
-    from .sweep import Shard, load_prm_for
+    from .builders import load_prm_for
 
     files = []
     for item in args.jsonl:
@@ -269,7 +271,7 @@ def _eval_prm(args: argparse.Namespace) -> int:
     spec = _prm_spec(args)
     check_prm(spec, "--prm")
     try:
-        prm = load_prm_for(spec, Shard())
+        prm = load_prm_for(spec)
     except (ValueError, TypeError, OSError, ImportError) as e:
         raise ConfigError(f"--prm {args.prm}: {e}") from None
     out: dict[str, Any] = {"prm": spec}
@@ -297,24 +299,30 @@ def _eval_prm(args: argparse.Namespace) -> int:
 
 
 def _solve(args: argparse.Namespace) -> int:
+    from treesearch.algorithms import algorithm_class
+    from treesearch.runner import Runner
+    from treesearch.seeds import problem_seed
     from treesearch.voting import vote
 
+    from .builders import algorithm_for, grader_of, load_policy, load_prm_for
     from .config import DatasetConfig
-    from treesearch.runner import Runner
-
-    from .sweep import Shard, load_prm_for, memoized, problem_seed
+    from .sweep import memoized
 
     prm_spec = _prm_spec(args) if args.prm else None
     policy_cfg = PolicyConfig(name="policy", path=args.policy, dtype=args.dtype, device=args.device,
                               num_parameters=args.num_parameters, step_format=args.step_format,
                               prompt_template=args.prompt_template, chat_template=args.chat_template,
                               temperature=args.temperature, top_p=args.top_p)
+    try:
+        algorithm = algorithm_class(args.method)
+    except ValueError as e:
+        raise ConfigError(f"--method: {e}") from None
     method = MethodConfig(name=args.method, algorithm=args.method, params=dict(args.param),
-                          budgets=[args.budget] if args.method != "greedy" else [1])
+                          budgets=[args.budget] if algorithm.budget_param is not None else [1])
     limits = SearchLimits(max_step_tokens=args.max_step_tokens, max_solution_tokens=args.max_solution_tokens)
     study = StudyConfig(policies=[policy_cfg], methods=[method], prm=prm_spec, limits=limits,
                         dataset=DatasetConfig(grader=args.grader))
-    if prm_spec is None and method.algorithm in NEEDS_PRM:
+    if prm_spec is None and algorithm.needs_prm:
         raise ConfigError(f"--method {args.method} searches with a PRM: give --prm TYPE (and --prm-path DIR), "
                           f"e.g. --prm likelihood --prm-path experiments/builtin/checkpoints/prm")
     validate(study, "<command line>")
@@ -322,14 +330,14 @@ def _solve(args: argparse.Namespace) -> int:
     check_policy(policy_cfg, "--policy")
     if prm_spec is not None:
         check_prm(prm_spec, "--prm")
-    policy = policy_cfg.load(limits)
-    prm = load_prm_for(prm_spec, Shard()) if prm_spec else None
+    policy = load_policy(policy_cfg, limits)
+    prm = load_prm_for(prm_spec) if prm_spec else None
     runner = Runner(policy, prm, limits, progress=False)
-    [res] = runner.run([args.question], method.algorithm_for(method.budgets[0]),
+    [res] = runner.run([args.question], algorithm_for(method, method.budgets[0]),
                        seeds=[problem_seed(args.seed, args.question)])
     print(res.tree.render(max_text=args.width))
     print(f"\n{len(res.candidates)} candidates; answers: {[c.answer for c in res.candidates]}")
-    equal = memoized(study.dataset.grader_fn())
+    equal = memoized(grader_of(study.dataset))
     for key, rule, agg in VotingConfig(aggregations=["last", "min"]).keys():
         print(f"  {key:>15}: {vote(res.candidates, rule, agg, equal=equal)}")
     lg = res.ledger

@@ -1,46 +1,31 @@
-"""Study configs: YAML mapped onto typed dataclasses, checked strictly, written back as resolved.yaml.
+"""The study schema: what a YAML config may say, as typed dataclasses, checked strictly.
 
-Why strict: a typo such as ``temprature: 0.1`` silently keeping the default would change
-every number of a week-long sweep, so unknown keys and wrong types fail with the file and
-the dotted key. The same dataclasses are built directly from Python (the built-in demo
-does), and ``validate`` runs on both paths.
-
-Each config object also knows how to build what it describes (``PolicyConfig.load``,
-``DatasetConfig.load``, ``MethodConfig.algorithm``), so the sweep and the CLI share one
-way of turning settings into objects.
+YAML is mapped onto these dataclasses by ``experiments.config_mapping`` (unknown keys and wrong
+types fail naming the file and the dotted key), ``validate`` checks what types cannot (names,
+ranges, what each algorithm takes), and the resolved config is written back as resolved.yaml.
+The same dataclasses are built directly from Python (the built-in demo does), and ``validate``
+runs on both paths. Building what a config describes (policies, PRMs, algorithms, problems,
+graders) is ``experiments.builders``' job.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import importlib
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Mapping
 
 import yaml
 
-from treesearch.algorithms import ALGORITHMS, make_algorithm
+from treesearch.algorithms import algorithm_class, independent_samples, make_algorithm, parameters
 from treesearch.runner import SearchLimits
 from treesearch.step_format import PRESETS
-from treesearch.voting import AGGREGATIONS, RULES, normalized_equal
+from treesearch.voting import AGGREGATIONS, RULES
 
-#: Which parameter the budget sets when a method does not say (greedy has none).
-DEFAULT_BUDGET_PARAM: dict[str, str | None] = {
-    "greedy": None, "sampling": "n", "beam": "n", "rebase": "width", "mcts": "expansions", "lookahead": "n",
-    "dvts": "n", "budget_forcing": "n"}
-#: Algorithms that ask the PRM for scores while searching (sampling/greedy use it only for voting).
-NEEDS_PRM = frozenset({"beam", "rebase", "mcts", "lookahead", "dvts"})
+from .config_mapping import ConfigError, describe, error, from_plain, to_plain
+
 DTYPES = ("float32", "float16", "bfloat16", "auto")
 AUTO = "auto"
-Grader = Callable[[str, str], bool]
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the file and the key."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,7 +35,8 @@ class ConfigError(ValueError):
 class PolicyConfig:
     """One policy model. ``backend`` "transformers" loads ``path`` with TransformersPolicy;
     any other value is a factory, or its import path ``pkg.mod:factory``, called as
-    ``factory(config)`` (Python-built configs may pass the function itself)."""
+    ``factory(config)`` (Python-built configs may pass the function itself; see
+    ``builders.load_policy``)."""
 
     name: str
     path: str | None = None
@@ -70,22 +56,6 @@ class PolicyConfig:
     trust_remote_code: bool = False
     options: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the backend
 
-    def load(self, limits: SearchLimits, device: str | None = None):
-        """Build the policy; ``device`` (from the shard) replaces "auto"/"cuda"."""
-        if self.backend != "transformers":  # a factory, or its import path
-            return (self.backend if callable(self.backend) else import_path(self.backend))(self)
-        from treesearch.policy_hf import TransformersPolicy  # torch/transformers only when needed
-        from treesearch.step_format import StepFormat
-
-        return TransformersPolicy.from_pretrained(
-            self.path, device=device or resolve_device(self.device), dtype=self.dtype,
-            trust_remote_code=self.trust_remote_code, step_format=StepFormat.preset(self.step_format),
-            temperature=self.temperature, top_p=self.top_p, max_step_tokens=limits.max_step_tokens,
-            prompt_template=self.prompt_template, chat_template=self.chat_template,
-            system_prompt=self.system_prompt, reuse_kv=self.reuse_kv, max_batch_rows=self.max_batch_rows,
-            num_parameters=int(self.num_parameters) if self.num_parameters is not None else None,
-            parameter_count=self.parameter_count, **self.options)
-
     @property
     def parameter_convention(self) -> str:
         """What N in this policy's FLOPs is: the convention read from the model, or "configured"."""
@@ -104,11 +74,13 @@ class FieldMap:
 
 @dataclass
 class DatasetConfig:
-    """Problems: a shipped set ("gsm8k", "math500", "builtin") or a JSONL path.
+    """Problems: a named set (``experiments.datasets.DATASETS``: "gsm8k", "math500", "builtin")
+    or a JSONL path.
 
     ``grader`` decides correctness and answer equivalence in voting: "math" (the safe
-    symbolic grader), "exact" (normalized string equality), "auto" (exact for the
-    built-in task, math otherwise) or an import path ``pkg.mod:fn``.
+    symbolic grader), "exact" (normalized string equality), "auto" (the grader the named
+    dataset registers: exact for the built-in task; math for the others and for paths) or
+    an import path ``pkg.mod:fn``.
     """
 
     name: str = "math500"
@@ -119,38 +91,17 @@ class DatasetConfig:
     grader: str = AUTO
     options: dict[str, Any] = field(default_factory=dict)  # built-in task: n (default 500), levels
 
-    def load(self) -> list:
-        """The selected problems (``experiments.datasets.Problem``), in a fixed order."""
-        from . import datasets as ds
-
-        if self.fields is not None:
-            f = self.fields
-            problems = ds.load_jsonl(self.name, f.question, f.answer, id_field=f.id, level_field=f.level)
-            return ds.select(problems, start=self.start, limit=self.limit, shuffle_seed=self.shuffle_seed)
-        return ds.load_dataset(self.name, start=self.start, limit=self.limit, shuffle_seed=self.shuffle_seed,
-                               options=self.options)
-
-    def grader_fn(self) -> Grader:
-        kind = self.grader
-        if callable(kind):
-            return kind
-        if kind == AUTO:
-            kind = "exact" if self.name == "builtin" else "math"
-        if kind == "exact":
-            return normalized_equal
-        if kind == "math":
-            from .grading import grade
-            return grade
-        return import_path(kind)
-
 
 @dataclass
 class MethodConfig:
-    """One search method: a label, a registry algorithm, fixed params and the budgets to sweep.
+    """One search method: a label, an algorithm, fixed params and the budgets to sweep.
 
-    ``budget_param`` is the parameter a budget sets ("auto": n for sampling and beam, width
-    for REBASE, expansions for MCTS, none for greedy). ``subsample`` (sampling only) runs
-    the largest budget once and derives the smaller ones from its first b samples.
+    ``algorithm`` is a registry name (``treesearch.algorithms.ALGORITHMS``) or the import path
+    of a class (``my_pkg.search:MySearch``) that declares ``budget_param`` and ``needs_prm``.
+    ``budget_param`` is the parameter a budget sets ("auto": the one the algorithm declares,
+    e.g. n for sampling and beam, width for REBASE, expansions for MCTS, none for greedy).
+    ``subsample`` (algorithms with independent samples: sampling) runs the largest budget once
+    and derives the smaller ones from its first b samples.
     """
 
     name: str
@@ -171,15 +122,13 @@ class MethodConfig:
 
     @property
     def budget_key(self) -> str | None:
-        return DEFAULT_BUDGET_PARAM.get(self.algorithm) if self.budget_param == AUTO else self.budget_param
+        """The parameter a budget sets (resolving "auto" through the algorithm class)."""
+        return algorithm_class(self.algorithm).budget_param if self.budget_param == AUTO else self.budget_param
 
     def params_for(self, budget: int) -> dict[str, Any]:
         params = {**self.params, **self.budget_params.get(budget, {})}
         key = self.budget_key
         return {**params, key: budget} if key else params
-
-    def algorithm_for(self, budget: int):
-        return make_algorithm(self.algorithm, **self.params_for(budget))
 
 
 @dataclass
@@ -236,14 +185,14 @@ def load_config(path: str | Path) -> StudyConfig:
 
 
 def config_from_dict(data: Any, source: str = "<config>") -> StudyConfig:
-    cfg = _build(StudyConfig, data, "", source)
+    cfg = from_plain(StudyConfig, data, "", source)
     validate(cfg, source)
     return cfg
 
 
 def config_to_dict(cfg: StudyConfig) -> dict[str, Any]:
     """Plain YAML-safe data; Python objects (callables) become their import path."""
-    return _plain(dataclasses.asdict(cfg))
+    return to_plain(cfg)
 
 
 def dump_config(cfg: StudyConfig, path: str | Path) -> None:
@@ -253,110 +202,13 @@ def dump_config(cfg: StudyConfig, path: str | Path) -> None:
     os.replace(tmp, path)  # never a half-written resolved.yaml
 
 
-def _err(source: str, key: str, msg: str) -> ConfigError:
-    return ConfigError(f"{source}: {key or '<top level>'}: {msg}")
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _build(tp: Any, value: Any, key: str, source: str) -> Any:
-    """Map YAML data onto ``tp``, naming the dotted key of the first mismatch."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise _err(source, key, f"must not be null (expected {_type_name(tp)})")
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _build(arg, value, key, source)
-            except ConfigError as e:
-                errors.append(e)
-        raise errors[-1] if len(errors) == 1 else _err(source, key, f"expected {_type_name(tp)}, got {_describe(value)}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise _err(source, key, f"expected a mapping for {tp.__name__}, got {_describe(value)}")
-        hints = typing.get_type_hints(tp)
-        names = [f.name for f in dataclasses.fields(tp) if f.init]
-        kwargs = {}
-        for k, v in value.items():
-            sub = f"{key}.{k}" if key else str(k)
-            if k not in names:
-                close = difflib.get_close_matches(str(k), names, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(names)}"
-                raise _err(source, sub, f"unknown key{hint}")
-            kwargs[k] = _build(hints[k], v, sub, source)
-        missing = [f.name for f in dataclasses.fields(tp) if f.init and f.name not in kwargs
-                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-        if missing:
-            raise _err(source, f"{key}.{missing[0]}" if key else missing[0], "required key is missing")
-        try:
-            return tp(**kwargs)
-        except (TypeError, ValueError) as e:
-            raise _err(source, key, str(e)) from None
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise _err(source, key, f"expected a list, got {_describe(value)}")
-        (item,) = typing.get_args(tp) or (Any,)
-        return [_build(item, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise _err(source, key, f"expected a mapping, got {_describe(value)}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise _err(source, key, f"expected true or false, got {_describe(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _err(source, key, f"expected an integer, got {_describe(value)}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 6.74e9 (no dot before e, no sign) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _err(source, key, f"expected a number, got {_describe(value)}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise _err(source, key, f"expected a string, got {_describe(value)}")
-        return value
-    raise _err(source, key, f"unsupported field type {_type_name(tp)}")
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) < 40 else text[:37] + '...'}"
-
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k if isinstance(k, (str, int)) else str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if x is None or isinstance(x, (bool, int, float, str)):
-        return x
-    if callable(x):
-        return f"{getattr(x, '__module__', '?')}:{getattr(x, '__qualname__', type(x).__name__)}"
-    return repr(x)
-
-
 # ---------------------------------------------------------------------------------------------
 # Meaning checks (YAML and Python-built configs alike)
 # ---------------------------------------------------------------------------------------------
 def validate(cfg: StudyConfig, source: str = "<config>") -> None:
     """Check what types cannot: names, ranges, registry names, parameters each budget builds."""
     def fail(key: str, msg: str) -> None:
-        raise _err(source, key, msg)
+        raise error(source, key, msg)
 
     if not cfg.policies:
         fail("policies", "needs at least one policy")
@@ -390,7 +242,7 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
                 fail(f"methods[{i}].model_budgets.{model}", f"no policy named {model!r}; policies: {sorted(names)}")
             _validate_method(dataclasses.replace(m, budgets=budgets, model_budgets={}),
                              f"methods[{i}].model_budgets.{model}", fail)
-        if m.algorithm in NEEDS_PRM and cfg.prm is None and m.prm is None:
+        if algorithm_class(m.algorithm).needs_prm and cfg.prm is None and m.prm is None:
             fail("prm", f"method {m.name!r} ({m.algorithm}) searches with a PRM; give one "
                         f"(prm: {{type: NAME, path: DIR}}, or the method's own prm)")
         for model in m.models or []:
@@ -433,19 +285,21 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
 
 
 def _validate_method(m: MethodConfig, k: str, fail: Callable[[str, str], None]) -> None:
-    if m.algorithm not in ALGORITHMS:
-        fail(f"{k}.algorithm", f"unknown algorithm {m.algorithm!r}; choose one of {sorted(ALGORITHMS)}")
+    try:
+        cls = algorithm_class(m.algorithm)
+    except ValueError as e:
+        fail(f"{k}.algorithm", str(e))
     key = m.budget_key
-    fields_ = {f.name for f in dataclasses.fields(ALGORITHMS[m.algorithm])} - {"name"}
-    if key is not None and key not in fields_:
-        fail(f"{k}.budget_param", f"{m.algorithm} has no parameter {key!r}; it has {sorted(fields_)}")
+    known = parameters(cls)
+    if key is not None and key not in known:
+        fail(f"{k}.budget_param", f"{m.algorithm} has no parameter {key!r}; it has {sorted(known)}")
     if key is not None and key in m.params:
         fail(f"{k}.params.{key}", f"set by the budget ({k}.budgets); remove it from params")
     for b, extra in m.budget_params.items():
         if not isinstance(b, int) or b < 1:
             fail(f"{k}.budget_params", f"keys are budgets (integers >= 1), got {b!r}")
         if not isinstance(extra, Mapping):
-            fail(f"{k}.budget_params.{b}", f"expected a mapping of parameters, got {_describe(extra)}")
+            fail(f"{k}.budget_params.{b}", f"expected a mapping of parameters, got {describe(extra)}")
         if key is not None and key in extra:
             fail(f"{k}.budget_params.{b}.{key}", "set by the budget itself; remove it")
     if not m.budgets:
@@ -454,11 +308,12 @@ def _validate_method(m: MethodConfig, k: str, fail: Callable[[str, str], None]) 
         fail(f"{k}.budgets", f"budgets must be distinct integers >= 1, got {m.budgets}")
     if key is None and m.budgets != [1]:
         fail(f"{k}.budgets", f"{m.algorithm} has no budget parameter; use budgets: [1]")
-    if m.subsample and (m.algorithm != "sampling" or key != "n"):
-        fail(f"{k}.subsample", "only sampling (budget_param n) can derive small budgets from a large run")
+    if m.subsample and not (independent_samples(cls) and key == cls.budget_param):
+        fail(f"{k}.subsample", "only an algorithm with independent samples (sampling), its budget setting the "
+                               "number of samples, can derive small budgets from a large run")
     for b in m.budgets:
         try:
-            m.algorithm_for(b)
+            make_algorithm(m.algorithm, **m.params_for(b))
         except ValueError as e:
             fail(f"{k}.params", str(e))
 
@@ -510,25 +365,8 @@ def incompatible_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[st
 
 
 # ---------------------------------------------------------------------------------------------
-# Small helpers
+# Devices
 # ---------------------------------------------------------------------------------------------
-def import_path(spec: str) -> Any:
-    """``"pkg.module:attr"`` -> the attribute, with an error that says what was wrong."""
-    mod, sep, attr = spec.partition(":")
-    if not sep or not mod or not attr:
-        raise ConfigError(f"{spec!r} is not an import path of the form 'package.module:name'")
-    try:
-        obj = importlib.import_module(mod)
-    except ImportError as e:
-        raise ConfigError(f"cannot import {mod!r} (from {spec!r}): {e}") from None
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigError(f"{mod!r} has no attribute {attr!r} (from {spec!r})") from None
-    return obj
-
-
 def resolve_device(device: str, local_rank: int = 0, gpus_per_process: int = 1) -> str:
     """This process's device for a configured one (:func:`treesearch.devices.resolve_device`), as a string."""
     from treesearch.devices import resolve_device as resolve

@@ -122,12 +122,26 @@ def _builtin(n: int = 500, levels: list[int] | None = None) -> list[Problem]:
     return [Problem(id=p.id, question=p.question, answer=p.answer, level=p.level) for p in task.test_split(n, **kw)]
 
 
-# Named datasets: name -> loader(**options) returning list[Problem]; load_dataset slices the result.
-LOADERS: dict[str, Callable[..., list[Problem]]] = {
-    "builtin": _builtin,
-    "gsm8k": lambda: load_gsm8k(SHIPPED["gsm8k"]),
-    "math500": lambda: load_math500(SHIPPED["math500"]),
+@dataclass(frozen=True)
+class NamedDataset:
+    """A dataset configs may name: its loader (``load(**options)`` -> problems, sliced by
+    ``load_dataset``) and the grader a config's ``grader: auto`` means for it."""
+
+    load: Callable[..., list[Problem]]
+    grader: str = "math"  # "math" (symbolic equivalence) or "exact" (normalized strings)
+
+
+DATASETS: dict[str, NamedDataset] = {
+    "builtin": NamedDataset(_builtin, grader="exact"),  # integer answers: string equality is exact
+    "gsm8k": NamedDataset(lambda: load_gsm8k(SHIPPED["gsm8k"])),
+    "math500": NamedDataset(lambda: load_math500(SHIPPED["math500"])),
 }
+
+
+def default_grader(name: str) -> str:
+    """What ``grader: auto`` means for a dataset: its registered grader, else "math" (a path)."""
+    named = DATASETS.get(str(name))
+    return named.grader if named is not None else "math"
 
 
 def _load_path(path: Path) -> list[Problem]:
@@ -146,9 +160,9 @@ def load_dataset(name_or_path: str | Path, start: int = 0, limit: int | None = N
     """A named dataset ('builtin', 'gsm8k', 'math500'; ``options`` go to its loader) or a
     MATH500/GSM8K-format JSONL by path."""
     key = str(name_or_path)
-    if key in LOADERS:
+    if key in DATASETS:
         try:
-            problems = LOADERS[key](**(options or {}))
+            problems = DATASETS[key].load(**(options or {}))
         except TypeError as e:
             raise DatasetError(f"dataset {key!r} does not take options {sorted(options or {})}: {e}") from None
     elif options:
@@ -156,5 +170,5 @@ def load_dataset(name_or_path: str | Path, start: int = 0, limit: int | None = N
     elif Path(key).is_file():
         problems = _load_path(Path(key))
     else:
-        raise DatasetError(f"unknown dataset {key!r}: not one of {sorted(LOADERS)} and not a file")
+        raise DatasetError(f"unknown dataset {key!r}: not one of {sorted(DATASETS)} and not a file")
     return select(problems, start=start, limit=limit, shuffle_seed=shuffle_seed)

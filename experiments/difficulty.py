@@ -14,25 +14,27 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
-from .records import verdict
-from .sweep import ledger_of
+from treesearch.algorithms import algorithm_class, independent_samples
+
+from .records import Record
 
 Setting = tuple[str, str, int]  # (model, method, budget)
 N_BINS = 5
 
 
-def difficulty_bins(records: Sequence[dict[str, Any]], n_bins: int = N_BINS) -> tuple[dict[str, str], str]:
+def difficulty_bins(records: Sequence[Record], n_bins: int = N_BINS) -> tuple[dict[str, str], str]:
     """problem id -> bin label, and how the bins were made ("level", or "pass@1 of MODEL")."""
-    levels = {r["problem_id"]: r.get("level") for r in records}
+    levels = {r.problem_id: r.level for r in records}
     if levels and all(v is not None for v in levels.values()):
         return {p: f"level {lv}" for p, lv in levels.items()}, "level"
     hits: dict[str, list[bool]] = defaultdict(list)
-    model = next((r["model"] for r in records if r.get("algorithm") == "sampling"), None)
-    for r in records:
-        if r["model"] == model and r.get("algorithm") == "sampling" and not r.get("derived_from"):
-            hits[r["problem_id"]].extend(bool(c.get("correct")) for c in r["candidates"] if "correct" in c)
+    sampled = [r for r in records if _sampled(r.algorithm)]
+    model = sampled[0].model if sampled else None
+    for r in sampled:
+        if r.model == model and not r.derived_from:
+            hits[r.problem_id].extend(c.correct for c in r.candidates if c.correct is not None)
     if not hits:
         return {}, "none (no levels, and no sampled solutions with per-candidate verdicts)"
     rate = {p: sum(h) / len(h) for p, h in hits.items() if h}
@@ -40,6 +42,14 @@ def difficulty_bins(records: Sequence[dict[str, Any]], n_bins: int = N_BINS) -> 
     size = math.ceil(len(order) / n_bins)
     return ({p: f"quantile {i // size + 1}" for i, p in enumerate(order)},
             f"pass@1 of {model}'s samples, {n_bins} equal-count bins, 1 = easiest")
+
+
+def _sampled(algorithm: str) -> bool:
+    """Whether records of this algorithm hold independent samples (their hit rate is pass@1)."""
+    try:
+        return independent_samples(algorithm_class(algorithm))
+    except ValueError:  # an algorithm this process cannot import: not counted
+        return False
 
 
 @dataclass(frozen=True)
@@ -51,18 +61,18 @@ class Point:
     choice: tuple[Setting, ...]  # one per bin, in bin order
 
 
-def per_bin(records: Sequence[dict[str, Any]], bins: dict[str, str], rule: str,
+def per_bin(records: Sequence[Record], bins: dict[str, str], rule: str,
             settings: set[Setting] | None = None) -> dict[str, dict[Setting, tuple[float, int, int]]]:
     """bin -> setting -> (total paper FLOPs, right answers, problem-seed pairs)."""
     out: dict[str, dict[Setting, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0, 0]))
     for r in records:
-        key = (r["model"], r["method"], r["budget"])
-        c = verdict(r, rule)
-        b = bins.get(r["problem_id"])
+        key = (r.model, r.method, r.budget)
+        c = r.verdict(rule)
+        b = bins.get(r.problem_id)
         if c is None or b is None or (settings is not None and key not in settings):
             continue
         acc = out[b][key]
-        acc[0] += ledger_of(r).paper_flops
+        acc[0] += r.ledger.paper_flops
         acc[1] += int(c)
         acc[2] += 1
     return {b: {k: (v[0], v[1], v[2]) for k, v in s.items()} for b, s in out.items()}
@@ -120,7 +130,7 @@ class DifficultyStudy:
         return out
 
 
-def difficulty_study(records: Sequence[dict[str, Any]], rule: str, settings: set[Setting]) -> DifficultyStudy | None:
+def difficulty_study(records: Sequence[Record], rule: str, settings: set[Setting]) -> DifficultyStudy | None:
     """Both frontiers over ``settings`` (those a user could pick; reference verifiers left out)."""
     bins, how = difficulty_bins(records)
     if not bins:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .records import verdict
+from .records import Record
 
 if TYPE_CHECKING:
     from .report import Row
@@ -125,7 +125,7 @@ def mcnemar_p(a_only: int, b_only: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def paired(records: Sequence[dict[str, Any]], model: str, a: str, b: str, budget: int, rule: str,
+def paired(records: Sequence[Record], model: str, a: str, b: str, budget: int, rule: str,
            budget_b: int | None = None) -> Paired | None:
     """Method ``a`` at ``budget`` vs ``b`` at ``budget_b`` (default the same) on the problems both ran."""
     budget_b = budget if budget_b is None else budget_b
@@ -133,10 +133,10 @@ def paired(records: Sequence[dict[str, Any]], model: str, a: str, b: str, budget
     def verdicts(method: str, bud: int) -> dict[tuple[str, int], bool]:
         out = {}
         for r in records:
-            if r["model"] == model and r["method"] == method and r["budget"] == bud:
-                c = verdict(r, rule)
+            if r.model == model and r.method == method and r.budget == bud:
+                c = r.verdict(rule)
                 if c is not None:
-                    out[(r["problem_id"], r["seed"])] = c
+                    out[(r.problem_id, r.seed)] = c
         return out
 
     va, vb = verdicts(a, budget), verdicts(b, budget_b)
@@ -148,7 +148,7 @@ def paired(records: Sequence[dict[str, Any]], model: str, a: str, b: str, budget
     return Paired(model, a, b, budget, budget_b, len(both), a_only, b_only, mcnemar_p(a_only, b_only))
 
 
-def paired_at_equal_flops(records: Sequence[dict[str, Any]], rows: Sequence[Row], rule: str, a: str,
+def paired_at_equal_flops(records: Sequence[Record], rows: Sequence[Row], rule: str, a: str,
                           b: str) -> list[Paired]:
     """Every budget of ``a`` against the budget of ``b`` nearest to it in log paper FLOPs, per model.
 
@@ -197,14 +197,14 @@ class SweepPoint:
     n: int
 
 
-def verifier_sweep(records: Sequence[dict[str, Any]], rule: str) -> list[SweepPoint]:
+def verifier_sweep(records: Sequence[Record], rule: str) -> list[SweepPoint]:
     """Accuracy per (model, algorithm, budget) at each reference-verifier error rate in the records."""
     groups: dict[tuple[str, str, int, float], list[bool]] = defaultdict(list)
     for r in records:
-        rate = flip_rate_of(r.get("verifier"))
-        c = verdict(r, rule)
+        rate = flip_rate_of(r.verifier)
+        c = r.verdict(rule)
         if rate is not None and c is not None:
-            groups[(r["model"], r["algorithm"], r["budget"], rate)].append(c)
+            groups[(r.model, r.algorithm, r.budget, rate)].append(c)
     # Only settings measured at two error rates or more make a sweep.
     rates: dict[tuple[str, str, int], set[float]] = defaultdict(set)
     for m, alg, bud, rate in groups:

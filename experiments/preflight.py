@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .config import ConfigError, PolicyConfig, StudyConfig, import_path
+from .builders import grader_of, import_path
+from .config import ConfigError, PolicyConfig, StudyConfig
 
 
 def preflight(cfg: StudyConfig, source: str = "<config>") -> None:
@@ -24,7 +25,7 @@ def preflight(cfg: StudyConfig, source: str = "<config>") -> None:
         if spec is not None:
             check_prm(spec, f"{source}: {key}")
     try:
-        cfg.dataset.grader_fn()
+        grader_of(cfg.dataset)
     except ConfigError as e:
         raise ConfigError(f"{source}: dataset.grader: {e}") from None
 

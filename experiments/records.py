@@ -5,18 +5,28 @@ repair: a sweep killed at any instant (SIGKILL, pre-emption) must lose at most t
 in flight, and a rerun must neither redo finished work nor trip over half a line.
 Each process of a sharded run appends to its own ``records.rank<k>.jsonl``; readers take
 the union of every ``records*.jsonl`` in the directory.
+
+A record is a typed ``Record`` (its schema is the dataclass); ``to_json`` / ``from_json`` map
+it to and from one JSON line, and records written by earlier versions still read.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
+
+from treesearch.ledger import ComputeLedger
 
 KEY_FIELDS = ("problem_id", "model", "method", "budget", "seed")
 SCHEMA_VERSION = 1
 Key = tuple
+PASS_AT_N = "oracle"  # the rule name for pass@n: some candidate is right (an upper bound for any voting rule)
+_LEDGER_FIELDS = tuple(f.name for f in dataclasses.fields(ComputeLedger))
+_LEDGER_DERIVED = ("paper_flops", "full_flops")  # written for readers of the raw JSON, recomputed on reading
 
 
 class RecordsError(ValueError):
@@ -27,20 +37,147 @@ class RecordsWarning(UserWarning):
     """A torn last line (an interrupted write) was ignored or cut off."""
 
 
-PASS_AT_N = "oracle"  # the rule name for pass@n: some candidate is right (an upper bound for any voting rule)
+@dataclass(frozen=True)
+class CandidateRecord:
+    """One finished solution as stored: what voting and the report read of it."""
+
+    answer: str | None
+    correct: bool | None  # graded against the gold answer; None in records written before verdicts were kept
+    step_scores: tuple[float, ...]
+    num_tokens: int
+    finish_reason: str
+    sample: int  # index of the independent first step it grew from (the sample, for sampling)
+    steps: tuple[str, ...] | None = None  # step text, only with store_steps
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"answer": self.answer}
+        if self.correct is not None:
+            d["correct"] = self.correct
+        d.update(step_scores=list(self.step_scores), num_tokens=self.num_tokens, finish_reason=self.finish_reason,
+                 sample=self.sample)
+        if self.steps is not None:
+            d["steps"] = list(self.steps)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> CandidateRecord:
+        _known(d, cls, "candidate")
+        steps = d.get("steps")
+        return cls(answer=d["answer"], correct=d.get("correct"), step_scores=tuple(d["step_scores"]),
+                   num_tokens=d["num_tokens"], finish_reason=d.get("finish_reason", ""), sample=d.get("sample", 0),
+                   steps=None if steps is None else tuple(steps))
 
 
-def verdict(rec: dict[str, Any], rule: str) -> bool | None:
-    """Was the answer ``rule`` ("majority", "weighted/last", ..., or "oracle" for pass@n) picked right?
-    None when the record has no such rule."""
-    if rule == PASS_AT_N:
-        return rec.get("oracle_correct")
-    v = rec.get("votes", {}).get(rule)
-    return None if v is None else bool(v["correct"])
+@dataclass(frozen=True)
+class Vote:
+    """The answer a voting rule picked and whether it is right."""
+
+    answer: str | None
+    correct: bool
 
 
-def record_key(rec: dict[str, Any]) -> Key:
-    return tuple(rec[k] for k in KEY_FIELDS)
+@dataclass(frozen=True)
+class Derivation:
+    """How a record was cut from a larger sampling run: its first ``budget`` samples of that run's."""
+
+    budget: int  # the budget of the run it was cut from
+    share: float  # the share of that run's generated tokens it keeps
+    exact_paper_flops: bool  # False when the share had to be budget / big (token counts did not add up)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One (problem, model, method, budget, seed): its candidates, votes and compute.
+
+    Fields with defaults may be absent from records written by earlier versions (and from
+    hand-written fixtures); they read as the default.
+    """
+
+    problem_id: str
+    model: str
+    method: str
+    budget: int
+    seed: int
+    problem_seed: int | None = None  # what the Runner seeded the problem with (treesearch.seeds.problem_seed)
+    dataset: str = ""
+    level: int | None = None
+    gold: str = ""
+    algorithm: str = ""  # as the config names it: a registry name or an import path
+    params: Mapping[str, Any] = field(default_factory=dict)  # the algorithm's parameters, the budget's included
+    candidates: tuple[CandidateRecord, ...] = ()
+    votes: Mapping[str, Vote] = field(default_factory=dict)  # "majority" | "<rule>/<aggregation>" -> Vote
+    oracle_correct: bool | None = None  # pass@n: some candidate is right
+    num_answered: int = 0  # candidates with an answer
+    ledger: ComputeLedger = field(default_factory=ComputeLedger)
+    wall_time: float = 0.0  # seconds from the problem's start to its finish inside its lock-step chunk
+    derived_from: Derivation | None = None  # set when cut from a larger sampling run
+    verifier: Mapping[str, Any] | None = None  # the PRM spec that scored it (None without one)
+    parameter_count: str = "non_embedding"  # what N in its FLOPs is: "non_embedding", "total" or "configured"
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> Key:
+        return (self.problem_id, self.model, self.method, self.budget, self.seed)
+
+    def verdict(self, rule: str) -> bool | None:
+        """Was the answer ``rule`` ("majority", "weighted/last", ..., or "oracle" for pass@n) picked right?
+        None when the record has no such rule."""
+        if rule == PASS_AT_N:
+            return self.oracle_correct
+        v = self.votes.get(rule)
+        return None if v is None else bool(v.correct)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON data, keys in the order records have always been written."""
+        d = self.derived_from
+        return {
+            "schema": self.schema, "problem_id": self.problem_id, "model": self.model, "method": self.method,
+            "budget": self.budget, "seed": self.seed, "problem_seed": self.problem_seed, "dataset": self.dataset,
+            "level": self.level, "gold": self.gold, "algorithm": self.algorithm, "params": dict(self.params),
+            "candidates": [c.to_json() for c in self.candidates],
+            "votes": {k: {"answer": v.answer, "correct": v.correct} for k, v in self.votes.items()},
+            "oracle_correct": self.oracle_correct, "num_answered": self.num_answered,
+            "ledger": self.ledger.to_dict(), "wall_time": self.wall_time,
+            "derived_from": None if d is None else {"budget": d.budget, "share": d.share,
+                                                    "exact_paper_flops": d.exact_paper_flops},
+            "verifier": None if self.verifier is None else dict(self.verifier),
+            "parameter_count": self.parameter_count,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Record:
+        """A record from its JSON object; ValueError naming the first field that does not fit."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+        missing = [k for k in KEY_FIELDS if k not in d]
+        if missing:
+            raise ValueError(f"missing key fields {missing}")
+        _known(d, cls, "record")
+        for k, kind in (("problem_id", str), ("model", str), ("method", str), ("budget", int), ("seed", int)):
+            if not isinstance(d[k], kind) or isinstance(d[k], bool):
+                raise ValueError(f"field {k!r} must be {kind.__name__}, got {type(d[k]).__name__}")
+        try:
+            ledger = d.get("ledger") or {}
+            unknown = sorted(set(ledger) - set(_LEDGER_FIELDS) - set(_LEDGER_DERIVED))
+            if unknown:
+                raise ValueError(f"unknown ledger fields {unknown}")
+            derived = d.get("derived_from")
+            values = {k: d[k] for k in ("problem_seed", "dataset", "level", "gold", "algorithm", "params",
+                                        "oracle_correct", "num_answered", "wall_time", "verifier",
+                                        "parameter_count", "schema") if k in d}
+            return cls(**{k: d[k] for k in KEY_FIELDS}, **values,
+                       candidates=tuple(CandidateRecord.from_json(c) for c in d.get("candidates", ())),
+                       votes={k: Vote(v["answer"], v["correct"]) for k, v in d.get("votes", {}).items()},
+                       ledger=ComputeLedger(**{k: ledger[k] for k in _LEDGER_FIELDS if k in ledger}),
+                       derived_from=None if derived is None else Derivation(**derived))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"malformed record: {type(e).__name__}: {e}") from None
+
+
+def _known(d: Mapping[str, Any], cls: type, what: str) -> None:
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {what} fields {unknown}")
 
 
 def records_file(directory: str | Path, rank: int = 0, world: int = 1) -> Path:
@@ -52,11 +189,11 @@ def shard_files(directory: str | Path) -> list[Path]:
     return sorted(p for p in Path(directory).glob("records*.jsonl") if p.is_file())
 
 
-def _scan(path: Path) -> tuple[list[dict[str, Any]], int, int]:
+def _scan(path: Path) -> tuple[list[Record], int, int]:
     """(complete records, bytes they span, file size). A last line that is unterminated or
     unparsable is torn; a bad line anywhere else is damage we must not paper over."""
     data = path.read_bytes()
-    records: list[dict[str, Any]] = []
+    records: list[Record] = []
     pos = lineno = 0
     while pos < len(data):
         lineno += 1
@@ -66,22 +203,17 @@ def _scan(path: Path) -> tuple[list[dict[str, Any]], int, int]:
         line = data[pos:nl]
         if line.strip():
             try:
-                obj = json.loads(line)
-                if not isinstance(obj, dict):
-                    raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-                missing = [k for k in KEY_FIELDS if k not in obj]
-                if missing:
-                    raise ValueError(f"missing key fields {missing}")
+                record = Record.from_json(json.loads(line))
             except ValueError as e:
                 if data[nl + 1:].strip():
                     raise RecordsError(f"{path}:{lineno}: damaged record ({e}); fix or remove this line") from None
                 break
-            records.append(obj)
+            records.append(record)
         pos = nl + 1
     return records, pos, len(data)
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
+def read_records(path: str | Path) -> list[Record]:
     """Every complete record of one file; a torn last line is ignored with a warning."""
     path = Path(path)
     if not path.exists():
@@ -117,8 +249,8 @@ class RecordWriter:
         self.fsync = fsync
         self._f = open(self.path, "a", encoding="utf-8")
 
-    def write(self, records: Iterable[dict[str, Any]]) -> int:
-        lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in records]
+    def write(self, records: Iterable[Record]) -> int:
+        lines = [_line(r) for r in records]
         if lines:
             self._f.write("".join(lines))
             self._f.flush()
@@ -136,17 +268,21 @@ class RecordWriter:
         self.close()
 
 
-def iter_dir(directory: str | Path) -> Iterator[dict[str, Any]]:
+def _line(record: Record) -> str:
+    return json.dumps(record.to_json(), ensure_ascii=False) + "\n"
+
+
+def iter_dir(directory: str | Path) -> Iterator[Record]:
     for path in shard_files(directory):
         yield from read_records(path)
 
 
-def load_dir(directory: str | Path) -> list[dict[str, Any]]:
+def load_dir(directory: str | Path) -> list[Record]:
     """The union of all shard files, one record per key (the first seen if two runs overlapped)."""
-    seen: dict[Key, dict[str, Any]] = {}
+    seen: dict[Key, Record] = {}
     dups = 0
     for rec in iter_dir(directory):
-        k = record_key(rec)
+        k = rec.key
         if k in seen:
             dups += 1
         else:
@@ -165,7 +301,7 @@ def merge(directory: str | Path, out: str | Path) -> int:
     tmp = Path(str(out) + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.write(_line(r))
     os.replace(tmp, out)
     return len(records)
 

@@ -19,8 +19,7 @@ import numpy as np
 
 from . import difficulty, efficiency
 from .efficiency import mean_se
-from .records import PASS_AT_N, load_dir, verdict
-from .sweep import ledger_of
+from .records import PASS_AT_N, Record, load_dir
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 ORACLE = PASS_AT_N
@@ -46,10 +45,10 @@ class Row:
     prm_flops: float = 0.0  # the PRM's part of full_flops
 
 
-def rules_in(records: Iterable[dict[str, Any]]) -> list[str]:
+def rules_in(records: Iterable[Record]) -> list[str]:
     keys: set[str] = set()
     for r in records:
-        keys.update(r.get("votes", {}))
+        keys.update(r.votes)
     order = {"majority": 0, "best_of_n": 1, "weighted": 2}
     return sorted(keys, key=lambda k: (order.get(k.split("/")[0], 9), k))
 
@@ -64,38 +63,38 @@ def resolve_rule(rule: str, available: Sequence[str]) -> str:
     return next((k for k in matches if k.endswith("/last")), matches[0])
 
 
-def summarize(records: Sequence[dict[str, Any]], rules: Sequence[str] | None = None,
+def summarize(records: Sequence[Record], rules: Sequence[str] | None = None,
               order: tuple[Sequence[str], Sequence[str]] | None = None) -> list[Row]:
     """One row per (model, method, rule, budget); ``order`` = (models, methods) as the config lists them."""
-    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, int], list[Record]] = defaultdict(list)
     for r in records:
-        groups[(r["model"], r["method"], r["budget"])].append(r)
+        groups[(r.model, r.method, r.budget)].append(r)
     rules = list(rules) if rules is not None else rules_in(records) + [ORACLE]
     rows = []
     for (model, method, budget), recs in sorted(groups.items()):
-        ledgers = [ledger_of(r) for r in recs]
+        ledgers = [r.ledger for r in recs]
         paper = float(np.mean([lg.paper_flops for lg in ledgers]))
         full = float(np.mean([lg.full_flops for lg in ledgers]))
         prm = float(np.mean([lg.prm_flops for lg in ledgers]))
-        derived = any(r.get("derived_from") for r in recs)
+        derived = any(r.derived_from for r in recs)
         for rule in rules:
             by_seed: dict[int, list[bool]] = defaultdict(list)
             for r in recs:
-                c = verdict(r, rule)
+                c = r.verdict(rule)
                 if c is not None:
-                    by_seed[r["seed"]].append(c)
+                    by_seed[r.seed].append(c)
             if not by_seed:
                 continue
             if len(by_seed) > 1:
                 acc, se = mean_se([float(np.mean(v)) for v in by_seed.values()])
             else:
                 acc, se = mean_se([float(c) for c in next(iter(by_seed.values()))])
-            n = len({r["problem_id"] for r in recs if verdict(r, rule) is not None})
+            n = len({r.problem_id for r in recs if r.verdict(rule) is not None})
             rows.append(Row(model, method, rule, budget, paper, full, acc, se, n, len(by_seed), derived, prm))
     return _ordered(rows, records, rules, order)
 
 
-def _ordered(rows: list[Row], records: Sequence[dict[str, Any]], rules: Sequence[str],
+def _ordered(rows: list[Row], records: Sequence[Record], rules: Sequence[str],
              order: tuple[Sequence[str], Sequence[str]] | None = None) -> list[Row]:
     """Models and methods in config order when known (else smaller models first, cheaper methods
     first), then budget, then rule: the same order on every run."""
@@ -106,7 +105,7 @@ def _ordered(rows: list[Row], records: Sequence[dict[str, Any]], rules: Sequence
                                            r.method, r.budget, rank.get(r.rule, len(rank))))
     size: dict[str, float] = {}
     for r in records:
-        size.setdefault(r["model"], r["ledger"].get("policy_params", 0))
+        size.setdefault(r.model, r.ledger.policy_params)
     cost: dict[str, float] = {}
     for r in rows:
         cost[r.method] = min(cost.get(r.method, math.inf), r.paper_flops)
@@ -119,11 +118,11 @@ _N_NAMES = {"non_embedding": "non-embedding parameters", "total": "total paramet
             "configured": "the configured parameter count"}
 
 
-def parameter_conventions(records: Sequence[dict[str, Any]]) -> str:
+def parameter_conventions(records: Sequence[Record]) -> str:
     """What N is in these records' FLOPs, per model when they differ ("N = non-embedding parameters")."""
     by_model: dict[str, str] = {}
     for r in records:
-        by_model.setdefault(r["model"], r.get("parameter_count", "non_embedding"))
+        by_model.setdefault(r.model, r.parameter_count)
     kinds = set(by_model.values())
     if len(kinds) == 1:
         return f"N = {_N_NAMES.get(next(iter(kinds)), next(iter(kinds)))}"
@@ -620,7 +619,7 @@ class Efficiency:
         return list(best.values())
 
 
-def compute_efficiency(records: Sequence[dict[str, Any]], rows: Sequence[Row], rule: str,
+def compute_efficiency(records: Sequence[Record], rows: Sequence[Row], rule: str,
                        baseline: str = BASELINE) -> Efficiency:
     methods = sorted({r.method for r in rows if r.method != baseline and r.rule == rule
                       and len({x.budget for x in rows if x.method == r.method and x.model == r.model}) >= 2})
@@ -713,7 +712,7 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
     fits = fit_curves(rows, rule)
     # Settings searched with a reference verifier (the exact checker, noisy or not) are not choices a
     # user has: they stay out of the Pareto frontier and the compute-optimal model.
-    oracle_methods = {r["method"] for r in records if efficiency.flip_rate_of(r.get("verifier")) is not None}
+    oracle_methods = {r.method for r in records if efficiency.flip_rate_of(r.verifier) is not None}
     choices = [r for r in rows if r.method not in oracle_methods]
     front = pareto(choices, rule)
     ref = load_reference(reference) if reference else []
@@ -733,8 +732,8 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
     if res.difficulty is not None:
         (out / "compute_optimal.md").write_text(difficulty_markdown(res.difficulty, rule), encoding="utf-8")
         res.files["compute_optimal.md"] = out / "compute_optimal.md"
-    levels = sorted({r.get("level") for r in records if r.get("level") is not None})
-    by_level = {lv: summarize([r for r in records if r.get("level") == lv], [rule]) for lv in levels}
+    levels = sorted({r.level for r in records if r.level is not None})
+    by_level = {lv: summarize([r for r in records if r.level == lv], [rule]) for lv in levels}
     if plots:
         for name, draw in [("accuracy_vs_flops.png", lambda p: plot_accuracy(rows, rule, p, ref, fits, panels=panels)),
                            ("pareto.png", lambda p: plot_pareto(choices, rule, p)),

@@ -6,15 +6,15 @@ flushed write, so a killed run loses at most the chunk in flight and a rerun ski
 recorded (problem, model, method, budget, seed). Under ``accelerate launch`` problem i goes
 to process i % n, and each process appends to its own records.rank<k>.jsonl.
 
-Randomness: a record's seed and its problem id give the problem's seed (``problem_seed``),
-which the Runner uses for every sample of that problem, so a record does not depend on
-which problems shared its chunk or its process: resumed, sharded and plain runs agree.
+Randomness: a record's seed and its problem id give the problem's seed
+(``treesearch.seeds.problem_seed``), which the Runner uses for every sample of that problem, so
+a record does not depend on which problems shared its chunk or its process: resumed, sharded
+and plain runs agree.
 """
 from __future__ import annotations
 
 import dataclasses
 import gc
-import hashlib
 import json
 import os
 import sys
@@ -26,16 +26,17 @@ import yaml
 from tqdm.auto import tqdm
 
 from treesearch.ledger import ComputeLedger
-from treesearch.runner import Candidate, Runner, SearchResult
+from treesearch.runner import Runner, SearchResult
+from treesearch.seeds import problem_seed
 from treesearch.tree import Tree
-from treesearch.voting import answer_classes, vote
+from treesearch.voting import Scored, answer_classes, vote
 
+from .builders import algorithm_for, grader_of, load_policy, load_prm_for, load_problems
 from .config import (ConfigError, MethodConfig, PolicyConfig, StudyConfig, VotingConfig, config_to_dict,
                      dump_config, incompatible_keys, resolve_device, validate)
 from .preflight import preflight
-from .records import SCHEMA_VERSION, RecordWriter, RunLock, load_dir, record_key, records_file
+from .records import CandidateRecord, Derivation, Record, RecordWriter, RunLock, Vote, load_dir, records_file
 
-LEDGER_FIELDS = tuple(f.name for f in dataclasses.fields(ComputeLedger))
 RESOLVED = "resolved.yaml"
 
 
@@ -78,12 +79,6 @@ def current_shard() -> Shard:
     return Shard(state.process_index, state.num_processes, state.local_process_index)
 
 
-def problem_seed(seed: int, problem_id: str) -> int:
-    """A 63-bit seed from the record's seed and the problem id (stable across Python runs)."""
-    digest = hashlib.blake2b(f"{seed}\x1f{problem_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & 0x7FFFFFFFFFFFFFFF
-
-
 # ---------------------------------------------------------------------------------------------
 # Records
 # ---------------------------------------------------------------------------------------------
@@ -100,14 +95,15 @@ def memoized(grader: Callable[[str, str], bool]) -> Callable[[str, str], bool]:
     return equal
 
 
-def judge(candidates: Sequence[Candidate], gold: str, voting: VotingConfig,
+def judge(candidates: Sequence[Scored], gold: str, voting: VotingConfig,
           grader: Callable[[str, str], bool]) -> dict[str, Any]:
-    """The answer each voting rule picks and whether it is right, plus the oracle (any right)."""
+    """The answer each voting rule picks and whether it is right, plus the oracle (any right):
+    the ``votes``, ``oracle_correct`` and ``num_answered`` fields of a record."""
     equal = memoized(grader)
     votes = {}
     for key, rule, agg in voting.keys():
         answer = vote(candidates, rule, agg, equal=equal)
-        votes[key] = {"answer": answer, "correct": answer is not None and equal(answer, gold)}
+        votes[key] = Vote(answer, answer is not None and equal(answer, gold))
     classes = answer_classes(candidates, equal)
     return {"votes": votes, "oracle_correct": any(equal(c[0].answer, gold) for c in classes),
             "num_answered": sum(len(c) for c in classes)}
@@ -126,67 +122,39 @@ def _sample_index(tree: Tree) -> dict[int, int]:
 def build_record(problem: Any, model: str, method: MethodConfig, budget: int, seed: int, pseed: int,
                  result: SearchResult, voting: VotingConfig, grader: Callable[[str, str], bool],
                  dataset: str, store_steps: bool = False, verifier: dict[str, Any] | None = None,
-                 parameter_count: str = "non_embedding") -> dict[str, Any]:
-    """One JSON record (schema 1).
-
-    Key: problem_id, model, method, budget, seed. Context: problem_seed (what the Runner used),
-    dataset, level, gold, algorithm, params (including the budget). candidates: [{answer, correct,
-    step_scores, num_tokens, finish_reason, sample (index of the independent first step it
-    grew from), steps (only with store_steps)}]. votes: {"majority" | "<rule>/<agg>": {answer,
-    correct}}; oracle_correct; num_answered. ledger: ComputeLedger.to_dict() (token counts,
-    paper_flops, full_flops). wall_time: seconds from the problem's start to its finish inside
-    its lock-step chunk. derived_from: null, or {budget, share, exact_paper_flops} when cut
-    from a larger sampling run. verifier: the PRM spec that scored it (null without one).
-    parameter_count: what N in its FLOPs is ("non_embedding", "total" or "configured").
-    """
+                 parameter_count: str = "non_embedding") -> Record:
+    """The record of one search (``pseed``: the problem seed the Runner used)."""
     samples = _sample_index(result.tree)
-    equal = memoized(grader)
-    cands = []
-    for c in result.candidates:
-        d = {"answer": c.answer, "correct": c.answer is not None and equal(c.answer, problem.answer),
-             "step_scores": [float(s) for s in c.step_scores], "num_tokens": c.num_tokens,
-             "finish_reason": c.finish_reason, "sample": samples.get(c.node_id, 0)}
-        if store_steps:
-            d["steps"] = list(c.steps)
-        cands.append(d)
-    return {
-        "schema": SCHEMA_VERSION, "problem_id": problem.id, "model": model, "method": method.name,
-        "budget": budget, "seed": seed, "problem_seed": pseed, "dataset": dataset, "level": problem.level,
-        "gold": problem.answer, "algorithm": method.algorithm, "params": method.params_for(budget),
-        "candidates": cands, **judge(result.candidates, problem.answer, voting, equal),  # one memo: each pair graded once
-        "ledger": result.ledger.to_dict(), "wall_time": result.wall_time, "derived_from": None,
-        "verifier": _plain_spec(verifier), "parameter_count": parameter_count,
-    }
+    equal = memoized(grader)  # one memo for the verdicts and the votes: each answer pair graded once
+    cands = tuple(CandidateRecord(
+        answer=c.answer, correct=c.answer is not None and equal(c.answer, problem.answer),
+        step_scores=tuple(float(s) for s in c.step_scores), num_tokens=c.num_tokens, finish_reason=c.finish_reason,
+        sample=samples.get(c.node_id, 0), steps=tuple(c.steps) if store_steps else None) for c in result.candidates)
+    return Record(
+        problem_id=problem.id, model=model, method=method.name, budget=budget, seed=seed, problem_seed=pseed,
+        dataset=dataset, level=problem.level, gold=problem.answer, algorithm=method.algorithm,
+        params=method.params_for(budget), candidates=cands, **judge(result.candidates, problem.answer, voting, equal),
+        ledger=dataclasses.replace(result.ledger), wall_time=result.wall_time, verifier=_plain_spec(verifier),
+        parameter_count=parameter_count)
 
 
 def _plain_spec(spec: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if spec is None else json.loads(json.dumps(spec, default=str))
 
 
-def candidates_of(record: dict[str, Any]) -> list[Candidate]:
-    """Candidates rebuilt from a record (step text only if it was stored)."""
-    return [Candidate(answer=c["answer"], steps=tuple(c.get("steps", ())), step_scores=tuple(c["step_scores"]),
-                      num_tokens=c["num_tokens"], finish_reason=c.get("finish_reason", ""), node_id=-1)
-            for c in record["candidates"]]
-
-
-def ledger_of(record: dict[str, Any]) -> ComputeLedger:
-    return ComputeLedger(**{k: record["ledger"][k] for k in LEDGER_FIELDS})
-
-
-def derive_record(record: dict[str, Any], budget: int, method: MethodConfig, voting: VotingConfig,
-                  grader: Callable[[str, str], bool]) -> dict[str, Any]:
+def derive_record(record: Record, budget: int, method: MethodConfig, voting: VotingConfig,
+                  grader: Callable[[str, str], bool]) -> Record:
     """The record sampling at ``budget`` would give, from a run at a larger budget: its first
     ``budget`` samples. Paper FLOPs are exact (their own generated tokens); processed-token
     counts (full FLOPs) and wall time are scaled by the same token share, an approximation
     because prompt encoding and PRM caching do not scale linearly."""
-    big = record["budget"]
+    big = record.budget
     if budget > big:
         raise ValueError(f"cannot derive budget {budget} from a run at budget {big}")
-    kept = [c for c in record["candidates"] if c["sample"] < budget]
-    full = ledger_of(record)
-    total = sum(c["num_tokens"] for c in record["candidates"])
-    tokens = sum(c["num_tokens"] for c in kept)
+    kept = tuple(c for c in record.candidates if c.sample < budget)
+    full = record.ledger
+    total = sum(c.num_tokens for c in record.candidates)
+    tokens = sum(c.num_tokens for c in kept)
     exact = total == full.generated_tokens and total > 0
     share = tokens / total if exact else budget / big
     ledger = ComputeLedger(
@@ -195,11 +163,10 @@ def derive_record(record: dict[str, Any], budget: int, method: MethodConfig, vot
         policy_processed_tokens=round(full.policy_processed_tokens * share),
         prm_processed_tokens=round(full.prm_processed_tokens * share),
         policy_calls=full.policy_calls, prm_calls=full.prm_calls)
-    sub = {**record, "candidates": kept}
-    return {**sub, "budget": budget, "params": method.params_for(budget),
-            **judge(candidates_of(sub), record["gold"], voting, grader),
-            "ledger": ledger.to_dict(), "wall_time": record["wall_time"] * share,
-            "derived_from": {"budget": big, "share": share, "exact_paper_flops": exact}}
+    return dataclasses.replace(
+        record, budget=budget, params=method.params_for(budget), candidates=kept,
+        **judge(kept, record.gold, voting, grader), ledger=ledger, wall_time=record.wall_time * share,
+        derived_from=Derivation(budget=big, share=share, exact_paper_flops=exact))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,17 +244,16 @@ def run_study(config: StudyConfig, out: str | Path | None = None, limit: int | N
 
 
 def _sweep(cfg: StudyConfig, results: Path, shard: Shard, progress: bool) -> None:
-    problems = cfg.dataset.load()
+    problems = load_problems(cfg.dataset)
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"dataset {cfg.dataset.name!r} has repeated problem ids; records are keyed by id")
     mine = shard.take(problems)
     existing = load_dir(results)
-    done = {record_key(r) for r in existing}
-    stored = {record_key(r): r for r in existing
-              if any(m.subsample and m.name == r["method"] for m in cfg.methods)}
+    done = {r.key for r in existing}
+    stored = {r.key: r for r in existing if any(m.subsample and m.name == r.method for m in cfg.methods)}
     del existing
-    grader = cfg.dataset.grader_fn()
+    grader = grader_of(cfg.dataset)
     work = [(pol, plan(cfg, pol, mine, done)) for pol in cfg.policies]
     total = sum(j.num_records for _, jobs in work for j in jobs)
     wanted = sum(j.num_records for pol in cfg.policies for j in plan(cfg, pol, mine, set()))
@@ -372,7 +338,7 @@ class Verifiers:
             return None
         key = self.key(method)
         if key not in self.loaded:
-            self.loaded[key] = load_prm_for(spec, self.shard, self.cfg.gpus_per_process)
+            self.loaded[key] = load_prm_for(spec, self.shard.local_rank, self.cfg.gpus_per_process)
         return self.loaded[key]
 
 
@@ -390,16 +356,6 @@ def _write_resolved(cfg: StudyConfig, results: Path, shard: Shard, allow_change:
     if shard.rank == 0:
         dump_config(cfg, path)
     shard.barrier()
-
-
-def load_prm_for(spec: dict[str, Any], shard: Shard, gpus_per_process: int = 1):
-    """reward_models.load_prm, with "auto"/"cuda"/"cuda:+k" devices mapped to this process's GPUs."""
-    from reward_models import load_prm
-
-    spec = dict(spec)
-    if isinstance(spec.get("device"), str):
-        spec["device"] = resolve_device(spec["device"], shard.local_rank, gpus_per_process)
-    return load_prm(spec)
 
 
 def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], verifiers: Verifiers, shard: Shard,
@@ -422,14 +378,14 @@ def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], verifiers:
         if not searched:
             continue
         if policy is None:
-            policy = pol.load(cfg.limits, device=device)
+            policy = load_policy(pol, cfg.limits, device=device)
         key = verifiers.key(job.method)
         if key not in runners:
             runners[key] = Runner(policy, verifiers.get(job.method), cfg.limits, progress=False)
         runner = runners[key]
         verifier = Verifiers.spec(cfg, job.method)
         _forget_scores(runner.prm)
-        algorithm = job.method.algorithm_for(job.budget)
+        algorithm = algorithm_for(job.method, job.budget)
         finished = 0
         for i in range(0, len(searched), size):
             chunk = searched[i:i + size]

@@ -65,7 +65,7 @@ def test_unknown_key_names_file_and_key(tmp_path):
     ("policies.0.temperature", "hot", r"policies\[0\]\.temperature: expected a number"),
     ("seeds", 3, r"seeds: expected a list"),
     ("limits", {"max_step_tokens": 0}, r"limits: SearchLimits\.max_step_tokens must be >= 1"),
-    ("methods.0.algorithm", "rebse", r"methods\[0\]\.algorithm: unknown algorithm 'rebse'"),
+    ("methods.0.algorithm", "rebse", r"methods\[0\]\.algorithm: unknown search algorithm 'rebse'"),
     ("methods.0.subsample", True, None),
 ])
 def test_wrong_types_and_values_name_the_key(tmp_path, path, value, match):
@@ -83,7 +83,7 @@ def test_meaning_checks_name_the_key():
     rebase = {"name": "rebase", "algorithm": "rebase", "budgets": [4]}
     with pytest.raises(ConfigError, match=r"prm: method 'rebase' \(rebase\) searches with a PRM"):
         config_from_dict(_with("methods", [rebase]))
-    with pytest.raises(ConfigError, match=r"methods\[0\]\.subsample: only sampling"):
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.subsample: only an algorithm with independent samples"):
         config_from_dict(_with("methods", [{**rebase, "subsample": True}], _with("prm", {"type": "llemma"})))
     with pytest.raises(ConfigError, match=r"methods\[0\]\.params\.n: set by the budget"):
         config_from_dict(_with("methods.0.params", {"n": 3}))
@@ -136,9 +136,14 @@ def test_parameter_count_convention_reaches_the_ledger_and_the_table(model, toke
     assert non_embedding_parameters(model) == total - emb - (0 if tied else head.numel())
     assert TransformersPolicy(model, tokenizer, parameter_count="total").num_parameters == total
     assert TransformersPolicy(model, tokenizer).num_parameters == non_embedding_parameters(model)
-    records = [{"model": "a", "parameter_count": "total"}, {"model": "b", "parameter_count": "total"}]
+    from experiments.records import Record
+
+    def rec(model, **kw):
+        return Record(problem_id="q", model=model, method="greedy", budget=1, seed=0, **kw)
+
+    records = [rec("a", parameter_count="total"), rec("b", parameter_count="total")]
     assert parameter_conventions(records) == "N = total parameters"
-    mixed = parameter_conventions(records + [{"model": "c"}])
+    mixed = parameter_conventions(records + [rec("c")])
     assert mixed == "N = a: total parameters; b: total parameters; c: non-embedding parameters"
     assert "(N = total parameters)" in format_table([], "N = total parameters")
 
@@ -147,3 +152,41 @@ def test_unknown_parameter_count_is_rejected(tmp_path):
     path = _write(tmp_path, _with("policies.0.parameter_count", "embedding"))
     with pytest.raises(ConfigError, match=r"policies\[0\]\.parameter_count: unknown convention 'embedding'"):
         load_config(path)
+
+
+class Undeclared:
+    """An algorithm class that does not say what its budget sets."""
+
+    def __init__(self, n: int = 1):
+        self.n = n
+
+
+class Searching:
+    """Declares that it scores with a PRM while searching; its budget sets ``rounds``."""
+
+    budget_param = "rounds"
+    needs_prm = True
+
+    def __init__(self, rounds: int = 1, spread: float = 1.0):
+        if spread <= 0:
+            raise ValueError("spread must be > 0")
+        self.rounds, self.spread = rounds, spread
+
+
+def test_algorithms_by_import_path_declare_what_they_need():
+    mine = {"name": "mine", "algorithm": "test_config:Searching", "budgets": [2, 4]}
+    cfg = config_from_dict(_with("methods", [mine], _with("prm", {"type": "llemma"})))
+    assert cfg.methods[0].budget_key == "rounds" and cfg.methods[0].params_for(4) == {"rounds": 4}
+    with pytest.raises(ConfigError, match=r"prm: method 'mine' \(test_config:Searching\) searches with a PRM"):
+        config_from_dict(_with("methods", [mine]))
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.params: spread must be > 0"):
+        config_from_dict(_with("methods", [{**mine, "params": {"spread": 0}}], _with("prm", {"type": "llemma"})))
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.budget_param: test_config:Searching has no parameter 'n'"):
+        config_from_dict(_with("methods", [{**mine, "budget_param": "n"}], _with("prm", {"type": "llemma"})))
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.subsample: only an algorithm with independent samples"):
+        config_from_dict(_with("methods", [{**mine, "subsample": True}], _with("prm", {"type": "llemma"})))
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.algorithm: 'test_config:Undeclared' does not declare "
+                                          r"budget_param and needs_prm"):
+        config_from_dict(_with("methods", [{**mine, "algorithm": "test_config:Undeclared"}]))
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.algorithm: cannot import 'no_such_pkg.mod'"):
+        config_from_dict(_with("methods", [{**mine, "algorithm": "no_such_pkg.mod:Search"}]))

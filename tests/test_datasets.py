@@ -104,7 +104,7 @@ def test_load_dataset_by_path_and_errors(tmp_path: Path) -> None:
 def test_named_loaders_are_pluggable(monkeypatch: pytest.MonkeyPatch) -> None:
     """The hook the built-in synthetic task will use: register a loader under a name."""
     toy = [Problem(id=str(i), question=f"{i}+1", answer=str(i + 1)) for i in range(5)]
-    monkeypatch.setitem(datasets.LOADERS, "toy", lambda: toy)
+    monkeypatch.setitem(datasets.DATASETS, "toy", datasets.NamedDataset(lambda: toy))
     assert [p.id for p in load_dataset("toy", start=1, limit=2)] == ["1", "2"]
 
 
@@ -122,3 +122,16 @@ def test_select_slices_and_shuffles_deterministically() -> None:
     assert problems == load_dataset("math500")  # shuffling did not mutate the caller's list
     with pytest.raises(ValueError):
         select(problems, start=-1)
+
+
+def test_a_named_dataset_registers_its_grader() -> None:
+    from experiments.builders import grader_of
+    from experiments.config import DatasetConfig
+    from experiments.grading import grade
+    from treesearch.voting import normalized_equal
+
+    assert datasets.default_grader("builtin") == "exact" and datasets.default_grader("math500") == "math"
+    assert datasets.default_grader("some/file.jsonl") == "math"
+    assert grader_of(DatasetConfig(name="builtin")) is normalized_equal
+    assert grader_of(DatasetConfig(name="gsm8k")) is grade
+    assert grader_of(DatasetConfig(name="builtin", grader="math")) is grade

@@ -12,20 +12,20 @@ def test_quick_demo_writes_table_and_plot(tmp_path, capsys):
     assert plot.stat().st_size > 10_000
     records = load_dir(tmp_path)
     cfg = demo.study("quick")
-    assert {r["model"] for r in records} == {p.name for p in cfg.policies}
-    assert len({r["problem_id"] for r in records}) == 20
-    assert all(r["ledger"]["paper_flops"] > 0 for r in records)
+    assert {r.model for r in records} == {p.name for p in cfg.policies}
+    assert len({r.problem_id for r in records}) == 20
+    assert all(r.ledger.paper_flops > 0 for r in records)
     # The reference curve and the verifier sweep: their own verifiers, the sweep for one policy only.
     by_method = {}
     for r in records:
-        by_method.setdefault(r["method"], []).append(r)
-    assert {r["verifier"]["type"] for r in by_method["rebase-oracle"]} == {"builtin_oracle"}
-    assert {r["verifier"]["type"] for r in by_method["rebase"]} == {"likelihood"}
-    assert {r["model"] for r in by_method["rebase-noisy0.2"]} == {"builtin-small"}
-    assert {r["verifier"]["flip_rate"] for r in by_method["sampling-noisy0.3"]} == {0.3}
+        by_method.setdefault(r.method, []).append(r)
+    assert {r.verifier["type"] for r in by_method["rebase-oracle"]} == {"builtin_oracle"}
+    assert {r.verifier["type"] for r in by_method["rebase"]} == {"likelihood"}
+    assert {r.model for r in by_method["rebase-noisy0.2"]} == {"builtin-small"}
+    assert {r.verifier["flip_rate"] for r in by_method["sampling-noisy0.3"]} == {0.3}
     assert (tmp_path / "report" / "verifier_quality.png").stat().st_size > 10_000
     assert "FLOPs to reach sampling's best accuracy" in out
-    assert {(r["budget"], r["params"]["root_width"]) for r in by_method["mcts"]} == {(4, 2), (8, 2)}
+    assert {(r.budget, r.params["root_width"]) for r in by_method["mcts"]} == {(4, 2), (8, 2)}
 
 
 def test_mcts_root_width_follows_the_paper():

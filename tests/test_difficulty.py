@@ -4,17 +4,17 @@ from __future__ import annotations
 import pytest
 
 from experiments.difficulty import difficulty_bins, difficulty_study
+from experiments.records import CandidateRecord, Record, Vote
+from treesearch.ledger import ComputeLedger
 
 RULE = "weighted/last"
 
 
 def rec(problem, method, flops, correct, level=None, algorithm=None, candidates=()):
-    return {"problem_id": problem, "model": "m", "method": method, "budget": 1, "seed": 0, "level": level,
-            "algorithm": algorithm or method, "votes": {RULE: {"answer": "1", "correct": correct}},
-            "ledger": {"policy_params": 1, "prm_params": 0, "generated_tokens": flops / 2, "policy_processed_tokens": 0,
-                       "prm_processed_tokens": 0, "policy_calls": 1, "prm_calls": 0},  # paper FLOPs = flops
-            "candidates": [{"correct": c} for c in candidates],
-            "derived_from": None}
+    return Record(problem_id=problem, model="m", method=method, budget=1, seed=0, level=level,
+                  algorithm=algorithm or method, votes={RULE: Vote("1", correct)},
+                  ledger=ComputeLedger(policy_params=1, generated_tokens=flops / 2, policy_calls=1),  # paper FLOPs = flops
+                  candidates=tuple(CandidateRecord("1", c, (), 0, "answer", i) for i, c in enumerate(candidates)))
 
 
 def test_per_bin_choice_by_hand():

@@ -7,6 +7,7 @@ import pytest
 
 from experiments.efficiency import (flip_rate_of, flops_to_reach, mcnemar_p, paired, paired_at_equal_flops,
                                     ratio_rows, verifier_sweep)
+from experiments.records import Record, Vote
 from experiments.report import Row, compute_efficiency, format_headline
 
 RULE = "weighted/last"
@@ -49,9 +50,9 @@ def test_mcnemar_exact_p_values():
 
 
 def rec(problem: str, method: str, budget: int, correct: bool, verifier=None, algorithm=None, model="m", seed=0):
-    return {"problem_id": problem, "model": model, "method": method, "budget": budget, "seed": seed,
-            "algorithm": algorithm or method.split("-")[0], "votes": {RULE: {"answer": "1", "correct": correct}},
-            "oracle_correct": correct, "verifier": verifier, "ledger": {}}
+    return Record(problem_id=problem, model=model, method=method, budget=budget, seed=seed,
+                  algorithm=algorithm or method.split("-")[0], votes={RULE: Vote("1", correct)},
+                  oracle_correct=correct, verifier=verifier)
 
 
 def test_paired_counts_discordant_problems():

@@ -47,3 +47,21 @@ def test_custom_equivalence_and_empty():
     assert vote([cand(None, (0.5,))], "weighted") is None
     with pytest.raises(ValueError, match="unknown voting rule"):
         vote(CANDS, "plurality")
+
+
+def test_voting_reads_stored_candidates_and_needs_no_engine():
+    """vote takes anything with an answer and step scores (a record's candidates), and the module
+    loads on its own: it imports nothing of the search engine."""
+    import importlib.util
+    from pathlib import Path
+
+    from experiments.records import CandidateRecord
+
+    stored = [CandidateRecord(c.answer, None, c.step_scores, 0, "answer", i) for i, c in enumerate(CANDS)]
+    assert [vote(stored, r) for r in ("majority", "best_of_n", "weighted")] == [vote(CANDS, r) for r in
+                                                                                 ("majority", "best_of_n", "weighted")]
+    path = Path(__file__).resolve().parents[1] / "treesearch" / "voting.py"
+    spec = importlib.util.spec_from_file_location("standalone_voting", path)  # no package: relative imports fail
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.vote(CANDS, "weighted") == vote(CANDS, "weighted")

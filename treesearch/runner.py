@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from .ledger import ComputeLedger
 from .protocols import Chain, ExpandRequest, Policy, ProcessRewardModel
+from .seeds import mix
 from .tree import Node, Tree
 from .work import Expand, Score, Search, SearchAlgorithm
 
@@ -87,7 +88,7 @@ class Runner:
         else from (``seed``, i). Results do not depend on which other problems share the batch.
         ``on_finish(i, ledger)`` is called as each problem's search ends (for progress displays)."""
         if seeds is None:
-            seeds = [_mix(seed, i) for i in range(len(questions))]
+            seeds = [mix(seed, i) for i in range(len(questions))]
         elif len(seeds) != len(questions):
             raise ValueError(f"{len(seeds)} seeds for {len(questions)} questions")
         problems = [self._start(i, q, algorithm, s) for i, (q, s) in enumerate(zip(questions, seeds))]
@@ -162,9 +163,9 @@ class Runner:
                 used = (0 if node.is_root else node.path_tokens) + len(lead_ids)
                 # A node expanded again behind a lead (budget forcing's "Wait") draws afresh: its seed
                 # also counts the node's children, so a retry is not the same draw as the first try.
-                seed = _mix(p.seed, node.id)
+                seed = mix(p.seed, node.id)
                 if lead and node.children:
-                    seed = _mix(seed, len(node.children))
+                    seed = mix(seed, len(node.children))
                 requests.append(ExpandRequest(
                     prefix_ids=p.tree.prefix_ids(node) + lead_ids, width=width, seed=seed, greedy=work.greedy,
                     max_new_tokens=max(1, min(lim.max_step_tokens, lim.max_solution_tokens - used))))
@@ -239,14 +240,6 @@ class Runner:
                            num_tokens=n.path_tokens, finish_reason=n.finish_reason, node_id=n.id)
                  for n in p.finals or []]
         return SearchResult(p.tree.question, p.tree, cands, p.ledger, p.wall_time)
-
-
-def _mix(a: int, b: int) -> int:
-    """A 63-bit hash of two integers (splitmix64), for per-problem and per-node seeds."""
-    x = (a * 0x9E3779B97F4A7C15 + b + 0x632BE59BD9B4E019) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return (x ^ (x >> 31)) & 0x7FFFFFFFFFFFFFFF
 
 
 def _name(obj: object) -> str:

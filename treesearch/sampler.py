@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from .seeds import seed32  # noqa: F401  (row seeds: policy_hf imports them from here)
+
 _M32 = 0xFFFFFFFF
 NUCLEUS_K = 256
 
@@ -62,11 +64,3 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     x = (((x >> 16) ^ x) * 0x45D9F3B) & _M32
     x = (((x >> 16) ^ x) * 0x45D9F3B) & _M32
     return (x >> 16) ^ x
-
-
-def seed32(seed: int, k: int) -> int:
-    """The 32-bit seed of sample k of a request seeded with ``seed`` (splitmix-style mixing)."""
-    x = (seed * 0x9E3779B1 + k * 0x85EBCA77 + 0x165667B1) & 0xFFFFFFFFFFFFFFFF
-    x ^= x >> 29
-    x = (x * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    return (x ^ (x >> 32)) & _M32

@@ -1,13 +1,28 @@
-"""Choosing one answer among candidate solutions: step-score aggregation and voting rules."""
+"""Choosing one answer among candidate solutions: step-score aggregation and voting rules.
+
+Pure functions over anything with an ``answer`` and ``step_scores``: the Runner's
+``Candidate`` and a stored record's candidates alike, so re-voting a record needs no engine.
+"""
 from __future__ import annotations
 
 import math
 import re
-from typing import Callable, Sequence
-
-from .runner import Candidate
+from typing import Callable, Protocol, Sequence, TypeVar
 
 Equal = Callable[[str, str], bool]
+
+
+class Scored(Protocol):
+    """What voting reads of a solution: its final answer (None if it has none) and PRM step scores."""
+
+    @property
+    def answer(self) -> str | None: ...
+
+    @property
+    def step_scores(self) -> Sequence[float]: ...
+
+
+S = TypeVar("S", bound=Scored)
 AGGREGATIONS = ("last", "min", "mean", "prod")
 RULES = ("majority", "best_of_n", "weighted")
 
@@ -36,13 +51,13 @@ def _norm(s: str) -> str:
     return re.sub(r"\s+", "", s).rstrip(".").lower()
 
 
-def answer_classes(candidates: Sequence[Candidate], equal: Equal = normalized_equal) -> list[list[Candidate]]:
+def answer_classes(candidates: Sequence[S], equal: Equal = normalized_equal) -> list[list[S]]:
     """Group answered candidates into equivalence classes (first-seen order).
 
     Each new answer is compared with one representative per class, and each distinct
     string pair is graded once, so a slow symbolic grader is called few times.
     """
-    classes: list[list[Candidate]] = []
+    classes: list[list[S]] = []
     memo: dict[tuple[str, str], bool] = {}
     for c in candidates:
         if c.answer is None:
@@ -59,7 +74,7 @@ def answer_classes(candidates: Sequence[Candidate], equal: Equal = normalized_eq
     return classes
 
 
-def vote(candidates: Sequence[Candidate], rule: str = "weighted", agg: str = "last",
+def vote(candidates: Sequence[Scored], rule: str = "weighted", agg: str = "last",
          equal: Equal = normalized_equal) -> str | None:
     """The chosen answer, or None when no candidate has one.
 
@@ -78,6 +93,6 @@ def vote(candidates: Sequence[Candidate], rule: str = "weighted", agg: str = "la
     if rule == "majority":
         weight = len
     else:
-        def weight(cls: list[Candidate]) -> float:
+        def weight(cls: list[Scored]) -> float:
             return sum(aggregate(c.step_scores, agg) for c in cls)
     return max(classes, key=weight)[0].answer

@@ -1,8 +1,23 @@
-"""Search algorithms, each a generator per problem (see ``treesearch.work``), chosen by name in configs."""
+"""Search algorithms, each a generator per problem (see ``treesearch.work``), chosen by name in configs.
+
+An algorithm class says what the harness needs to know about it:
+
+* ``budget_param``: the parameter a config's budget sets (``"n"``, ``"width"``, ...; None when
+  a budget means nothing, as for greedy);
+* ``needs_prm``: whether it asks the PRM for scores while searching (voting may still use one);
+* ``independent_samples`` (optional, default False): its candidates are independent draws, so
+  the first b of a run at budget n are the run at budget b (a sweep may derive small budgets
+  from a large run) and their hit rate estimates pass@1.
+
+Configs name an algorithm by its registry name (``ALGORITHMS``) or by import path
+(``"my_pkg.search:MySearch"``), so a new algorithm needs no library edit.
+"""
 from __future__ import annotations
 
-from typing import Any, Callable
+import inspect
+from typing import Any
 
+from ..imports import import_path
 from .beam import BeamSearch
 from .budget_forcing import BudgetForcing
 from .dvts import DVTS
@@ -11,7 +26,7 @@ from .mcts import MCTS
 from .rebase import Rebase, allocate_widths
 from .sampling import Greedy, Sampling
 
-ALGORITHMS: dict[str, Callable[..., Any]] = {
+ALGORITHMS: dict[str, type] = {
     "greedy": Greedy,
     "sampling": Sampling,
     "beam": BeamSearch,
@@ -21,19 +36,43 @@ ALGORITHMS: dict[str, Callable[..., Any]] = {
     "dvts": DVTS,
     "budget_forcing": BudgetForcing,
 }
+REQUIRED = ("budget_param", "needs_prm")
+
+
+def algorithm_class(name: str) -> type:
+    """The class a config names: a registry name or an import path ``pkg.module:Class``."""
+    if name in ALGORITHMS:
+        return ALGORITHMS[name]
+    if ":" not in name:
+        raise ValueError(f"unknown search algorithm {name!r}; choose one of {sorted(ALGORITHMS)} "
+                         f"or give an import path 'package.module:Class'")
+    cls = import_path(name)
+    if not isinstance(cls, type) or not callable(cls):
+        raise ValueError(f"{name!r} is not a class")
+    missing = [a for a in REQUIRED if not hasattr(cls, a)]
+    if missing:
+        raise ValueError(f"{name!r} does not declare {' and '.join(missing)} (class attributes: the parameter "
+                         f"a budget sets, or None; whether it scores with a PRM while searching)")
+    return cls
+
+
+def parameters(cls: type) -> list[str]:
+    """The parameters a config may set (the constructor's, less the display ``name``)."""
+    return [p for p in inspect.signature(cls).parameters if p != "name"]
+
+
+def independent_samples(cls: type) -> bool:
+    return bool(getattr(cls, "independent_samples", False))
 
 
 def make_algorithm(name: str, **params: Any):
-    """Build an algorithm from its registry name and parameters, with a clear error on a typo."""
-    try:
-        cls = ALGORITHMS[name]
-    except KeyError:
-        raise ValueError(f"unknown search algorithm {name!r}; choose one of {sorted(ALGORITHMS)}") from None
+    """Build an algorithm from its registry name or import path and parameters, with a clear error on a typo."""
+    cls = algorithm_class(name)
     try:
         return cls(**params)
     except TypeError as e:
         raise ValueError(f"bad parameters for {name!r}: {e}") from None
 
 
-__all__ = ["ALGORITHMS", "BeamSearch", "BudgetForcing", "DVTS", "Greedy", "Lookahead", "MCTS", "Rebase", "Sampling", "allocate_widths",
-           "make_algorithm"]
+__all__ = ["ALGORITHMS", "BeamSearch", "BudgetForcing", "DVTS", "Greedy", "Lookahead", "MCTS", "Rebase", "Sampling",
+           "algorithm_class", "allocate_widths", "independent_samples", "make_algorithm", "parameters"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 from ..tree import Node, Tree
 from ..work import Search, expand, score
@@ -42,6 +42,8 @@ class BeamSearch:
 
     n: int = 16
     beam_width: int = 4
+    budget_param: ClassVar[str | None] = "n"
+    needs_prm: ClassVar[bool] = True
     name: str = "beam"
 
     def __post_init__(self) -> None:

@@ -10,6 +10,7 @@ parallel and are voted on: the parallel-and-sequential curves of s1.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..tree import Node, Tree
 from ..work import Search, expand
@@ -27,6 +28,8 @@ class BudgetForcing:
     wait: str = "Wait,"
     answer_prefix: str = "The answer is"
     max_waits: int = 4  # s1 forced up to 6 times; a policy that answers after every "Wait" must stop somewhere
+    budget_param: ClassVar[str | None] = "n"
+    needs_prm: ClassVar[bool] = False
     name: str = "budget_forcing"
 
     def __post_init__(self) -> None:

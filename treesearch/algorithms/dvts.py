@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..tree import Node, Tree
 from ..work import Search, expand, score
@@ -23,6 +24,8 @@ class DVTS:
 
     n: int = 16
     beam_width: int = 4
+    budget_param: ClassVar[str | None] = "n"
+    needs_prm: ClassVar[bool] = True
     name: str = "dvts"
 
     def __post_init__(self) -> None:

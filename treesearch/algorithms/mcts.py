@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..tree import Node, Tree
 from ..work import Search, expand, score
@@ -41,6 +42,8 @@ class MCTS:
     width: int = 2
     c: float = 1.0
     rollout: bool = False
+    budget_param: ClassVar[str | None] = "expansions"
+    needs_prm: ClassVar[bool] = True
     name: str = "mcts"
 
     def __post_init__(self) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 from ..tree import Node, Tree
 from ..work import Search, expand, score
@@ -50,6 +50,8 @@ class Rebase:
 
     width: int = 16
     temperature: float = 0.1
+    budget_param: ClassVar[str | None] = "width"
+    needs_prm: ClassVar[bool] = True
     name: str = "rebase"
 
     def __post_init__(self) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..tree import Tree
 from ..work import Search, complete, expand
@@ -12,6 +13,9 @@ class Sampling:
     """N complete solutions sampled independently; majority / best-of-N / weighted voting pick the answer."""
 
     n: int = 16
+    budget_param: ClassVar[str | None] = "n"
+    needs_prm: ClassVar[bool] = False
+    independent_samples: ClassVar[bool] = True
     name: str = "sampling"
 
     def __post_init__(self) -> None:
@@ -27,6 +31,8 @@ class Sampling:
 class Greedy:
     """One solution at temperature 0."""
 
+    budget_param: ClassVar[str | None] = None
+    needs_prm: ClassVar[bool] = False
     name: str = "greedy"
 
     def __call__(self, tree: Tree) -> Search:

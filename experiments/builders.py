@@ -1,0 +1,89 @@
+"""Turning a checked config into objects: policies, PRMs, search algorithms, problems, graders.
+
+The schema (``experiments.config``) says what a study is; this builds it, so the sweep, the
+CLI and preflight share one way of making each thing. Heavy imports (torch, transformers,
+reward models, the grader) happen only here, and only when something is built.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from treesearch import imports
+from treesearch.algorithms import make_algorithm
+from treesearch.runner import SearchLimits
+from treesearch.voting import normalized_equal
+
+from .config import AUTO, ConfigError, DatasetConfig, MethodConfig, PolicyConfig, resolve_device
+
+Grader = Callable[[str, str], bool]
+
+
+def import_path(spec: str) -> Any:
+    """``"pkg.module:attr"`` -> the attribute; a ``ConfigError`` saying what was wrong."""
+    try:
+        return imports.import_path(spec)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def load_policy(p: PolicyConfig, limits: SearchLimits, device: str | None = None):
+    """The policy a config describes; ``device`` (from the shard) replaces "auto"/"cuda".
+
+    Backend "transformers" loads ``p.path`` with TransformersPolicy; any other backend is a
+    factory (or its import path) called as ``factory(p)``."""
+    if p.backend != "transformers":
+        return (p.backend if callable(p.backend) else import_path(p.backend))(p)
+    from treesearch.policy_hf import TransformersPolicy  # torch/transformers only when needed
+    from treesearch.step_format import StepFormat
+
+    return TransformersPolicy.from_pretrained(
+        p.path, device=device or resolve_device(p.device), dtype=p.dtype,
+        trust_remote_code=p.trust_remote_code, step_format=StepFormat.preset(p.step_format),
+        temperature=p.temperature, top_p=p.top_p, max_step_tokens=limits.max_step_tokens,
+        prompt_template=p.prompt_template, chat_template=p.chat_template,
+        system_prompt=p.system_prompt, reuse_kv=p.reuse_kv, max_batch_rows=p.max_batch_rows,
+        num_parameters=int(p.num_parameters) if p.num_parameters is not None else None,
+        parameter_count=p.parameter_count, **p.options)
+
+
+def load_prm_for(spec: dict[str, Any], local_rank: int = 0, gpus_per_process: int = 1):
+    """reward_models.load_prm, with "auto"/"cuda"/"cuda:+k" devices mapped to this process's GPUs."""
+    from reward_models import load_prm
+
+    spec = dict(spec)
+    if isinstance(spec.get("device"), str):
+        spec["device"] = resolve_device(spec["device"], local_rank, gpus_per_process)
+    return load_prm(spec)
+
+
+def algorithm_for(m: MethodConfig, budget: int):
+    """The search algorithm of method ``m`` at ``budget`` (the budget set on its budget parameter)."""
+    return make_algorithm(m.algorithm, **m.params_for(budget))
+
+
+def load_problems(d: DatasetConfig) -> list:
+    """The selected problems (``experiments.datasets.Problem``), in a fixed order."""
+    from . import datasets as ds
+
+    if d.fields is not None:
+        f = d.fields
+        problems = ds.load_jsonl(d.name, f.question, f.answer, id_field=f.id, level_field=f.level)
+        return ds.select(problems, start=d.start, limit=d.limit, shuffle_seed=d.shuffle_seed)
+    return ds.load_dataset(d.name, start=d.start, limit=d.limit, shuffle_seed=d.shuffle_seed, options=d.options)
+
+
+def grader_of(d: DatasetConfig) -> Grader:
+    """The answer equivalence a dataset config names ("auto": what its registered dataset says)."""
+    from .datasets import default_grader
+
+    kind = d.grader
+    if callable(kind):
+        return kind
+    if kind == AUTO:
+        kind = default_grader(d.name)
+    if kind == "exact":
+        return normalized_equal
+    if kind == "math":
+        from .grading import grade
+        return grade
+    return import_path(kind)
