@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from experiments import grading
+from experiments.grading import worker
 from experiments.grading import extract_answer, grade, is_equivalent, normalize_answer
 
 PAIRS = Path(__file__).parent / "data" / "grading_pairs.jsonl"
@@ -37,7 +38,7 @@ def test_labelled_pairs_agreement() -> None:
 @pytest.mark.parametrize("text, expected", [
     ("Step 1: 16-3-4=9 ки\nStep 2: The answer is: 18 ки", "18"),
     ("The answer is 42.", "42"),
-    ("The final answer is $\\frac{1}{2}$.", "$\\frac{1}{2}$"),
+    ("The final answer is $\\frac{1}{2}$.", "\\frac{1}{2}"),  # enclosing math delimiters go
     ("so $\\boxed{\\frac{\\sqrt{3}}{2}}$ is it", "\\frac{\\sqrt{3}}{2}"),
     ("first \\boxed{1}, then \\boxed{\\left(3, \\frac{\\pi}{2}\\right)}", "\\left(3, \\frac{\\pi}{2}\\right)"),
     ("The answer is $\\boxed{5}$.", "5"),
@@ -47,6 +48,24 @@ def test_labelled_pairs_agreement() -> None:
     ("no final answer here", None),
     ("unclosed \\boxed{12", None),
     ("", None),
+    # Minerva endings, 'Final Answer:' / 'Answer:' markers
+    ("Final Answer: The final answer is $28 \\%$. I hope it is correct.", "28 \\%"),
+    ("The final answer is 7. I hope it is correct.", "7"),
+    ("so we are done.\nFinal Answer: 12", "12"),
+    ("**Final Answer:** $x=3$", "x=3"),
+    ("**Answer:** 4", "4"),
+    ("Answer: \\(\\frac{3}{4}\\)", "\\frac{3}{4}"),
+    ("Final Answer:\n\n\\[ 6 \\]", "6"),
+    ("The answer is \\[\\sqrt{2}\\].", "\\sqrt{2}"),
+    # several boxes that list one answer; boxes apart are separate statements
+    ("so $x=\\boxed{-2}$ and $x = \\boxed{1}$", "1"),  # names between boxes: the last box
+    ("The solutions are \\boxed{-2} and \\boxed{1}.", "-2, 1"),
+    ("$\\boxed{1}$, $\\boxed{2}$, or $\\boxed{3}$", "1, 2, 3"),
+    ("\\boxed{3}\\quad\\boxed{3}", "3"),  # the same box twice is one answer
+    ("\\boxed{5}.", "5"),
+    ("$\\boxed{\\text{(C)}}.$", "\\text{(C)}"),
+    ("The answer is \\boxed{2}. Then, later, \\boxed{4}", "4"),
+    ("#### 5\nThe answer is 6", "6"),
 ])
 def test_extract_answer(text: str, expected: str | None) -> None:
     assert extract_answer(text) == expected
@@ -54,7 +73,8 @@ def test_extract_answer(text: str, expected: str | None) -> None:
 
 def test_extract_answer_is_linear_on_adversarial_text() -> None:
     start = time.monotonic()
-    for text in ("\\boxed{" * 100_000, "The answer is a" + " " * 100_000 + "b", "#### " + " \t" * 100_000):
+    for text in ("\\boxed{" * 100_000, "The answer is a" + " " * 100_000 + "b", "#### " + " \t" * 100_000,
+                 "Final Answer" + " " * 100_000 + "x", "\\boxed{1} and " * 20_000, "Answer:" + "\n" * 100_000):
         extract_answer(text)
     assert time.monotonic() - start < 5
 
@@ -121,7 +141,7 @@ def test_numbers_and_strings_never_start_sympy(monkeypatch: pytest.MonkeyPatch) 
     def refuse(*args: object, **kwargs: object) -> bool:
         raise AssertionError("symbolic worker used")
 
-    monkeypatch.setattr(grading._WORKER, "check", refuse)
+    monkeypatch.setattr(worker.WORKER, "check", refuse)
     pairs = [("0.5", "\\frac{1}{2}"), ("1,000", "1000"), ("50\\%", "50"), ("(1/2, 3]", "\\left(0.5,3\\right]"),
              ("4.666667", "\\frac{14}{3}"), ("\\text{East}", "east"), ("x=5", "5"), ("6-5i", "-5i+6")]
     for pred, gold in pairs:
@@ -164,11 +184,17 @@ def test_untrusted_answers_are_never_executed_and_return_fast(attack: str, tmp_p
 
 def test_source_never_evaluates_text() -> None:
     """Static guard: no eval/exec and no string-parsing sympy entry points in the grader."""
-    source = Path(grading.__file__).read_text(encoding="utf-8")
-    code = re.sub(r'"""[\s\S]*?"""|#[^\n]*', "", source)  # ignore docstrings and comments
-    for name in ("eval", "exec", "sympify", "parse_expr", "parse_latex", "S", "compile"):
-        assert not re.search(rf"(?<![\w.]){name}\s*\(", code), name
-        assert not re.search(rf"\.{name}\s*\(", code) or name in ("compile",), name
+    import treesearch.answers
+
+    files = sorted(Path(grading.__file__).parent.glob("*.py")) + [Path(treesearch.answers.__file__)]
+    assert len(files) >= 7
+    for path in files:
+        if path.name == "math_verify.py":
+            continue  # the optional outside grader: its parsing is Math-Verify's own (see its docstring)
+        code = re.sub(r'"""[\s\S]*?"""|#[^\n]*', "", path.read_text(encoding="utf-8"))  # no docstrings, comments
+        for name in ("eval", "exec", "sympify", "parse_expr", "parse_latex", "S", "compile"):
+            assert not re.search(rf"(?<![\w.]){name}\s*\(", code), (path.name, name)
+            assert not re.search(rf"\.{name}\s*\(", code) or name in ("compile",), (path.name, name)
 
 
 def test_worker_builds_sympy_without_eval(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -179,12 +205,12 @@ def test_worker_builds_sympy_without_eval(monkeypatch: pytest.MonkeyPatch) -> No
     import sympy.parsing.sympy_parser
 
     warm = {"mode": "diff", "a": grading.parse_math("y^2-y"), "b": grading.parse_math("y(y-1)")}
-    assert grading._worker_check(warm)  # first simplify: sympy's lazy imports sympify its own constant strings
+    assert worker.worker_check(warm)  # first simplify: sympy's lazy imports sympify its own constant strings
     monkeypatch.setattr(builtins, "eval", no_eval)  # not exec: sympy's lazy imports use it
     monkeypatch.setattr(sympy.parsing.sympy_parser, "parse_expr", no_eval)  # where sympify(str) ends up
     a, b = grading.parse_math("2\\sqrt{3}+x^2"), grading.parse_math("\\sqrt{12}+x\\cdot x")
-    assert grading._worker_check({"mode": "diff", "a": a, "b": b}) is True
-    assert grading._worker_check({"mode": "diff", "a": a, "b": grading.parse_math("x^2")}) is False
+    assert worker.worker_check({"mode": "diff", "a": a, "b": b}) is True
+    assert worker.worker_check({"mode": "diff", "a": a, "b": grading.parse_math("x^2")}) is False
 
 
 def test_symbolic_timeout_counts_as_unequal_and_worker_recovers() -> None:
