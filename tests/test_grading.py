@@ -16,23 +16,56 @@ from experiments.grading import extract_answer, grade, is_equivalent, normalize_
 PAIRS = Path(__file__).parent / "data" / "grading_pairs.jsonl"
 
 
-def test_labelled_pairs_agreement() -> None:
-    """Hand-labelled pairs on real MATH500/GSM8K gold answers; prints every disagreement.
+def _pairs() -> list[dict]:
+    return [json.loads(line) for line in PAIRS.read_text(encoding="utf-8").splitlines() if line.strip()]
 
-    Each row: pred (written by hand), gold (copied from the shipped data row named in source), and
-    equal: whether a careful grader who has read the question accepts pred. Labels were set before
-    running the grader and are not edited to match it; known misses (a factored form asked for,
-    scalar times matrix, a rounded decimal that happens to be within 1e-6) stay in.
+
+def _kind(row: dict) -> str:
+    """A hand-written row names its kind; the rest are grouped by the dataset their gold comes from."""
+    return row.get("kind") or row["source"].split(":")[0]
+
+
+def _verdict(row: dict) -> bool:
+    """A 'prose' row's pred is a whole solution: its answer is extracted first, as for a model's output."""
+    pred = extract_answer(row["pred"]) if row.get("prose") else row["pred"]
+    return grade(pred, row["gold"])
+
+
+# Accepted though labelled unequal, known since the first labelled set: a factored form was asked
+# for; a rounded decimal within 1e-6 of an irrational. No other near miss may ever pass.
+KNOWN_WRONG_ACCEPTANCES = {("ab+5b+2a+10", "(a+5)(b+2)"), ("6366.2", "\\frac{20000}{\\pi}")}
+
+
+def test_labelled_pairs_agreement() -> None:
+    """Hand-labelled pairs; prints the agreement per kind and every disagreement.
+
+    Rows with a MATH500/GSM8K source: pred written by hand, gold copied from the shipped data row
+    named in source. Rows with a ``kind`` (source "hand:<kind>"): pred and gold written by hand for
+    one kind of answer the grader must handle (docs/grading.md), each with near misses that must stay
+    unequal. ``equal``: whether a careful grader who has read the question accepts pred. Labels were
+    set before running the grader and are not edited to match it; known misses stay in.
     """
-    rows = [json.loads(line) for line in PAIRS.read_text(encoding="utf-8").splitlines() if line.strip()]
-    assert len(rows) >= 200
-    assert sum(r["equal"] for r in rows) >= 80 and sum(not r["equal"] for r in rows) >= 80
-    wrong = [r for r in rows if grade(r["pred"], r["gold"]) != r["equal"]]
-    for r in wrong:
-        print(f"disagree: label={r['equal']} pred={r['pred']!r} gold={r['gold']!r} ({r['source']})")
+    rows = _pairs()
+    assert len(rows) >= 700
+    assert sum(r["equal"] for r in rows) >= 300 and sum(not r["equal"] for r in rows) >= 300
+    per_kind: dict[str, list[int]] = {}
+    wrong = []
+    for r in rows:
+        ok = _verdict(r) == r["equal"]
+        tally = per_kind.setdefault(_kind(r), [0, 0])
+        tally[0] += ok
+        tally[1] += 1
+        if not ok:
+            wrong.append(r)
+            print(f"disagree: label={r['equal']} pred={r['pred']!r} gold={r['gold']!r} ({r['source']})")
+    for kind, (agreed, n) in sorted(per_kind.items()):
+        print(f"{kind:>20}: {agreed}/{n} = {agreed / n:.1%}")
     agreement = 1 - len(wrong) / len(rows)
     print(f"agreement {agreement:.2%} on {len(rows)} pairs")
-    assert agreement >= 0.98
+    assert agreement >= 0.99
+    assert len(per_kind) >= 18 and all(agreed / n >= 0.9 for agreed, n in per_kind.values()), per_kind
+    accepted_near_misses = {(r["pred"], r["gold"]) for r in wrong if not r["equal"]}
+    assert accepted_near_misses <= KNOWN_WRONG_ACCEPTANCES, accepted_near_misses
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -104,6 +137,20 @@ def test_extract_answer_is_linear_on_adversarial_text() -> None:
     ("\\boxed{3/4}", "\\frac{3}{4}"),
     ("4210_{5}", "4210_5"),
     ("\\cot x", "\\cot x"),
+    ("0,111", "0.111"),  # a decimal comma: no thousands grouping starts with 0
+    ("0, 111", "0,111"),  # a space after the comma: a list of two
+    ("\\cfrac{1}{2}", "\\frac{1}{2}"),
+    ("\\mathrm{e}^{2}", "e^{2}"),
+    ("28 pct", "28"),
+    ("(p,q)=(3,2)", "(3,2)"),
+    ("|AB|=1", "1"),
+    ("x = 5+5+1 = 11", "11"),
+    ("\\frac{\\sqrt3}{3} \\approx 0.577", "\\frac{\\sqrt{3}}{3}"),
+    ("x+y=5", "x+y=5"),
+    ("1 and 2", "1,2"),
+    ("(1; 2)", "(1,2)"),
+    ("\\(\\boxed{5}.\\)", "5"),
+    ("１２", "１２"),  # only ASCII digits are digits
 ])
 def test_normalize_answer(raw: str, normalized: str) -> None:
     assert normalize_answer(raw) == normalized
@@ -221,6 +268,24 @@ def test_symbolic_timeout_counts_as_unequal_and_worker_recovers() -> None:
     assert is_equivalent(slow_a, slow_b, timeout=0.3) is False
     assert time.monotonic() - start < 3.0
     assert is_equivalent("(a+1)^2", "a^2+2a+1") is True
+
+
+def test_a_timeout_is_not_cached_but_a_reached_verdict_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check that ran out of time grades 'not equal' once and is tried again; a proof is asked once."""
+    verdicts = iter([None, True])
+    calls = []
+
+    def check(payload: dict, deadline: float) -> bool | None:
+        calls.append(payload)
+        return next(verdicts)
+
+    monkeypatch.setattr(worker.WORKER, "check", check)
+    monkeypatch.setattr(worker, "_VERDICTS", {})
+    pair = ("(q+2)^3", "q^3+6q^2+12q+8")
+    assert is_equivalent(*pair) is False  # timed out: not equal this time
+    assert is_equivalent(*pair) is True  # asked again, and proved
+    assert is_equivalent(*pair) is True  # from the cache
+    assert len(calls) == 2
 
 
 def test_grade_is_a_two_argument_equality() -> None:

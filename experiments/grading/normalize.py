@@ -136,9 +136,16 @@ _NAME = (r"(?:[a-zA-Z](?:_[0-9]|_\{[0-9a-zA-Z]+\})?|\\[a-zA-Z]+|[a-zA-Z]\([^()=]
 _LHS_NAME = re.compile(rf"\s*(?:{_NAME}|\(\s*{_NAME}(?:\s*,\s*{_NAME})+\s*\))\s*")
 
 
+_WORKING = re.compile(r"(?:[0-9.+\-*/^(){}\s]|\\(?:cdot|times|div|frac|sqrt|pi)(?![a-zA-Z]))+")  # '3 \\cdot 4': arithmetic
+
+
+def _is_working(s: str) -> bool:
+    return _WORKING.fullmatch(s) is not None and re.search(r"[0-9]", s) is not None
+
+
 def strip_lhs(s: str) -> str:
     """The value a statement gives: 'x = 5' -> '5', '(p,q)=(3,2)' -> '(3,2)', 'x \\in [a,b]' -> '[a,b]',
-    'x = 5+5+1 = 11' -> '11' (the working of a chain is not the answer), 'A \\approx 0.577' -> 'A' (the
+    'x = 5+5+1 = 11' and '3 \\cdot 4 = 12' -> '11', '12' (the working is not the answer), 'A \\approx 0.577' -> 'A' (the
     exact value; its rounding is not compared), 'x \\approx 0.577' -> '0.577'. 'x+y=5' stays an equation."""
     s = re.sub(r"^\s*[a-zA-Z]\s*\\in(?![a-zA-Z])\s*", "", s)
     approx = split_top(s, "\\approx")
@@ -148,7 +155,7 @@ def strip_lhs(s: str) -> str:
     sides = split_top(s, "=")
     if len(sides) > 2:
         return sides[-1]
-    if len(sides) == 2 and _LHS_NAME.fullmatch(sides[0]):
+    if len(sides) == 2 and (_LHS_NAME.fullmatch(sides[0]) or _is_working(sides[0])):
         return sides[1]
     return s
 

@@ -68,13 +68,13 @@ def inequality(s: str) -> Seq | None:
         if _VARIABLE.fullmatch(b) and not _VARIABLE.fullmatch(a):
             a, b, op = b, a, _MIRROR[op]  # '5 \ge x' is 'x \le 5'
         if not _VARIABLE.fullmatch(a) or _VARIABLE.fullmatch(b):
-            return None
+            return None  # 'a < b' orders two names; it is not an interval
         if op in _BELOW:
             return Seq("tuple", ("-\\infty", b), "(", _BELOW[op])
         return Seq("tuple", (b, "\\infty"), _ABOVE[op], ")")
     lo, x, hi = values
-    if not _VARIABLE.fullmatch(x):
-        return None
+    if not _VARIABLE.fullmatch(x) or _VARIABLE.fullmatch(lo) or _VARIABLE.fullmatch(hi):
+        return None  # 'a < b < c' orders three names
     if ops[0] in _ABOVE and ops[1] in _ABOVE:  # 'hi > x > lo'
         lo, hi, ops = hi, lo, [_MIRROR[ops[1]], _MIRROR[ops[0]]]
     if ops[0] in _BELOW and ops[1] in _BELOW:
