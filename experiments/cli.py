@@ -300,12 +300,12 @@ def _eval_prm(args: argparse.Namespace) -> int:
 
 
 def _solve(args: argparse.Namespace) -> int:
-    from treesearch.voting import vote
+    from treesearch.voting import memoized, vote
 
     from .config import DatasetConfig
     from treesearch.runner import Runner
 
-    from .sweep import Shard, load_prm_for, memoized, problem_seed
+    from .sweep import Shard, load_prm_for, problem_seed
 
     prm_spec = _prm_spec(args) if args.prm else None
     policy_cfg = PolicyConfig(name="policy", path=args.policy, dtype=args.dtype, device=args.device,

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from treesearch.ledger import ComputeLedger
 from treesearch.runner import Candidate, Runner, SearchResult
 from treesearch.tree import Tree
-from treesearch.voting import answer_classes, vote
+from treesearch.voting import answer_classes, memoized, vote
 
 from .config import (ConfigError, MethodConfig, PolicyConfig, StudyConfig, VotingConfig, config_to_dict,
                      dump_config, incompatible_keys, resolve_device, validate)
@@ -87,19 +87,6 @@ def problem_seed(seed: int, problem_id: str) -> int:
 # ---------------------------------------------------------------------------------------------
 # Records
 # ---------------------------------------------------------------------------------------------
-def memoized(grader: Callable[[str, str], bool]) -> Callable[[str, str], bool]:
-    """Grade each distinct pair once: voting compares the same answers again and again."""
-    memo: dict[tuple[str, str], bool] = {}
-
-    def equal(a: str, b: str) -> bool:
-        key = (a, b)
-        if key not in memo:
-            memo[key] = bool(grader(a, b))
-        return memo[key]
-
-    return equal
-
-
 def judge(candidates: Sequence[Candidate], gold: str, voting: VotingConfig,
           grader: Callable[[str, str], bool]) -> dict[str, Any]:
     """The answer each voting rule picks and whether it is right, plus the oracle (any right)."""
