@@ -108,7 +108,8 @@ class DatasetConfig:
 
     ``grader`` decides correctness and answer equivalence in voting: "math" (the safe
     symbolic grader), "exact" (normalized string equality), "auto" (exact for the
-    built-in task, math otherwise) or an import path ``pkg.mod:fn``.
+    built-in task, math otherwise), "math_verify" (the optional Math-Verify, for cross-checks)
+    or an import path ``pkg.mod:fn``.
     """
 
     name: str = "math500"
@@ -141,6 +142,11 @@ class DatasetConfig:
         if kind == "math":
             from .grading import grade
             return grade
+        if kind == "math_verify":  # the optional outside grader, for cross-checks
+            from .grading import math_verify
+            if not math_verify.available():
+                raise ConfigError(math_verify.MISSING)
+            return math_verify.grade
         return import_path(kind)
 
 
@@ -428,8 +434,8 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
     d = cfg.dataset
     if d.start < 0 or (d.limit is not None and d.limit < 0):
         fail("dataset.limit" if d.start >= 0 else "dataset.start", "must be >= 0")
-    if not callable(d.grader) and d.grader not in (AUTO, "math", "exact") and ":" not in d.grader:
-        fail("dataset.grader", f"unknown grader {d.grader!r}: use auto, math, exact or 'pkg.mod:fn'")
+    if not callable(d.grader) and d.grader not in (AUTO, "math", "exact", "math_verify") and ":" not in d.grader:
+        fail("dataset.grader", f"unknown grader {d.grader!r}: use auto, math, exact, math_verify or 'pkg.mod:fn'")
 
 
 def _validate_method(m: MethodConfig, k: str, fail: Callable[[str, str], None]) -> None:
