@@ -5,6 +5,7 @@
     treesearch check CONFIG                               # validate, print the resolved config and the plan
     treesearch solve --policy PATH [--prm TYPE --prm-path PATH] --method rebase --budget 8 "question"
     treesearch eval-prm --prm TYPE [--prm-path PATH] [--jsonl processbench:FILE]   # verifier quality
+    treesearch crosscheck RESULTS_DIR                     # our grader vs Math-Verify on the records
 
 Errors a user can fix (config, dataset, records) print one line and exit with status 2.
 
@@ -75,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="accuracy-vs-FLOPs small multiples: one panel per model (default) or per method")
 
     sub.add_parser("demo", help="the built-in study in miniature on a CPU (see --help)", add_help=False)
+    sub.add_parser("crosscheck", help="grade a results directory with ours and Math-Verify, list disagreements",
+                   add_help=False)
 
     chk = command("check", help="validate a config and show what a run would do")
     chk.add_argument("config")
@@ -121,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--max-step-tokens", type=int, default=256)
     solve.add_argument("--max-solution-tokens", type=int, default=1024)
     solve.add_argument("--seed", type=int, default=0)
-    solve.add_argument("--grader", default="math", help="answer equivalence for voting: math or exact")
+    solve.add_argument("--grader", default="math", help="answer equivalence for voting: math, exact or math_verify")
     solve.add_argument("--width", type=int, default=80, help="characters of step text per tree line")
     return ap
 
@@ -140,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["demo"]:  # the demo owns its flags
         from .builtin.demo import main as demo
         return demo(argv[1:])
+    if argv[:1] == ["crosscheck"]:  # owns its flags too
+        from .grading.crosscheck import main as crosscheck
+        return crosscheck(argv[1:])
     args = build_parser().parse_args(argv)
     return guarded(f"treesearch {args.command}", args.debug, lambda: COMMANDS[args.command](args),
                    resume=f"treesearch {' '.join(argv)}" if args.command == "run" else None,
@@ -302,11 +308,10 @@ def _solve(args: argparse.Namespace) -> int:
     from treesearch.algorithms import algorithm_class
     from treesearch.runner import Runner
     from treesearch.seeds import problem_seed
-    from treesearch.voting import vote
+    from treesearch.voting import memoized, vote
 
     from .builders import algorithm_for, grader_of, load_policy, load_prm_for
     from .config import DatasetConfig
-    from .sweep import memoized
 
     prm_spec = _prm_spec(args) if args.prm else None
     policy_cfg = PolicyConfig(name="policy", path=args.policy, dtype=args.dtype, device=args.device,

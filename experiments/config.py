@@ -79,8 +79,8 @@ class DatasetConfig:
 
     ``grader`` decides correctness and answer equivalence in voting: "math" (the safe
     symbolic grader), "exact" (normalized string equality), "auto" (the grader the named
-    dataset registers: exact for the built-in task; math for the others and for paths) or
-    an import path ``pkg.mod:fn``.
+    dataset registers: exact for the built-in task; math for the others and for paths),
+    "math_verify" (the optional Math-Verify, for cross-checks) or an import path ``pkg.mod:fn``.
     """
 
     name: str = "math500"
@@ -280,8 +280,8 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
     d = cfg.dataset
     if d.start < 0 or (d.limit is not None and d.limit < 0):
         fail("dataset.limit" if d.start >= 0 else "dataset.start", "must be >= 0")
-    if not callable(d.grader) and d.grader not in (AUTO, "math", "exact") and ":" not in d.grader:
-        fail("dataset.grader", f"unknown grader {d.grader!r}: use auto, math, exact or 'pkg.mod:fn'")
+    if not callable(d.grader) and d.grader not in (AUTO, "math", "exact", "math_verify") and ":" not in d.grader:
+        fail("dataset.grader", f"unknown grader {d.grader!r}: use auto, math, exact, math_verify or 'pkg.mod:fn'")
 
 
 def _validate_method(m: MethodConfig, k: str, fail: Callable[[str, str], None]) -> None:

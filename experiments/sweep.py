@@ -29,7 +29,7 @@ from treesearch.ledger import ComputeLedger
 from treesearch.runner import Runner, SearchResult
 from treesearch.seeds import problem_seed
 from treesearch.tree import Tree
-from treesearch.voting import Scored, answer_classes, vote
+from treesearch.voting import Scored, answer_classes, memoized, vote
 
 from .builders import algorithm_for, grader_of, load_policy, load_prm_for, load_problems
 from .config import (ConfigError, MethodConfig, PolicyConfig, StudyConfig, VotingConfig, config_to_dict,
@@ -82,19 +82,6 @@ def current_shard() -> Shard:
 # ---------------------------------------------------------------------------------------------
 # Records
 # ---------------------------------------------------------------------------------------------
-def memoized(grader: Callable[[str, str], bool]) -> Callable[[str, str], bool]:
-    """Grade each distinct pair once: voting compares the same answers again and again."""
-    memo: dict[tuple[str, str], bool] = {}
-
-    def equal(a: str, b: str) -> bool:
-        key = (a, b)
-        if key not in memo:
-            memo[key] = bool(grader(a, b))
-        return memo[key]
-
-    return equal
-
-
 def judge(candidates: Sequence[Scored], gold: str, voting: VotingConfig,
           grader: Callable[[str, str], bool]) -> dict[str, Any]:
     """The answer each voting rule picks and whether it is right, plus the oracle (any right):

@@ -10,34 +10,68 @@ from pathlib import Path
 import pytest
 
 from experiments import grading
+from experiments.grading import worker
 from experiments.grading import extract_answer, grade, is_equivalent, normalize_answer
 
 PAIRS = Path(__file__).parent / "data" / "grading_pairs.jsonl"
 
 
-def test_labelled_pairs_agreement() -> None:
-    """Hand-labelled pairs on real MATH500/GSM8K gold answers; prints every disagreement.
+def _pairs() -> list[dict]:
+    return [json.loads(line) for line in PAIRS.read_text(encoding="utf-8").splitlines() if line.strip()]
 
-    Each row: pred (written by hand), gold (copied from the shipped data row named in source), and
-    equal: whether a careful grader who has read the question accepts pred. Labels were set before
-    running the grader and are not edited to match it; known misses (a factored form asked for,
-    scalar times matrix, a rounded decimal that happens to be within 1e-6) stay in.
+
+def _kind(row: dict) -> str:
+    """A hand-written row names its kind; the rest are grouped by the dataset their gold comes from."""
+    return row.get("kind") or row["source"].split(":")[0]
+
+
+def _verdict(row: dict) -> bool:
+    """A 'prose' row's pred is a whole solution: its answer is extracted first, as for a model's output."""
+    pred = extract_answer(row["pred"]) if row.get("prose") else row["pred"]
+    return grade(pred, row["gold"])
+
+
+# Accepted though labelled unequal, known since the first labelled set: a factored form was asked
+# for; a rounded decimal within 1e-6 of an irrational. No other near miss may ever pass.
+KNOWN_WRONG_ACCEPTANCES = {("ab+5b+2a+10", "(a+5)(b+2)"), ("6366.2", "\\frac{20000}{\\pi}")}
+
+
+def test_labelled_pairs_agreement() -> None:
+    """Hand-labelled pairs; prints the agreement per kind and every disagreement.
+
+    Rows with a MATH500/GSM8K source: pred written by hand, gold copied from the shipped data row
+    named in source. Rows with a ``kind`` (source "hand:<kind>"): pred and gold written by hand for
+    one kind of answer the grader must handle (docs/grading.md), each with near misses that must stay
+    unequal. ``equal``: whether a careful grader who has read the question accepts pred. Labels were
+    set before running the grader and are not edited to match it; known misses stay in.
     """
-    rows = [json.loads(line) for line in PAIRS.read_text(encoding="utf-8").splitlines() if line.strip()]
-    assert len(rows) >= 200
-    assert sum(r["equal"] for r in rows) >= 80 and sum(not r["equal"] for r in rows) >= 80
-    wrong = [r for r in rows if grade(r["pred"], r["gold"]) != r["equal"]]
-    for r in wrong:
-        print(f"disagree: label={r['equal']} pred={r['pred']!r} gold={r['gold']!r} ({r['source']})")
+    rows = _pairs()
+    assert len(rows) >= 700
+    assert sum(r["equal"] for r in rows) >= 300 and sum(not r["equal"] for r in rows) >= 300
+    per_kind: dict[str, list[int]] = {}
+    wrong = []
+    for r in rows:
+        ok = _verdict(r) == r["equal"]
+        tally = per_kind.setdefault(_kind(r), [0, 0])
+        tally[0] += ok
+        tally[1] += 1
+        if not ok:
+            wrong.append(r)
+            print(f"disagree: label={r['equal']} pred={r['pred']!r} gold={r['gold']!r} ({r['source']})")
+    for kind, (agreed, n) in sorted(per_kind.items()):
+        print(f"{kind:>20}: {agreed}/{n} = {agreed / n:.1%}")
     agreement = 1 - len(wrong) / len(rows)
     print(f"agreement {agreement:.2%} on {len(rows)} pairs")
-    assert agreement >= 0.98
+    assert agreement >= 0.99
+    assert len(per_kind) >= 18 and all(agreed / n >= 0.9 for agreed, n in per_kind.values()), per_kind
+    accepted_near_misses = {(r["pred"], r["gold"]) for r in wrong if not r["equal"]}
+    assert accepted_near_misses <= KNOWN_WRONG_ACCEPTANCES, accepted_near_misses
 
 
 @pytest.mark.parametrize("text, expected", [
     ("Step 1: 16-3-4=9 ки\nStep 2: The answer is: 18 ки", "18"),
     ("The answer is 42.", "42"),
-    ("The final answer is $\\frac{1}{2}$.", "$\\frac{1}{2}$"),
+    ("The final answer is $\\frac{1}{2}$.", "\\frac{1}{2}"),  # enclosing math delimiters go
     ("so $\\boxed{\\frac{\\sqrt{3}}{2}}$ is it", "\\frac{\\sqrt{3}}{2}"),
     ("first \\boxed{1}, then \\boxed{\\left(3, \\frac{\\pi}{2}\\right)}", "\\left(3, \\frac{\\pi}{2}\\right)"),
     ("The answer is $\\boxed{5}$.", "5"),
@@ -47,6 +81,24 @@ def test_labelled_pairs_agreement() -> None:
     ("no final answer here", None),
     ("unclosed \\boxed{12", None),
     ("", None),
+    # Minerva endings, 'Final Answer:' / 'Answer:' markers
+    ("Final Answer: The final answer is $28 \\%$. I hope it is correct.", "28 \\%"),
+    ("The final answer is 7. I hope it is correct.", "7"),
+    ("so we are done.\nFinal Answer: 12", "12"),
+    ("**Final Answer:** $x=3$", "x=3"),
+    ("**Answer:** 4", "4"),
+    ("Answer: \\(\\frac{3}{4}\\)", "\\frac{3}{4}"),
+    ("Final Answer:\n\n\\[ 6 \\]", "6"),
+    ("The answer is \\[\\sqrt{2}\\].", "\\sqrt{2}"),
+    # several boxes that list one answer; boxes apart are separate statements
+    ("so $x=\\boxed{-2}$ and $x = \\boxed{1}$", "1"),  # names between boxes: the last box
+    ("The solutions are \\boxed{-2} and \\boxed{1}.", "-2, 1"),
+    ("$\\boxed{1}$, $\\boxed{2}$, or $\\boxed{3}$", "1, 2, 3"),
+    ("\\boxed{3}\\quad\\boxed{3}", "3"),  # the same box twice is one answer
+    ("\\boxed{5}.", "5"),
+    ("$\\boxed{\\text{(C)}}.$", "\\text{(C)}"),
+    ("The answer is \\boxed{2}. Then, later, \\boxed{4}", "4"),
+    ("#### 5\nThe answer is 6", "6"),
 ])
 def test_extract_answer(text: str, expected: str | None) -> None:
     assert extract_answer(text) == expected
@@ -54,7 +106,8 @@ def test_extract_answer(text: str, expected: str | None) -> None:
 
 def test_extract_answer_is_linear_on_adversarial_text() -> None:
     start = time.monotonic()
-    for text in ("\\boxed{" * 100_000, "The answer is a" + " " * 100_000 + "b", "#### " + " \t" * 100_000):
+    for text in ("\\boxed{" * 100_000, "The answer is a" + " " * 100_000 + "b", "#### " + " \t" * 100_000,
+                 "Final Answer" + " " * 100_000 + "x", "\\boxed{1} and " * 20_000, "Answer:" + "\n" * 100_000):
         extract_answer(text)
     assert time.monotonic() - start < 5
 
@@ -84,6 +137,20 @@ def test_extract_answer_is_linear_on_adversarial_text() -> None:
     ("\\boxed{3/4}", "\\frac{3}{4}"),
     ("4210_{5}", "4210_5"),
     ("\\cot x", "\\cot x"),
+    ("0,111", "0.111"),  # a decimal comma: no thousands grouping starts with 0
+    ("0, 111", "0,111"),  # a space after the comma: a list of two
+    ("\\cfrac{1}{2}", "\\frac{1}{2}"),
+    ("\\mathrm{e}^{2}", "e^{2}"),
+    ("28 pct", "28"),
+    ("(p,q)=(3,2)", "(3,2)"),
+    ("|AB|=1", "1"),
+    ("x = 5+5+1 = 11", "11"),
+    ("\\frac{\\sqrt3}{3} \\approx 0.577", "\\frac{\\sqrt{3}}{3}"),
+    ("x+y=5", "x+y=5"),
+    ("1 and 2", "1,2"),
+    ("(1; 2)", "(1,2)"),
+    ("\\(\\boxed{5}.\\)", "5"),
+    ("１２", "１２"),  # only ASCII digits are digits
 ])
 def test_normalize_answer(raw: str, normalized: str) -> None:
     assert normalize_answer(raw) == normalized
@@ -121,7 +188,7 @@ def test_numbers_and_strings_never_start_sympy(monkeypatch: pytest.MonkeyPatch) 
     def refuse(*args: object, **kwargs: object) -> bool:
         raise AssertionError("symbolic worker used")
 
-    monkeypatch.setattr(grading._WORKER, "check", refuse)
+    monkeypatch.setattr(worker.WORKER, "check", refuse)
     pairs = [("0.5", "\\frac{1}{2}"), ("1,000", "1000"), ("50\\%", "50"), ("(1/2, 3]", "\\left(0.5,3\\right]"),
              ("4.666667", "\\frac{14}{3}"), ("\\text{East}", "east"), ("x=5", "5"), ("6-5i", "-5i+6")]
     for pred, gold in pairs:
@@ -164,11 +231,15 @@ def test_untrusted_answers_are_never_executed_and_return_fast(attack: str, tmp_p
 
 def test_source_never_evaluates_text() -> None:
     """Static guard: no eval/exec and no string-parsing sympy entry points in the grader."""
-    source = Path(grading.__file__).read_text(encoding="utf-8")
-    code = re.sub(r'"""[\s\S]*?"""|#[^\n]*', "", source)  # ignore docstrings and comments
-    for name in ("eval", "exec", "sympify", "parse_expr", "parse_latex", "S", "compile"):
-        assert not re.search(rf"(?<![\w.]){name}\s*\(", code), name
-        assert not re.search(rf"\.{name}\s*\(", code) or name in ("compile",), name
+    import treesearch.answers
+
+    files = sorted(Path(grading.__file__).parent.glob("*.py")) + [Path(treesearch.answers.__file__)]
+    assert len(files) >= 9
+    for path in files:
+        code = re.sub(r'"""[\s\S]*?"""|#[^\n]*', "", path.read_text(encoding="utf-8"))  # no docstrings, comments
+        for name in ("eval", "exec", "sympify", "parse_expr", "parse_latex", "S", "compile"):
+            assert not re.search(rf"(?<![\w.]){name}\s*\(", code), (path.name, name)
+            assert not re.search(rf"\.{name}\s*\(", code) or name in ("compile",), (path.name, name)
 
 
 def test_worker_builds_sympy_without_eval(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -179,12 +250,12 @@ def test_worker_builds_sympy_without_eval(monkeypatch: pytest.MonkeyPatch) -> No
     import sympy.parsing.sympy_parser
 
     warm = {"mode": "diff", "a": grading.parse_math("y^2-y"), "b": grading.parse_math("y(y-1)")}
-    assert grading._worker_check(warm)  # first simplify: sympy's lazy imports sympify its own constant strings
+    assert worker.worker_check(warm)  # first simplify: sympy's lazy imports sympify its own constant strings
     monkeypatch.setattr(builtins, "eval", no_eval)  # not exec: sympy's lazy imports use it
     monkeypatch.setattr(sympy.parsing.sympy_parser, "parse_expr", no_eval)  # where sympify(str) ends up
     a, b = grading.parse_math("2\\sqrt{3}+x^2"), grading.parse_math("\\sqrt{12}+x\\cdot x")
-    assert grading._worker_check({"mode": "diff", "a": a, "b": b}) is True
-    assert grading._worker_check({"mode": "diff", "a": a, "b": grading.parse_math("x^2")}) is False
+    assert worker.worker_check({"mode": "diff", "a": a, "b": b}) is True
+    assert worker.worker_check({"mode": "diff", "a": a, "b": grading.parse_math("x^2")}) is False
 
 
 def test_symbolic_timeout_counts_as_unequal_and_worker_recovers() -> None:
@@ -195,6 +266,24 @@ def test_symbolic_timeout_counts_as_unequal_and_worker_recovers() -> None:
     assert is_equivalent(slow_a, slow_b, timeout=0.3) is False
     assert time.monotonic() - start < 3.0
     assert is_equivalent("(a+1)^2", "a^2+2a+1") is True
+
+
+def test_a_timeout_is_not_cached_but_a_reached_verdict_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check that ran out of time grades 'not equal' once and is tried again; a proof is asked once."""
+    verdicts = iter([None, True])
+    calls = []
+
+    def check(payload: dict, deadline: float) -> bool | None:
+        calls.append(payload)
+        return next(verdicts)
+
+    monkeypatch.setattr(worker.WORKER, "check", check)
+    monkeypatch.setattr(worker, "_VERDICTS", {})
+    pair = ("(q+2)^3", "q^3+6q^2+12q+8")
+    assert is_equivalent(*pair) is False  # timed out: not equal this time
+    assert is_equivalent(*pair) is True  # asked again, and proved
+    assert is_equivalent(*pair) is True  # from the cache
+    assert len(calls) == 2
 
 
 def test_grade_is_a_two_argument_equality() -> None:

@@ -1,7 +1,7 @@
 import pytest
 
 from treesearch.runner import Candidate
-from treesearch.voting import aggregate, answer_classes, vote
+from treesearch.voting import aggregate, answer_classes, memoized, vote
 
 
 def cand(answer, scores):
@@ -65,3 +65,21 @@ def test_voting_reads_stored_candidates_and_needs_no_engine():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.vote(CANDS, "weighted") == vote(CANDS, "weighted")
+
+
+def test_one_memo_grades_each_distinct_pair_once():
+    """Voting rules and answer classes sharing a memoized grader call it once per distinct pair."""
+    calls = []
+
+    def equal(a: str, b: str) -> bool:
+        calls.append((a, b))
+        return a.strip("0.") == b.strip("0.")
+
+    cands = [Candidate(answer=a, steps=(), step_scores=(s,), num_tokens=1, finish_reason="answer", node_id=i)
+             for i, (a, s) in enumerate([("1", 0.2), ("1.0", 0.9), ("2", 0.5), ("1.0", 0.1), ("2", 0.3)])]
+    memo = memoized(equal)
+    assert memoized(memo) is memo
+    for rule in ("majority", "weighted"):
+        assert vote(cands, rule, equal=memo) == "1"
+    assert [len(c) for c in answer_classes(cands, memo)] == [3, 2]
+    assert sorted(calls) == [("1.0", "1"), ("2", "1")]

@@ -1,42 +1,31 @@
-"""How reasoning steps are delimited and where the final answer sits."""
+"""How reasoning steps are delimited and which answer markers end a solution."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+
+from .answers import check_markers, extract_answer
 
 
 @dataclass(frozen=True)
 class StepFormat:
-    """Step delimiter and answer patterns.
+    """Step delimiter and answer markers.
 
-    A sampled step ends right after ``delimiter``; a step matching any of
-    ``answer_patterns`` (group 1 = the answer) is terminal.
+    A sampled step ends right after ``delimiter``; a step in which ``treesearch.answers`` finds
+    an answer stated with one of ``answer_markers`` is terminal, and that is its answer. The
+    extractor is the grader's too, so both read the same answer from the same text.
     """
 
     delimiter: str = "\n"
-    answer_patterns: tuple[str, ...] = (r"The answer is:?\s*(.+?)\s*(?:ки)?\s*\.?\s*$",)
+    answer_markers: tuple[str, ...] = ("answer_is",)
 
     def __post_init__(self) -> None:
         if not self.delimiter:
             raise ValueError("StepFormat.delimiter must be a non-empty string")
-        compiled = []
-        for p in self.answer_patterns:
-            try:
-                compiled.append(re.compile(p, re.MULTILINE))
-            except re.error as e:
-                raise ValueError(f"answer pattern {p!r} is not a valid regex: {e}") from e
-            if compiled[-1].groups < 1:
-                raise ValueError(f"answer pattern {p!r} needs a capturing group for the answer")
-        # compiled once: the decode loop checks every finished step (re.search's cache lookup costs more)
-        object.__setattr__(self, "_compiled", tuple(compiled))
+        object.__setattr__(self, "answer_markers", tuple(self.answer_markers))
+        check_markers(self.answer_markers)
 
     def extract_answer(self, step_text: str) -> str | None:
-        text = step_text.strip()
-        for pattern in self._compiled:
-            m = pattern.search(text)
-            if m:
-                return m.group(1).strip()
-        return None
+        return extract_answer(step_text, self.answer_markers)
 
     @classmethod
     def preset(cls, name: str) -> StepFormat:
@@ -46,12 +35,11 @@ class StepFormat:
             raise ValueError(f"unknown step format {name!r}; choose one of {sorted(PRESETS)}") from None
 
 
-_BOXED = r"\\boxed\{(.+)\}"
 PRESETS: dict[str, StepFormat] = {
     # The paper's (Math-Shepherd / MetaMath) format: "Step k: ... ки" lines, last "The answer is: X ки".
-    "paper": StepFormat("\n", (r"The answer is:?\s*(.+?)\s*(?:ки)?\s*\.?\s*$",)),
+    "paper": StepFormat("\n", ("answer_is",)),
     # One step per line (the built-in task).
-    "newline": StepFormat("\n", (r"The answer is:?\s*(.+?)\s*\.?\s*$",)),
-    # Paragraph steps, as instruct models write them; "The answer is" or \boxed{} ends a solution.
-    "paragraph": StepFormat("\n\n", (r"[Tt]he (?:final )?answer is:?\s*(.+?)\s*\.?\s*$", _BOXED)),
+    "newline": StepFormat("\n", ("answer_is",)),
+    # Paragraph steps, as instruct models write them; "The answer is", "Final Answer:" or \boxed{} ends a solution.
+    "paragraph": StepFormat("\n\n", ("answer_is", "final_answer", "boxed")),
 }

@@ -51,22 +51,40 @@ def _norm(s: str) -> str:
     return re.sub(r"\s+", "", s).rstrip(".").lower()
 
 
+class Memoized:
+    """An answer equality that grades each distinct (a, b) pair once: voting and judging compare
+    the same few answers again and again, and a symbolic grader is slow. The one memo for answer
+    comparisons (the sweep and the CLI wrap their grader in it too)."""
+
+    def __init__(self, equal: Equal) -> None:
+        self.equal = equal
+        self._memo: dict[tuple[str, str], bool] = {}
+
+    def __call__(self, a: str, b: str) -> bool:
+        key = (a, b)
+        if key not in self._memo:
+            self._memo[key] = bool(self.equal(a, b))
+        return self._memo[key]
+
+
+def memoized(equal: Equal) -> Memoized:
+    """``equal`` behind a memo (itself if it already is one, so callers can share a memo)."""
+    return equal if isinstance(equal, Memoized) else Memoized(equal)
+
+
 def answer_classes(candidates: Sequence[S], equal: Equal = normalized_equal) -> list[list[S]]:
     """Group answered candidates into equivalence classes (first-seen order).
 
     Each new answer is compared with one representative per class, and each distinct
-    string pair is graded once, so a slow symbolic grader is called few times.
+    string pair is graded once (``memoized``), so a slow symbolic grader is called few times.
     """
     classes: list[list[S]] = []
-    memo: dict[tuple[str, str], bool] = {}
+    equal = memoized(equal)
     for c in candidates:
         if c.answer is None:
             continue
         for cls in classes:
-            key = (c.answer, cls[0].answer)
-            if key not in memo:
-                memo[key] = c.answer == cls[0].answer or equal(c.answer, cls[0].answer)
-            if memo[key]:
+            if c.answer == cls[0].answer or equal(c.answer, cls[0].answer):
                 cls.append(c)
                 break
         else:
