@@ -17,7 +17,6 @@ from typing import Callable, Sequence
 import numpy as np
 
 from treesearch.protocols import Chain, ProcessRewardModel
-from treesearch.runner import Candidate
 from treesearch.voting import normalized_equal, vote
 
 from .training import LabelledChain
@@ -166,14 +165,12 @@ def selection_accuracy(problems: Sequence[Sequence[SampledSolution]], agg: str =
     hits = {"majority": 0, "best_of_n": 0, "weighted": 0, "pass_at_n": 0}
     for sols in problems:
         sols = list(sols)[:n] if n is not None else list(sols)
-        cands = [Candidate(answer=s.answer, steps=tuple(s.steps), step_scores=tuple(s.step_scores),
-                           num_tokens=0, finish_reason="", node_id=i) for i, s in enumerate(sols)]
         correct_of = {}
         for s in sols:
             if s.answer is not None:
                 correct_of.setdefault(s.answer, s.correct)
         for rule in ("majority", "best_of_n", "weighted"):
-            chosen = vote(cands, rule=rule, agg=agg, equal=equal)
+            chosen = vote(sols, rule=rule, agg=agg, equal=equal)  # a SampledSolution is what voting reads
             hits[rule] += bool(chosen is not None and correct_of.get(chosen, False))
         hits["pass_at_n"] += any(s.correct for s in sols)
     return {k: v / len(problems) for k, v in hits.items()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Mapping
 
+from treesearch.imports import import_path
 from treesearch.protocols import ProcessRewardModel
 
 Factory = Callable[..., ProcessRewardModel]
@@ -56,8 +57,7 @@ def load_prm(spec: str | Mapping[str, Any], **kwargs: Any) -> ProcessRewardModel
     _load_builtins()
     factory = _REGISTRY.get(name)
     if factory is None and ":" in name:
-        mod, _, attr = name.partition(":")
-        factory = getattr(importlib.import_module(mod), attr)
+        factory = import_path(name)
     if factory is None:
         raise ValueError(f"unknown PRM type {name!r}; registered: {sorted(_REGISTRY)} "
                          f"(or give an import path 'package.module:factory')")

@@ -18,7 +18,8 @@ from .devices import resolve_device, resolve_dtype
 from .kv_cache import PrefixKVStore, Segment, buffer_cache, cache_arguments, gather, returned_cache, reuse, stacked
 from .ledger import count_parameters
 from .protocols import ExpandOutput, ExpandRequest, StepSample
-from .sampler import draw, seed32
+from .sampler import draw
+from .seeds import seed32
 from .step_format import StepFormat
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from .seeds import seed32  # noqa: F401  (row seeds: policy_hf imports them from here)
 
 _M32 = 0xFFFFFFFF
 NUCLEUS_K = 256
