@@ -225,7 +225,12 @@ class BatchScorer:
                 raise RuntimeError(f"{type(self.backend).__name__}.encode gave {len(enc.readout)} "
                                    f"read-outs for {len(key[1])} steps")
             jobs.append(self._plan(key, enc))
+        jobs, later = self._question_first(jobs)
         computed = self._run(jobs)
+        if later:  # now that their question's KV is stored, they feed only their steps
+            later = [self._plan(j.key, j.enc) for j in later]
+            computed.update(self._run(later))
+            jobs += later
 
         for job in jobs:
             local = computed[job.key]
@@ -265,6 +270,22 @@ class BatchScorer:
                 continue
             return _Job(key, enc, past, start, tuple(local[:first]))
         return _Job(key, enc)
+
+    def _question_first(self, jobs: list[_Job]) -> tuple[list[_Job], list[_Job]]:
+        """Jobs to run now, and chains to run after them: of several chains read from the same
+        question on (a first level of siblings, or finished samples scored at the end), one goes
+        first and stores the question's KV, and the others then extend it."""
+        if self.kv_store is None:
+            return jobs, []
+        now, later, seen = [], [], set()
+        for j in jobs:
+            if j.past is None and j.enc.prompt_length >= 2:
+                if j.key[0] in seen:
+                    later.append(j)
+                    continue
+                seen.add(j.key[0])
+            now.append(j)
+        return now, later
 
     def _keep(self, job: _Job, kv: torch.Tensor, row: int, col: int, local: list[float]) -> None:
         """Store a run chain's KV (all but its last token; ``col``: the buffer column of position ``job.start``).

@@ -65,6 +65,17 @@ def test_first_steps_of_one_question_share_its_stored_kv(make_prm, kind):
     assert [g.processed_tokens for g in got[1:]] == [len(e) - e.prompt_length + 1 for e in encs[1:]]
 
 
+@pytest.mark.parametrize("kind", ["value_head", "outcome"])
+def test_chains_of_one_question_in_one_request_read_the_question_once(make_prm, kind):
+    prm = make_prm(kind, cache=False)
+    chains = [Chain(QUESTION, (s, "The answer is 6")) for s in SIBLINGS] + [Chain("Other?", ("Step 1: 5",))]
+    got = prm.score(chains)
+    _assert_close(got, _full(make_prm, kind, chains))
+    encs = [prm.encode(c) for c in chains]
+    assert got[0].processed_tokens == len(encs[0]) and got[-1].processed_tokens == len(encs[-1])
+    assert [g.processed_tokens for g in got[1:-1]] == [len(e) - e.prompt_length + 1 for e in encs[1:-1]]
+
+
 @pytest.mark.parametrize("kind", ["step_tag", "value_head", "self_score"])
 def test_an_evicted_parent_falls_back_to_an_older_ancestor_then_to_full_encoding(make_prm, kind):
     prm = make_prm(kind, cache=False)

@@ -221,7 +221,7 @@ def test_duplicates_and_prefixes_in_one_request_run_once(make_prm):
 
 
 def test_outcome_rm_never_fills_prefixes(make_prm):
-    orm = make_prm("outcome")
+    orm = make_prm("outcome", incremental=False)  # one forward pass: no question-first split
     calls = _count_forwards(orm)
     long, short = Chain("Q", ("a", "b")), Chain("Q", ("a",))
     orm.score([long, short])
