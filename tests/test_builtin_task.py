@@ -139,4 +139,6 @@ def test_committed_checkpoints_name_a_tokenizer_class_every_supported_transforme
     dirs = sorted(p for p in CHECKPOINTS.iterdir() if (p / "tokenizer_config.json").is_file())
     assert len(dirs) >= 4
     for d in dirs:
-        assert json.loads((d / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast", d
+        config = json.loads((d / "tokenizer_config.json").read_text())
+        assert config["tokenizer_class"] == "PreTrainedTokenizerFast", d
+        assert config["model_input_names"] == ["input_ids", "attention_mask"], d  # 4.x adds token_type_ids otherwise

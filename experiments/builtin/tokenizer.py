@@ -58,12 +58,16 @@ def portable_tokenizer_files(directory) -> None:
     """Name the tokenizer class every supported transformers knows in a saved checkpoint.
 
     transformers 5 saves fast tokenizers as "TokenizersBackend", a class 4.x cannot load;
-    "PreTrainedTokenizerFast" loads the same tokenizer.json in both (4.56 and 5.x tested)."""
+    "PreTrainedTokenizerFast" loads the same tokenizer.json in both (4.56 and 5.x tested).
+    The model inputs are named too: 4.x would otherwise add ``token_type_ids``, which a Llama
+    ``generate`` refuses."""
     import json
     from pathlib import Path
 
     path = Path(directory) / "tokenizer_config.json"
     config = json.loads(path.read_text())
-    if config.get("tokenizer_class") == "TokenizersBackend":
-        config["tokenizer_class"] = "PreTrainedTokenizerFast"
-        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    portable = {**config, "model_input_names": ["input_ids", "attention_mask"]}
+    if portable.get("tokenizer_class") == "TokenizersBackend":
+        portable["tokenizer_class"] = "PreTrainedTokenizerFast"
+    if portable != config:
+        path.write_text(json.dumps(portable, indent=2, ensure_ascii=False) + "\n")
