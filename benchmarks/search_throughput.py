@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from treesearch.algorithms import Rebase  # noqa: E402
+from treesearch.ledger import total_parameters  # noqa: E402
 from treesearch.policy_hf import TransformersPolicy  # noqa: E402
 from treesearch.runner import Runner, SearchLimits  # noqa: E402
 from treesearch.step_format import StepFormat  # noqa: E402
@@ -105,7 +106,7 @@ def main() -> None:
     fmt = StepFormat.preset("newline")
     limits = SearchLimits(max_depth=8, max_step_tokens=48, max_solution_tokens=256)
     alg = Rebase(width=args.width, temperature=0.2)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = total_parameters(model)
     prompt_tokens = sum(len(tok(q)["input_ids"]) for q in questions) / len(questions)
     print(f"model: {n_params / 1e6:.2f} M parameters on {args.device} ({args.dtype}); "
           f"REBASE width {args.width}, {len(questions)} problems, mean prompt {prompt_tokens:.0f} tokens")

@@ -29,6 +29,8 @@ import torch
 from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from treesearch.ledger import non_embedding_parameters
+
 from .task import LEVELS, BuiltinProblem, grade_steps, parse_answer, parse_step, split_steps, test_split, train_stream
 from .tokenizer import build_tokenizer, encode_example, portable_tokenizer_files, prompt_text
 
@@ -98,12 +100,6 @@ def make_model(size: str, tokenizer: PreTrainedTokenizerFast, seed: int, init_sc
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
-
-
-def non_embedding_params(model: torch.nn.Module) -> int:
-    """Parameters outside the (tied) token embedding: the N of the FLOPs ~ 2N per token rule."""
-    emb = model.get_input_embeddings().weight
-    return sum(p.numel() for p in model.parameters() if p is not emb)
 
 
 def batches(tokenizer: PreTrainedTokenizerFast, seed: int, batch_size: int, levels: Sequence[int], pool: int = 16) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -357,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = "python -m experiments.builtin.train_policy " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
 
     model, tokenizer, stats = train(cfg, work_dir, args.resume)
-    n_params = non_embedding_params(model)
+    n_params = non_embedding_parameters(model)
     t = time.time()
     greedy = evaluate(model, tokenizer, cfg.eval_n, greedy=True)
     sampled = evaluate(model, tokenizer, cfg.eval_n, greedy=False, seed=cfg.seed)
