@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     solve = command("solve", help="answer one question and print the search tree and the votes")
     solve.add_argument("question")
     solve.add_argument("--policy", required=True, help="local checkpoint directory of a causal LM")
+    solve.add_argument("--backend", default="transformers",
+                       help="policy backend: transformers (CPU default), vllm (GPU) or pkg.mod:factory")
+    solve.add_argument("--backend-opt", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                       help="an option of the backend (repeatable), e.g. gpu_memory_utilization=0.5")
     solve.add_argument("--method", default="rebase", help="greedy, sampling, beam, rebase or mcts")
     solve.add_argument("--budget", type=int, default=8, help="n / width / expansions, as the method takes")
     solve.add_argument("--param", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
@@ -308,7 +312,8 @@ def _solve(args: argparse.Namespace) -> int:
     from .sweep import Shard, load_prm_for, memoized, problem_seed
 
     prm_spec = _prm_spec(args) if args.prm else None
-    policy_cfg = PolicyConfig(name="policy", path=args.policy, dtype=args.dtype, device=args.device,
+    policy_cfg = PolicyConfig(name="policy", path=args.policy, backend=args.backend,
+                              options=dict(args.backend_opt), dtype=args.dtype, device=args.device,
                               num_parameters=args.num_parameters, step_format=args.step_format,
                               prompt_template=args.prompt_template, chat_template=args.chat_template,
                               temperature=args.temperature, top_p=args.top_p)
@@ -325,7 +330,7 @@ def _solve(args: argparse.Namespace) -> int:
     check_policy(policy_cfg, "--policy")
     if prm_spec is not None:
         check_prm(prm_spec, "--prm")
-    policy = policy_cfg.load(limits)
+    policy = policy_cfg.load()
     prm = load_prm_for(prm_spec, Shard()) if prm_spec else None
     runner = Runner(policy, prm, limits, progress=False)
     [res] = runner.run([args.question], method.algorithm_for(method.budgets[0]),

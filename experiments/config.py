@@ -48,9 +48,10 @@ class ConfigError(ValueError):
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class PolicyConfig:
-    """One policy model. ``backend`` "transformers" loads ``path`` with TransformersPolicy;
-    any other value is a factory, or its import path ``pkg.mod:factory``, called as
-    ``factory(config)`` (Python-built configs may pass the function itself)."""
+    """One policy model. ``backend`` names a ``treesearch.backends`` entry ("transformers", the
+    default; "vllm") or a factory's import path ``pkg.mod:factory`` (Python-built configs may pass
+    the function itself), called as ``factory(PolicySpec)``; ``options`` are the backend's own
+    settings (its options dataclass checks them)."""
 
     name: str
     path: str | None = None
@@ -65,26 +66,38 @@ class PolicyConfig:
     system_prompt: str | None = None
     temperature: float = 1.0
     top_p: float = 1.0
-    max_batch_rows: int = 64
-    reuse_kv: bool = True
+    max_batch_rows: int = 64  # transformers backend (kept here for existing configs; same as options)
+    reuse_kv: bool = True  # transformers backend
     trust_remote_code: bool = False
-    options: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the backend
+    options: dict[str, Any] = field(default_factory=dict)  # the backend's options (treesearch.backends)
 
-    def load(self, limits: SearchLimits, device: str | None = None):
-        """Build the policy; ``device`` (from the shard) replaces "auto"/"cuda"."""
-        if self.backend != "transformers":  # a factory, or its import path
-            return (self.backend if callable(self.backend) else import_path(self.backend))(self)
-        from treesearch.policy_hf import TransformersPolicy  # torch/transformers only when needed
+    def spec(self, device: str | None = None):
+        """What the backend builds (``treesearch.backends.PolicySpec``); ``device`` (from the shard)
+        replaces "auto"/"cuda"."""
+        from treesearch.backends import PolicySpec
+        from treesearch.prompts import PromptFormat
         from treesearch.step_format import StepFormat
 
-        return TransformersPolicy.from_pretrained(
-            self.path, device=device or resolve_device(self.device), dtype=self.dtype,
-            trust_remote_code=self.trust_remote_code, step_format=StepFormat.preset(self.step_format),
-            temperature=self.temperature, top_p=self.top_p, max_step_tokens=limits.max_step_tokens,
-            prompt_template=self.prompt_template, chat_template=self.chat_template,
-            system_prompt=self.system_prompt, reuse_kv=self.reuse_kv, max_batch_rows=self.max_batch_rows,
+        options = dict(self.options)
+        if self.backend == "transformers":
+            options = {"reuse_kv": self.reuse_kv, "max_batch_rows": self.max_batch_rows, **options}
+        return PolicySpec(
+            path=self.path, step_format=StepFormat.preset(self.step_format),
+            prompt=PromptFormat(self.prompt_template, self.chat_template, self.system_prompt),
+            temperature=self.temperature, top_p=self.top_p, dtype=self.dtype,
+            device=device or (resolve_device(self.device) if self.backend == "transformers" else self.device),
+            trust_remote_code=self.trust_remote_code,
             num_parameters=int(self.num_parameters) if self.num_parameters is not None else None,
-            parameter_count=self.parameter_count, **self.options)
+            parameter_count=self.parameter_count, options=options)
+
+    def load(self, device: str | None = None):
+        """Build the policy through the backend registry (the step cap comes with each request)."""
+        from treesearch.backends import load_policy
+
+        try:
+            return load_policy(self.backend, self.spec(device))
+        except ValueError as e:  # unknown backend or option: name the policy
+            raise ConfigError(f"policy {self.name!r}: {e}") from None
 
     @property
     def parameter_convention(self) -> str:
@@ -363,8 +376,8 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
     _unique([p.name for p in cfg.policies], "policies", "name", fail)
     for i, p in enumerate(cfg.policies):
         k = f"policies[{i}]"
-        if p.backend == "transformers" and not p.path:
-            fail(f"{k}.path", "required for the transformers backend")
+        if p.backend in ("transformers", "vllm") and not p.path:
+            fail(f"{k}.path", f"required for the {p.backend} backend")
         if p.step_format not in PRESETS:
             fail(f"{k}.step_format", f"unknown preset {p.step_format!r}; choose one of {sorted(PRESETS)}")
         if p.dtype not in DTYPES:

@@ -422,7 +422,7 @@ def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], verifiers:
         if not searched:
             continue
         if policy is None:
-            policy = pol.load(cfg.limits, device=device)
+            policy = pol.load(device=device)
         key = verifiers.key(job.method)
         if key not in runners:
             runners[key] = Runner(policy, verifiers.get(job.method), cfg.limits, progress=False)
