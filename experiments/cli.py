@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="study YAML (see experiments/configs/)")
     run.add_argument("--out", help="results directory (default: the config's output)")
     run.add_argument("--limit", type=int, help="only the first N selected problems")
+    run.add_argument("--shard", metavar="K/N", help="run only shard K of N (0-based; problem i is in shard i %% N), "
+                     "as an independent process, e.g. one SLURM array task; the report merges the shards")
     run.add_argument("--store-steps", action="store_true", help="keep every candidate's step text in the records")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--allow-config-change", action="store_true",
@@ -196,8 +198,11 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.store_steps:
         cfg.store_steps = True
+    from .sweep import parse_shard
+
     out = run_study(cfg, out=args.out, limit=args.limit, progress=not args.no_progress,
-                    allow_config_change=args.allow_config_change)
+                    allow_config_change=args.allow_config_change,
+                    shard=parse_shard(args.shard) if args.shard else None)
     print(f"records in {out}; next: treesearch report {out}")
     return 0
 

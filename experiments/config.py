@@ -493,7 +493,11 @@ def _unique(names: list[str], key: str, what: str, fail: Callable[[str, str], No
 _RUNTIME_KEYS = {"output", "problems_per_chunk", "store_steps", "fsync", "description", "seeds",
                  "dataset.start", "dataset.limit", "dataset.shuffle_seed", "prm.device", "gpus_per_process",
                  "policies[].device", "policies[].max_batch_rows", "methods[].budgets", "methods[].subsample",
-                 "methods[].model_budgets", "methods[].models", "methods[].prm.device"}
+                 "methods[].model_budgets", "methods[].models", "methods[].prm.device",
+                 # backend options that change speed and memory, not what is sampled
+                 "policies[].options.max_batch_rows", "policies[].options.kv_cache_bytes",
+                 "policies[].options.gpu_memory_utilization", "policies[].options.tensor_parallel_size",
+                 "policies[].options.max_num_seqs", "policies[].options.enforce_eager"}
 
 
 def incompatible_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
