@@ -112,8 +112,7 @@ def main() -> None:
           f"REBASE width {args.width}, {len(questions)} problems, mean prompt {prompt_tokens:.0f} tokens")
 
     def policy(reuse):
-        return TransformersPolicy(model, tok, fmt, reuse_kv=reuse, max_step_tokens=limits.max_step_tokens,
-                                  max_batch_rows=args.max_batch_rows)
+        return TransformersPolicy(model, tok, fmt, reuse_kv=reuse, max_batch_rows=args.max_batch_rows)
 
     run(policy(True), questions[:2], alg, limits)  # warm-up
     timer.total = 0.0

@@ -26,24 +26,35 @@ def import_path(spec: str) -> Any:
         raise ConfigError(str(e)) from None
 
 
-def load_policy(p: PolicyConfig, limits: SearchLimits, device: str | None = None):
-    """The policy a config describes; ``device`` (from the shard) replaces "auto"/"cuda".
-
-    Backend "transformers" loads ``p.path`` with TransformersPolicy; any other backend is a
-    factory (or its import path) called as ``factory(p)``."""
-    if p.backend != "transformers":
-        return (p.backend if callable(p.backend) else import_path(p.backend))(p)
-    from treesearch.policy_hf import TransformersPolicy  # torch/transformers only when needed
+def policy_spec(p: PolicyConfig, device: str | None = None):
+    """What the backend builds (``treesearch.backends.PolicySpec``); ``device`` (from the shard)
+    replaces "auto"/"cuda"."""
+    from treesearch.backends import PolicySpec
+    from treesearch.prompts import PromptFormat
     from treesearch.step_format import StepFormat
 
-    return TransformersPolicy.from_pretrained(
-        p.path, device=device or resolve_device(p.device), dtype=p.dtype,
-        trust_remote_code=p.trust_remote_code, step_format=StepFormat.preset(p.step_format),
-        temperature=p.temperature, top_p=p.top_p, max_step_tokens=limits.max_step_tokens,
-        prompt_template=p.prompt_template, chat_template=p.chat_template,
-        system_prompt=p.system_prompt, reuse_kv=p.reuse_kv, max_batch_rows=p.max_batch_rows,
+    options = dict(p.options)
+    if p.backend == "transformers":
+        options = {"reuse_kv": p.reuse_kv, "max_batch_rows": p.max_batch_rows, **options}
+    return PolicySpec(
+        path=p.path, step_format=StepFormat.preset(p.step_format),
+        prompt=PromptFormat(p.prompt_template, p.chat_template, p.system_prompt),
+        temperature=p.temperature, top_p=p.top_p, dtype=p.dtype,
+        device=device or (resolve_device(p.device) if p.backend == "transformers" else p.device),
+        trust_remote_code=p.trust_remote_code,
         num_parameters=int(p.num_parameters) if p.num_parameters is not None else None,
-        parameter_count=p.parameter_count, **p.options)
+        parameter_count=p.parameter_count, options=options)
+
+
+def load_policy(p: PolicyConfig, device: str | None = None):
+    """The policy a config describes, built through the backend registry (``treesearch.backends``;
+    the step cap comes with each request, from the search limits)."""
+    from treesearch.backends import load_policy as build
+
+    try:
+        return build(p.backend, policy_spec(p, device))
+    except ValueError as e:  # unknown backend or option: name the policy
+        raise ConfigError(f"policy {p.name!r}: {e}") from None
 
 
 def load_prm_for(spec: dict[str, Any], local_rank: int = 0, gpus_per_process: int = 1):

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="study YAML (see experiments/configs/)")
     run.add_argument("--out", help="results directory (default: the config's output)")
     run.add_argument("--limit", type=int, help="only the first N selected problems")
+    run.add_argument("--shard", metavar="K/N", help="run only shard K of N (0-based; problem i is in shard i %% N), "
+                     "as an independent process, e.g. one SLURM array task; the report merges the shards")
     run.add_argument("--store-steps", action="store_true", help="keep every candidate's step text in the records")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--allow-config-change", action="store_true",
@@ -104,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     solve = command("solve", help="answer one question and print the search tree and the votes")
     solve.add_argument("question")
     solve.add_argument("--policy", required=True, help="local checkpoint directory of a causal LM")
+    solve.add_argument("--backend", default="transformers",
+                       help="policy backend: transformers (CPU default), vllm (GPU) or pkg.mod:factory")
+    solve.add_argument("--backend-opt", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                       help="an option of the backend (repeatable), e.g. gpu_memory_utilization=0.5")
     solve.add_argument("--method", default="rebase",
                        help="greedy, sampling, beam, rebase, mcts, ... or an algorithm class pkg.mod:Class")
     solve.add_argument("--budget", type=int, default=8, help="n / width / expansions, as the method takes")
@@ -196,8 +202,11 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.store_steps:
         cfg.store_steps = True
+    from .sweep import parse_shard
+
     out = run_study(cfg, out=args.out, limit=args.limit, progress=not args.no_progress,
-                    allow_config_change=args.allow_config_change)
+                    allow_config_change=args.allow_config_change,
+                    shard=parse_shard(args.shard) if args.shard else None)
     print(f"records in {out}; next: treesearch report {out}")
     return 0
 
@@ -314,7 +323,8 @@ def _solve(args: argparse.Namespace) -> int:
     from .config import DatasetConfig
 
     prm_spec = _prm_spec(args) if args.prm else None
-    policy_cfg = PolicyConfig(name="policy", path=args.policy, dtype=args.dtype, device=args.device,
+    policy_cfg = PolicyConfig(name="policy", path=args.policy, backend=args.backend,
+                              options=dict(args.backend_opt), dtype=args.dtype, device=args.device,
                               num_parameters=args.num_parameters, step_format=args.step_format,
                               prompt_template=args.prompt_template, chat_template=args.chat_template,
                               temperature=args.temperature, top_p=args.top_p)
@@ -335,7 +345,7 @@ def _solve(args: argparse.Namespace) -> int:
     check_policy(policy_cfg, "--policy")
     if prm_spec is not None:
         check_prm(prm_spec, "--prm")
-    policy = load_policy(policy_cfg, limits)
+    policy = load_policy(policy_cfg)
     prm = load_prm_for(prm_spec) if prm_spec else None
     runner = Runner(policy, prm, limits, progress=False)
     [res] = runner.run([args.question], algorithm_for(method, method.budgets[0]),

@@ -33,10 +33,10 @@ AUTO = "auto"
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class PolicyConfig:
-    """One policy model. ``backend`` "transformers" loads ``path`` with TransformersPolicy;
-    any other value is a factory, or its import path ``pkg.mod:factory``, called as
-    ``factory(config)`` (Python-built configs may pass the function itself; see
-    ``builders.load_policy``)."""
+    """One policy model. ``backend`` names a ``treesearch.backends`` entry ("transformers", the
+    default; "vllm") or a factory's import path ``pkg.mod:factory`` (Python-built configs may pass
+    the function itself), called as ``factory(PolicySpec)``; ``options`` are the backend's own
+    settings (its options dataclass checks them)."""
 
     name: str
     path: str | None = None
@@ -51,10 +51,10 @@ class PolicyConfig:
     system_prompt: str | None = None
     temperature: float = 1.0
     top_p: float = 1.0
-    max_batch_rows: int = 64
-    reuse_kv: bool = True
+    max_batch_rows: int = 64  # transformers backend (kept here for existing configs; same as options)
+    reuse_kv: bool = True  # transformers backend
     trust_remote_code: bool = False
-    options: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the backend
+    options: dict[str, Any] = field(default_factory=dict)  # the backend's options (treesearch.backends)
 
     @property
     def parameter_convention(self) -> str:
@@ -215,8 +215,8 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
     _unique([p.name for p in cfg.policies], "policies", "name", fail)
     for i, p in enumerate(cfg.policies):
         k = f"policies[{i}]"
-        if p.backend == "transformers" and not p.path:
-            fail(f"{k}.path", "required for the transformers backend")
+        if p.backend in ("transformers", "vllm") and not p.path:
+            fail(f"{k}.path", f"required for the {p.backend} backend")
         if p.step_format not in PRESETS:
             fail(f"{k}.step_format", f"unknown preset {p.step_format!r}; choose one of {sorted(PRESETS)}")
         if p.dtype not in DTYPES:
@@ -335,7 +335,11 @@ def _unique(names: list[str], key: str, what: str, fail: Callable[[str, str], No
 _RUNTIME_KEYS = {"output", "problems_per_chunk", "store_steps", "fsync", "description", "seeds",
                  "dataset.start", "dataset.limit", "dataset.shuffle_seed", "prm.device", "gpus_per_process",
                  "policies[].device", "policies[].max_batch_rows", "methods[].budgets", "methods[].subsample",
-                 "methods[].model_budgets", "methods[].models", "methods[].prm.device"}
+                 "methods[].model_budgets", "methods[].models", "methods[].prm.device",
+                 # backend options that change speed and memory, not what is sampled
+                 "policies[].options.max_batch_rows", "policies[].options.kv_cache_bytes",
+                 "policies[].options.gpu_memory_utilization", "policies[].options.tensor_parallel_size",
+                 "policies[].options.max_num_seqs", "policies[].options.enforce_eager"}
 
 
 def incompatible_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

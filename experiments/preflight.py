@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .builders import grader_of, import_path
+from .builders import grader_of, import_path, policy_spec
 from .config import ConfigError, PolicyConfig, StudyConfig
 
 
@@ -31,14 +31,24 @@ def preflight(cfg: StudyConfig, source: str = "<config>") -> None:
 
 
 def check_policy(p: PolicyConfig, where: str) -> None:
+    from treesearch.backends import available_policies, check_available, parse_options
+
     if callable(p.backend):
         return
-    if p.backend != "transformers":
+    if p.backend not in available_policies():
+        if ":" not in p.backend:
+            raise ConfigError(f"{where}.backend: unknown policy backend {p.backend!r}; registered: "
+                              f"{available_policies()} (or an import path 'package.module:factory')")
         try:
             import_path(p.backend)
         except ConfigError as e:
             raise ConfigError(f"{where}.backend: {e}") from None
         return
+    try:
+        check_available(p.backend)
+        parse_options(p.backend, policy_spec(p, device="cpu").options)
+    except (ImportError, ValueError) as e:
+        raise ConfigError(f"{where}.{'backend' if isinstance(e, ImportError) else 'options'}: {e}") from None
     _check_model_dir(p.path, f"{where}.path", p.trust_remote_code)
 
 

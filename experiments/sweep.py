@@ -50,12 +50,13 @@ class Shard:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    launched: bool = True  # started together by accelerate/torchrun (False: --shard K/N, e.g. a SLURM array)
 
     def take(self, items: Sequence[Any]) -> list[Any]:
         return [x for i, x in enumerate(items) if i % self.world == self.rank]
 
     def barrier(self) -> None:
-        if self.world > 1:
+        if self.world > 1 and self.launched:
             from accelerate import PartialState
             PartialState().wait_for_everyone()
 
@@ -77,6 +78,17 @@ def current_shard() -> Shard:
 
     state = PartialState(cpu=not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true")
     return Shard(state.process_index, state.num_processes, state.local_process_index)
+
+
+def parse_shard(text: str) -> Shard:
+    """``"K/N"`` (0 <= K < N): an independent process running shard K of N, as a SLURM array task
+    does (``--shard $SLURM_ARRAY_TASK_ID/4``); it needs no launcher, so a vLLM engine may span GPUs."""
+    k, sep, n = text.partition("/")
+    if not sep or not k.strip().isdigit() or not n.strip().isdigit() or not int(k) < int(n):
+        raise ConfigError(f"--shard {text!r}: expected K/N with 0 <= K < N, e.g. 0/4")
+    if max(int(os.environ.get(v, "1") or 1) for v in _WORLD_VARS) > 1:
+        raise ConfigError("--shard K/N is for independent processes; under accelerate/torchrun the launcher shards")
+    return Shard(int(k), int(n), 0, launched=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +352,7 @@ def _write_resolved(cfg: StudyConfig, results: Path, shard: Shard, allow_change:
             raise ConfigError(f"{path}: the records here were made with other settings ({', '.join(bad)}); "
                               f"use another output directory, or allow_config_change / --allow-config-change "
                               f"if the records stay comparable")
-    if shard.rank == 0:
+    if shard.rank == 0 or not (shard.launched or path.exists()):  # an independent shard may start first
         dump_config(cfg, path)
     shard.barrier()
 
@@ -365,7 +377,7 @@ def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], verifiers:
         if not searched:
             continue
         if policy is None:
-            policy = load_policy(pol, cfg.limits, device=device)
+            policy = load_policy(pol, device=device)
         key = verifiers.key(job.method)
         if key not in runners:
             runners[key] = Runner(policy, verifiers.get(job.method), cfg.limits, progress=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from treesearch.prompts import PromptFormat
 from treesearch.protocols import Chain
 
 from .base import CheckpointPRM, Encoding, encode_chain
@@ -51,8 +52,9 @@ class ClassificationPRM(CheckpointPRM):
     def _render(self, question: str) -> tuple[str, bool]:
         if not self.use_chat_template:
             return question, True
-        messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
-        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": _SENTINEL}]
+        # The policy's messages (treesearch.prompts), then the assistant's turn the steps go in.
+        messages = PromptFormat(chat_template=True, system_prompt=self.system_prompt).messages(question)
+        messages.append({"role": "assistant", "content": _SENTINEL})
         text = self.tok.tokenizer.apply_chat_template(messages, tokenize=False)
         if _SENTINEL not in text:
             raise ValueError("the chat template dropped the assistant message; pass use_chat_template=False")

@@ -14,7 +14,7 @@ from treesearch.protocols import ProcessRewardModel
 Factory = Callable[..., ProcessRewardModel]
 _REGISTRY: dict[str, Factory] = {}
 _BUILTINS = ("step_tag", "llemma", "classification", "value_head", "outcome", "callable", "self_score", "oracle",
-             "likelihood")
+             "likelihood", "vllm_features")
 
 
 def register_prm(name: str, *, overwrite: bool = False) -> Callable[[Factory], Factory]:

@@ -4,14 +4,15 @@ Step score = exp(mean log-probability of the step's tokens given everything befo
 per-token geometric-mean probability, in (0, 1]. A weak signal (it rewards fluent, not
 correct, steps) but free of extra training and comparable across step lengths.
 
-The prompt options mirror the transformers policy's (``prompt_template``, or
-``chat_template`` + ``system_prompt`` with the generation prompt), so steps are scored
-under the conditioning they were sampled with; steps are taken verbatim.
+The prompt options are the policy's (``treesearch.prompts.PromptFormat``: ``prompt_template``,
+or ``chat_template`` + ``system_prompt`` with the generation prompt), built by the same code,
+so steps are scored under the conditioning they were sampled with; steps are taken verbatim.
 """
 from __future__ import annotations
 
 import torch
 
+from treesearch.prompts import PromptFormat
 from treesearch.protocols import Chain
 
 from .base import CheckpointPRM, Encoding, backbone_of, encode_chain, softcapped
@@ -24,13 +25,11 @@ class SelfScorePRM(CheckpointPRM):
     def __init__(self, path: str | None = None, *, prompt_template: str = "{question}\n",
                  chat_template: bool = False, system_prompt: str | None = None, step_suffix: str = "\n",
                  vocab_chunk_rows: int = 2048, **options):
-        if "{question}" not in prompt_template:
-            raise ValueError("prompt_template must contain '{question}'")
+        self.prompt_format = PromptFormat(prompt_template, chat_template, system_prompt)  # the policy's own
         super().__init__(path, **options)
         self.backbone = backbone_of(self.model)
         self.lm_head = self.model.get_output_embeddings()
         self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
-        self.prompt_template, self.chat_template, self.system_prompt = prompt_template, chat_template, system_prompt
         if chat_template and not getattr(self.tok.tokenizer, "chat_template", None):
             raise ValueError("chat_template=True but the tokenizer has no chat template")
         self.step_suffix = step_suffix
@@ -41,19 +40,13 @@ class SelfScorePRM(CheckpointPRM):
         if question not in self._prompts:
             if len(self._prompts) > 10_000:
                 self._prompts.clear()
-            if self.chat_template:
-                messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
-                messages.append({"role": "user", "content": question})
-                text = self.tok.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            else:
-                text = self.prompt_template.format(question=question)
-            self._prompts[question] = text
+            self._prompts[question] = self.prompt_format.text(self.tok.tokenizer, question)
         return self._prompts[question]
 
     def encode(self, chain: Chain) -> Encoding:
         # A chat template writes its own special tokens; a plain template gets the tokenizer's (e.g. <s>).
         return encode_chain(self.tok, self.prompt(chain.question), chain.steps, readout="span",
-                            step_suffix=self.step_suffix, add_special_prefix=not self.chat_template)
+                            step_suffix=self.step_suffix, add_special_prefix=self.prompt_format.adds_special_tokens)
 
     def features(self, input_ids, attention_mask, position_ids, cache=None):
         return self.run(self.backbone, input_ids, attention_mask, position_ids, cache).last_hidden_state

@@ -14,14 +14,13 @@ QUESTIONS = ["12+3", "4*5-1", "99-9"]
 
 
 def policy(model, tokenizer, **kw):
-    kw.setdefault("max_step_tokens", 30)
     return TransformersPolicy(model, tokenizer, StepFormat.preset("newline"), **kw)
 
 
 def test_greedy_step_matches_transformers_generate(model, tokenizer):
-    pol = policy(model, tokenizer, max_step_tokens=20)
+    pol = policy(model, tokenizer)
     prompt = pol.encode_prompt("12+3")
-    [out] = pol.expand([ExpandRequest(prompt, 1, seed=0, greedy=True)])
+    [out] = pol.expand([ExpandRequest(prompt, 1, seed=0, max_new_tokens=20, greedy=True)])
     ref = model.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False)[0, len(prompt):].tolist()
     step = out.samples[0]
     assert list(step.token_ids) == ref[: len(step.token_ids)]
@@ -29,8 +28,8 @@ def test_greedy_step_matches_transformers_generate(model, tokenizer):
 
 
 def test_stops_at_delimiter_or_cap(model, tokenizer):
-    pol = policy(model, tokenizer, max_step_tokens=40)
-    reqs = [ExpandRequest(pol.encode_prompt(q), 8, seed=i) for i, q in enumerate(QUESTIONS)]
+    pol = policy(model, tokenizer)
+    reqs = [ExpandRequest(pol.encode_prompt(q), 8, seed=i, max_new_tokens=40) for i, q in enumerate(QUESTIONS)]
     samples = [s for out in pol.expand(reqs) for s in out.samples]
     assert len(samples) == 24
     by_reason = {r: [s for s in samples if s.finish_reason == r] for r in ("delimiter", "step_cap", "eos")}
@@ -44,10 +43,10 @@ def test_stops_at_delimiter_or_cap(model, tokenizer):
 @pytest.mark.parametrize("alg", [Greedy(), Sampling(n=4), Rebase(width=4, temperature=0.2)])
 def test_kv_reuse_on_and_off_give_identical_steps(model, tokenizer, alg):
     prm = ScriptedPRM(lambda q, steps: (len(steps[-1]) % 7) / 7)
-    limits = SearchLimits(max_depth=4, max_solution_tokens=80)
+    limits = SearchLimits(max_depth=4, max_step_tokens=12, max_solution_tokens=80)
     trees = {}
     for reuse in (True, False):
-        pol = policy(model, tokenizer, reuse_kv=reuse, max_step_tokens=12)
+        pol = policy(model, tokenizer, reuse_kv=reuse)
         res = Runner(pol, prm, limits=limits, progress=False).run(QUESTIONS, alg, seed=3)
         trees[reuse] = [[(n.depth, n.token_ids) for n in r.tree.nodes] for r in res]
         if reuse:
@@ -59,12 +58,12 @@ def test_kv_reuse_on_and_off_give_identical_steps(model, tokenizer, alg):
 
 
 def test_identical_siblings_share_the_stored_prefix(model, tokenizer):
-    pol = policy(model, tokenizer, max_step_tokens=8)
+    pol = policy(model, tokenizer)
     prompt = pol.encode_prompt(QUESTIONS[0])
-    a, b = pol.expand([ExpandRequest(prompt, 2, seed=1, greedy=True)])[0].samples  # greedy: the same step twice
+    a, b = pol.expand([ExpandRequest(prompt, 2, seed=1, max_new_tokens=8, greedy=True)])[0].samples  # greedy: the same step twice
     assert a.token_ids == b.token_ids
     child = prompt + a.token_ids
-    outs = pol.expand([ExpandRequest(child, 1, seed=2), ExpandRequest(child, 1, seed=3)])
+    outs = pol.expand([ExpandRequest(child, 1, seed=2, max_new_tokens=8), ExpandRequest(child, 1, seed=3, max_new_tokens=8)])
     assert (pol.store.hits, pol.store.misses) == (1, 1)  # the prompt missed once; both children hit
     assert all(o.processed_tokens == len(o.samples[0].token_ids) for o in outs)  # fed: 1 token + the step but its last
 
@@ -72,19 +71,19 @@ def test_identical_siblings_share_the_stored_prefix(model, tokenizer):
 def test_a_batch_mixing_cached_and_fresh_prefixes_matches_no_reuse(model, tokenizer):
     def children(pol):
         prompt = pol.encode_prompt(QUESTIONS[0])
-        step = pol.expand([ExpandRequest(prompt, 1, seed=1, greedy=True)])[0].samples[0]
-        mixed = [ExpandRequest(prompt + step.token_ids, 2, seed=2),  # cached (reuse on)
-                 ExpandRequest(pol.encode_prompt(QUESTIONS[1]), 3, seed=3)]  # a fresh prompt
+        step = pol.expand([ExpandRequest(prompt, 1, seed=1, max_new_tokens=8, greedy=True)])[0].samples[0]
+        mixed = [ExpandRequest(prompt + step.token_ids, 2, seed=2, max_new_tokens=8),  # cached (reuse on)
+                 ExpandRequest(pol.encode_prompt(QUESTIONS[1]), 3, seed=3, max_new_tokens=8)]  # a fresh prompt
         return [[s.token_ids for s in o.samples] for o in pol.expand(mixed)]
 
-    on, off = policy(model, tokenizer, max_step_tokens=8), policy(model, tokenizer, max_step_tokens=8, reuse_kv=False)
+    on, off = policy(model, tokenizer), policy(model, tokenizer, reuse_kv=False)
     assert children(on) == children(off)
     assert on.store.hits == 1
 
 
 def test_samples_do_not_depend_on_batch_composition(model, tokenizer):
     pol = policy(model, tokenizer, reuse_kv=False)
-    reqs = [ExpandRequest(pol.encode_prompt(q), 3, seed=7 + i) for i, q in enumerate(QUESTIONS)]
+    reqs = [ExpandRequest(pol.encode_prompt(q), 3, seed=7 + i, max_new_tokens=30) for i, q in enumerate(QUESTIONS)]
     together = pol.expand(reqs)
     alone = [pol.expand([r])[0] for r in reversed(reqs)][::-1]
     assert [[s.token_ids for s in o.samples] for o in together] == [[s.token_ids for s in o.samples] for o in alone]
@@ -95,9 +94,10 @@ def test_samples_do_not_depend_on_batch_composition(model, tokenizer):
 @pytest.mark.parametrize("alg", [Greedy(), Sampling(n=3), BeamSearch(n=4, beam_width=2), Rebase(width=4),
                                  MCTS(expansions=3, root_width=2), MCTS(expansions=2, root_width=2, rollout=True)])
 def test_every_algorithm_end_to_end_with_exact_ledger(model, tokenizer, alg):
-    pol = policy(model, tokenizer, max_step_tokens=10)
+    pol = policy(model, tokenizer)
     prm = ScriptedPRM(lambda q, steps: 0.5 + 0.1 * (len(steps) % 3))
-    results = Runner(pol, prm, limits=SearchLimits(max_depth=3, max_solution_tokens=40), progress=False).run(
+    results = Runner(pol, prm, limits=SearchLimits(max_depth=3, max_step_tokens=10, max_solution_tokens=40),
+                     progress=False).run(
         QUESTIONS, alg, seed=1)
     for r in results:
         generated = sum(n.num_tokens for n in r.tree.nodes if not n.is_root)

@@ -60,8 +60,8 @@ def non_embedding_parameters(model) -> int:
     for getter in ("get_input_embeddings", "get_output_embeddings"):
         emb = getattr(model, getter, lambda: None)()
         weight = getattr(emb, "weight", None)
-        if weight is not None and weight.data_ptr() not in seen:
-            seen.add(weight.data_ptr())
+        if weight is not None and _storage(weight) not in seen:
+            seen.add(_storage(weight))
             total -= weight.numel()
     return total
 
@@ -71,10 +71,16 @@ def total_parameters(model) -> int:
     and Wu et al.'s N (6.74e9 for Llemma-7B)."""
     seen, total = set(), 0
     for p in model.parameters():
-        if p.data_ptr() not in seen:
-            seen.add(p.data_ptr())
+        if _storage(p) not in seen:
+            seen.add(_storage(p))
             total += p.numel()
     return total
+
+
+def _storage(p) -> int:
+    """What tied weights share: the memory, or on the meta device (a model counted without
+    its weights, as the vLLM backend does) the tensor itself."""
+    return id(p) if p.is_meta else p.data_ptr()
 
 
 PARAMETER_COUNTS = {"non_embedding": non_embedding_parameters, "total": total_parameters}

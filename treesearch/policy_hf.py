@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from .devices import resolve_device, resolve_dtype
 from .kv_cache import PrefixKVStore, Segment, buffer_cache, cache_arguments, gather, returned_cache, reuse, stacked
 from .ledger import count_parameters
+from .prompts import PromptFormat
 from .protocols import ExpandOutput, ExpandRequest, StepSample
 from .sampler import draw
 from .seeds import seed32
@@ -93,21 +94,18 @@ class TransformersPolicy:
     """Samples one reasoning step per row from any transformers causal LM, CPU or GPU."""
 
     def __init__(self, model, tokenizer, step_format: StepFormat | None = None, *,
-                 temperature: float = 1.0, top_p: float = 1.0, max_step_tokens: int = 256,
+                 temperature: float = 1.0, top_p: float = 1.0,
                  prompt_template: str = "{question}\n", chat_template: bool = False,
                  system_prompt: str | None = None, reuse_kv: bool = True,
                  kv_cache_bytes: int = 2 * 1024**3, max_batch_rows: int = 64,
                  num_parameters: int | None = None, parameter_count: str = "non_embedding"):
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
-        if "{question}" not in prompt_template:
-            raise ValueError("prompt_template must contain '{question}'")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.step_format = step_format or StepFormat.preset("paper")
         self.temperature, self.top_p = temperature, top_p
-        self.max_step_tokens = max_step_tokens
-        self.prompt_template, self.chat_template, self.system_prompt = prompt_template, chat_template, system_prompt
+        self.prompt = PromptFormat(prompt_template, chat_template, system_prompt)
         self.reuse_kv = reuse_kv
         self.store = PrefixKVStore(kv_cache_bytes if reuse_kv else 0)
         self._free_kv: torch.Tensor | None = None  # the last batch's KV buffer, reused by the next
@@ -141,14 +139,7 @@ class TransformersPolicy:
 
     # ---- Policy protocol ----------------------------------------------------------------
     def encode_prompt(self, question: str) -> tuple[int, ...]:
-        if self.chat_template:
-            messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
-            messages.append({"role": "user", "content": question})
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-                ids = ids["input_ids"]
-            return tuple(int(i) for i in ids)
-        return tuple(self.tokenizer(self.prompt_template.format(question=question))["input_ids"])
+        return self.prompt.ids(self.tokenizer, question)
 
     def encode_text(self, text: str) -> tuple[int, ...]:
         """Ids of text that continues a sequence (no special tokens): fixed step leads."""
@@ -188,20 +179,20 @@ class TransformersPolicy:
         bases: list[Segment | None] = [None] * len(reqs)
         starts = [0] * len(reqs)
         parts = []
+        spare = max(r.max_new_tokens for r in reqs)  # KV positions a step may add (the search's cap)
         for g in groups:
-            part, counts, links = self._prefill([reqs[i] for i in g], [entries[i] for i in g])
+            part, counts, links = self._prefill([reqs[i] for i in g], [entries[i] for i in g], spare)
             parts.append(part)
             for i, n, (base, start) in zip(g, counts, links):
                 fed[i], bases[i], starts[i] = n, base, start
-        rows = _Rows.concat(parts, self.max_step_tokens)  # one row per sample: ``width`` copies per request
+        rows = _Rows.concat(parts, spare)  # one row per sample: ``width`` copies per request
         req_order = [i for g in groups for i in g]
         owner = [i for i in req_order for _ in range(reqs[i].width)]
         sample_k = [k for i in req_order for k in range(reqs[i].width)]
         seeds = torch.tensor([seed32(reqs[i].seed, k) for i, k in zip(owner, sample_k)], device=self.device)
         greedy = torch.tensor([reqs[i].greedy for i in owner], device=self.device)
         first_pos = torch.tensor([len(reqs[i].prefix_ids) for i in owner], device=self.device)  # of the step
-        caps = [reqs[i].max_new_tokens or self.max_step_tokens for i in owner]
-        caps = [max(1, min(c, self.max_step_tokens)) for c in caps]
+        caps = [reqs[i].max_new_tokens for i in owner]
 
         n = len(owner)
         tokens = torch.zeros((n, max(caps)), dtype=torch.long, device=self.device)  # sample -> its step so far
@@ -263,7 +254,7 @@ class TransformersPolicy:
             outs.append(ExpandOutput(steps, processed))
         return outs
 
-    def _prefill(self, reqs: list[ExpandRequest], entries: list[Segment | None]
+    def _prefill(self, reqs: list[ExpandRequest], entries: list[Segment | None], spare: int
                  ) -> tuple[_Rows, list[int], list[tuple[Segment | None, int]]]:
         """Feed each request's uncached suffix. Returns ``width`` rows per request, the tokens
         each request fed, and where a stored child's KV segment attaches: (chain, start).
@@ -292,7 +283,7 @@ class TransformersPolicy:
         repeat = torch.repeat_interleave(torch.arange(R), widths)
         fed = [len(r.prefix_ids) - c for r, c in zip(reqs, use)]
         if n_cache:
-            kv = self._cached_rows(entries, use, widths.tolist(), n_cache + n_in + self.max_step_tokens)
+            kv = self._cached_rows(entries, use, widths.tolist(), n_cache + n_in + spare)
             rows = _Rows(kv, n_cache, mask[repeat].to(self.device), logits=None)
             out = self.model(input_ids=ids[repeat].to(self.device), attention_mask=rows.mask,
                              position_ids=pos[repeat].to(self.device), logits_to_keep=1,
@@ -304,7 +295,7 @@ class TransformersPolicy:
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=pos.to(self.device), logits_to_keep=1,
                          **cache_arguments(self.model, DynamicCache()))
-        rows = _Rows.from_cache(returned_cache(out), mask.to(self.device), out.logits[:, -1].float(), self.max_step_tokens)
+        rows = _Rows.from_cache(returned_cache(out), mask.to(self.device), out.logits[:, -1].float(), spare)
         links = [(Segment(rows.last(b, len(r.prefix_ids)), 0) if self.reuse_kv else None, len(r.prefix_ids))
                  for b, r in enumerate(reqs)]
         return rows.select(repeat.to(self.device)), fed, links

@@ -14,8 +14,13 @@ class ExpandRequest:
     prefix_ids: tuple[int, ...]
     width: int
     seed: int
+    max_new_tokens: int  # the step's token cap: SearchLimits.max_step_tokens, less when the path is nearly full
     greedy: bool = False
-    max_new_tokens: int | None = None  # tighter than the policy's per-step cap when the path is nearly full
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"ExpandRequest needs width >= 1 and max_new_tokens >= 1, got {self.width}, "
+                             f"{self.max_new_tokens}")
 
 
 @dataclass(frozen=True)

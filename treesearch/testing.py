@@ -41,7 +41,7 @@ class ScriptedPolicy:
                     text += self.step_format.delimiter
                 ids = _ids(text)
                 reason = "delimiter"
-                if r.max_new_tokens is not None and len(ids) > r.max_new_tokens:
+                if len(ids) > r.max_new_tokens:
                     ids, reason = ids[: r.max_new_tokens], "step_cap"
                     text = "".join(map(chr, ids))
                 samples.append(StepSample(text, ids, reason))

@@ -24,5 +24,4 @@ def load_policy(name: str, temperature: float = 1.0):
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no built-in policy {name!r} at {path} (policies: {', '.join(POLICIES)})")
     return TransformersPolicy.from_pretrained(str(path), step_format=StepFormat.preset("newline"),
-                                              temperature=temperature, max_step_tokens=LIMITS.max_step_tokens,
-                                              max_batch_rows=512)
+                                              temperature=temperature, max_batch_rows=512)

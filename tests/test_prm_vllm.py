@@ -1,0 +1,37 @@
+"""The vllm PRM backend: the project's heads on vLLM's hidden states score as the transformers adapters do."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from reward_models import load_prm
+from reward_models.testing import build_tokenizer, save_causal_lm, save_value_head
+from treesearch.protocols import Chain
+
+pytestmark = [pytest.mark.vllm, pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
+                                                   reason="vllm not installed")]
+SIZE = dict(hidden=128, heads=2, kv_heads=2)  # a head size vLLM's attention backends take
+CHAINS = [Chain("1+2*3", ("Step 1: 2*3=6\n", "Step 2: 1+6=7\n", "The answer is: 7")),
+          Chain("1+2*3", ("Step 1: 2*3=6\n", "Step 2: 1+6=8\n")),
+          Chain("9-4", ("Step 1: 9-4=5 ки\n", "The answer is: 5"))]
+
+
+@pytest.mark.parametrize("adapter, save", [
+    ("value_head", lambda d, tok: save_value_head(d, "llama", tok, **SIZE)),
+    ("llemma", lambda d, tok: save_causal_lm(d, "llama", tok, head_rows=2, **SIZE)),
+    ("step_tag", lambda d, tok: save_causal_lm(d, "llama", tok, **SIZE)),
+])
+def test_vllm_hidden_states_give_the_transformers_scores(tmp_path, adapter, save):
+    path = str(tmp_path / adapter)
+    save(path, build_tokenizer())
+    ref = load_prm(adapter, path=path, dtype="float32", cache=False).score(CHAINS)
+    prm = load_prm({"type": "vllm", "adapter": adapter, "path": path, "dtype": "float32", "cache": False,
+                    "max_model_len": 512, "gpu_memory_utilization": 0.3})
+    got = prm.score(CHAINS)
+    for a, b in zip(ref, got):
+        assert len(a.scores) == len(b.scores)
+        assert max(abs(x - y) for x, y in zip(a.scores, b.scores)) < 1e-3
+        assert a.processed_tokens == b.processed_tokens
+    assert len({round(s, 4) for r in ref for s in r.scores}) > 2  # the scores are not all alike
+    del prm

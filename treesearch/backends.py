@@ -1,0 +1,186 @@
+"""Name -> policy backend, so a config says ``backend: vllm`` and nothing else in a study changes.
+
+A backend is a factory ``factory(spec: PolicySpec) -> Policy`` registered with the typed
+dataclass of its own options (``register_policy("mine", options=MineOptions)``), or named by
+import path (``backend: my_pkg.policy:factory``; a ``factory.options`` dataclass is used if
+it has one, else the options stay a dict). What every backend shares (checkpoint, step
+format, prompt, sampling temperature, FLOPs convention) is ``PolicySpec``; the per-step
+token cap is not in it: it belongs to the search (``SearchLimits``) and comes with every
+request (``ExpandRequest.max_new_tokens``).
+
+Built in: ``transformers`` (the in-process decode loop, the CPU default) and ``vllm``
+(an offline vLLM engine, for GPUs; needs ``pip install vllm``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import importlib.util
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from .prompts import PromptFormat
+from .protocols import Policy
+from .step_format import StepFormat
+
+DEFAULT_BACKEND = "transformers"
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What any backend needs to build a policy; ``options`` is the backend's own dataclass."""
+
+    path: str | None = None
+    step_format: StepFormat = field(default_factory=lambda: StepFormat.preset("paper"))
+    prompt: PromptFormat = field(default_factory=PromptFormat)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    dtype: str = "float32"
+    device: str = "cpu"
+    trust_remote_code: bool = False
+    num_parameters: int | None = None  # overrides the count read from the model
+    parameter_count: str = "non_embedding"
+    options: Any = None
+
+
+@dataclass(frozen=True)
+class Backend:
+    factory: Callable[[PolicySpec], Policy]
+    options: type | None = None  # the options dataclass; None: options stay a dict
+    requires: str | None = None  # a module that must import, e.g. "vllm"
+    install: str = ""  # how to get it, for the one-line error
+
+
+_REGISTRY: dict[str, Backend] = {}
+_BUILTINS = ("policy_vllm",)  # modules that register on import (transformers is below)
+
+
+def register_policy(name: str, *, options: type | None = None, requires: str | None = None, install: str = "",
+                    overwrite: bool = False) -> Callable[[Callable], Callable]:
+    """Decorator: register ``factory(spec) -> Policy`` under ``name``, with its options dataclass."""
+
+    def deco(factory: Callable) -> Callable:
+        old = _REGISTRY.get(name)
+        if old is not None and old.factory is not factory and not overwrite:
+            raise ValueError(f"a policy backend named {name!r} is already registered; pass overwrite=True")
+        if options is not None and not dataclasses.is_dataclass(options):
+            raise TypeError(f"options of backend {name!r} must be a dataclass, got {options!r}")
+        _REGISTRY[name] = Backend(factory, options, requires, install)
+        return factory
+
+    return deco
+
+
+def _load_builtins() -> None:
+    for mod in _BUILTINS:
+        importlib.import_module(f"{__package__}.{mod}")
+
+
+def available_policies() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def backend(name: str | Callable) -> Backend:
+    """The registered backend, or the factory an import path ``pkg.mod:factory`` names."""
+    if callable(name):
+        return Backend(name, getattr(name, "options", None))
+    _load_builtins()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" in name:
+        mod, _, attr = name.partition(":")
+        try:
+            obj: Any = importlib.import_module(mod)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"cannot load policy backend {name!r}: {e}") from None
+        return Backend(obj, getattr(obj, "options", None))
+    raise ValueError(f"unknown policy backend {name!r}; registered: {sorted(_REGISTRY)} "
+                     f"(or give an import path 'package.module:factory')")
+
+
+def check_available(name: str | Callable) -> None:
+    """Raise ``ImportError`` with one line saying how to install what backend ``name`` needs."""
+    b = backend(name)
+    if b.requires and importlib.util.find_spec(b.requires) is None:
+        raise ImportError(f"policy backend {name!r} needs the {b.requires!r} package, which is not installed: "
+                          f"{b.install or 'pip install ' + b.requires}")
+
+
+def parse_options(name: str | Callable, options: Mapping[str, Any] | Any) -> Any:
+    """A backend's options dataclass from a config mapping; unknown keys and wrong types fail by name."""
+    cls = backend(name).options
+    if cls is None:
+        return dict(options or {})
+    if isinstance(options, cls):
+        return options
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls) if f.init]
+    for key, value in dict(options or {}).items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known options: {', '.join(known) or 'none'}"
+            raise ValueError(f"unknown option {key!r} for policy backend {name!r}; {hint}")
+        _check_type(name, key, value, hints[key])
+    return cls(**dict(options or {}))
+
+
+def _check_type(name: Any, key: str, value: Any, tp: Any) -> None:
+    allowed = tuple(a for a in typing.get_args(tp) if a is not type(None)) or (tp,)
+    if value is None and type(None) in typing.get_args(tp):
+        return
+    for a in allowed:
+        if a is Any or typing.get_origin(a) is not None:
+            return
+        if a is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return
+        if a is int and isinstance(value, bool):
+            continue
+        if isinstance(a, type) and isinstance(value, a):
+            return
+    want = " or ".join(getattr(a, "__name__", str(a)) for a in allowed)
+    raise ValueError(f"option {key!r} of policy backend {name!r} must be {want}, got {type(value).__name__} {value!r}")
+
+
+def load_policy(name: str | Callable, spec: PolicySpec) -> Policy:
+    """Build the policy ``spec`` describes with backend ``name`` (``spec.options`` may be a mapping)."""
+    b = backend(name)
+    check_available(name)
+    spec = dataclasses.replace(spec, options=parse_options(name, spec.options))
+    policy = b.factory(spec)
+    if not isinstance(policy, Policy):
+        raise TypeError(f"policy backend {name!r} returned {type(policy).__name__}, which lacks the Policy "
+                        f"protocol (step_format, num_parameters, encode_prompt, expand)")
+    return policy
+
+
+@dataclass(frozen=True)
+class TransformersOptions:
+    """The in-process decode loop's own settings (``TransformersPolicy``)."""
+
+    reuse_kv: bool = True  # keep each sampled step's KV for its children
+    max_batch_rows: int = 64  # sample rows per decode batch
+    kv_cache_bytes: int = 2 * 1024**3  # bound of the prefix KV store
+
+    def __post_init__(self) -> None:
+        if self.max_batch_rows < 1 or self.kv_cache_bytes < 0:
+            raise ValueError(f"need max_batch_rows >= 1 and kv_cache_bytes >= 0, got {self}")
+
+
+@register_policy(DEFAULT_BACKEND, options=TransformersOptions)
+def transformers_policy(spec: PolicySpec) -> Policy:
+    from .policy_hf import TransformersPolicy  # torch and transformers only when asked for
+
+    if not spec.path:
+        raise ValueError("the transformers backend needs a checkpoint directory (path)")
+    o: TransformersOptions = spec.options
+    return TransformersPolicy.from_pretrained(
+        spec.path, device=spec.device, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code,
+        step_format=spec.step_format, temperature=spec.temperature, top_p=spec.top_p,
+        prompt_template=spec.prompt.template, chat_template=spec.prompt.chat_template,
+        system_prompt=spec.prompt.system_prompt, reuse_kv=o.reuse_kv, max_batch_rows=o.max_batch_rows,
+        kv_cache_bytes=o.kv_cache_bytes, num_parameters=spec.num_parameters, parameter_count=spec.parameter_count)
