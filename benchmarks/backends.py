@@ -15,6 +15,7 @@ docs/backends.md), so accuracies agree only statistically.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -95,7 +96,7 @@ def main() -> None:
     for name in args.backends.split(","):
         options = {"gpu_memory_utilization": args.gpu_memory_utilization, "max_model_len": 1024} if name == "vllm" else {}
         t = time.perf_counter()
-        policy = load_policy(name, PolicySpec(**{**spec.__dict__, "options": options}))
+        policy = load_policy(name, dataclasses.replace(spec, options=options))
         Runner(policy, None, LIMITS, progress=False).run([p.question for p in warm], Sampling(n=2), seed=1)
         print(f"{name}: loaded and warmed up in {time.perf_counter() - t:.0f} s", flush=True)
         for label, alg in methods.items():
