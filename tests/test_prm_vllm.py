@@ -25,7 +25,8 @@ CHAINS = [Chain("1+2*3", ("Step 1: 2*3=6\n", "Step 2: 1+6=7\n", "The answer is: 
 def test_vllm_hidden_states_give_the_transformers_scores(tmp_path, adapter, save):
     path = str(tmp_path / adapter)
     save(path, build_tokenizer())
-    ref = load_prm(adapter, path=path, dtype="float32", cache=False).score(CHAINS)
+    # The engine reads every chain in full: compare with the transformers adapter doing the same.
+    ref = load_prm(adapter, path=path, dtype="float32", cache=False, incremental=False).score(CHAINS)
     prm = load_prm({"type": "vllm", "adapter": adapter, "path": path, "dtype": "float32", "cache": False,
                     "max_model_len": 512, "gpu_memory_utilization": 0.3})
     got = prm.score(CHAINS)
