@@ -160,16 +160,17 @@ def buffer_cache(kv: torch.Tensor, length: int) -> DynamicCache:
     return cache
 
 
-def stacked(cache) -> torch.Tensor:
-    """A model-built cache as one tensor [layers, 2, rows, heads, length, dim]; a clear error
-    for models whose layers differ in shape (sliding-window or hybrid layers)."""
+def stacked(cache, spare: int = 0) -> torch.Tensor:
+    """A model-built cache as one tensor [layers, 2, rows, heads, length + spare, dim] (``spare``
+    free positions after it); a clear error for models whose layers differ in shape
+    (sliding-window or hybrid layers)."""
     keys = [layer.keys for layer in cache.layers]
     if len({k.shape for k in keys}) != 1:
         raise ValueError(f"one KV buffer needs every layer's KV to have one shape, got {sorted({tuple(k.shape) for k in keys})}")
     rows, heads, n, dim = keys[0].shape
-    kv = keys[0].new_empty((len(keys), 2, rows, heads, n, dim))
+    kv = keys[0].new_empty((len(keys), 2, rows, heads, n + spare, dim))
     for i, layer in enumerate(cache.layers):
-        kv[i, 0], kv[i, 1] = layer.keys, layer.values
+        kv[i, 0, :, :, :n], kv[i, 1, :, :, :n] = layer.keys, layer.values
     return kv
 
 

@@ -44,11 +44,8 @@ class _Rows:
     @staticmethod
     def from_cache(cache: DynamicCache, mask: torch.Tensor, logits: torch.Tensor, spare: int) -> _Rows:
         """Copy a model-built cache into one buffer with ``spare`` free positions."""
-        built = stacked(cache)
-        n = built.shape[4]
-        kv = built.new_empty((*built.shape[:4], n + spare, built.shape[5]))
-        kv[:, :, :, :, :n] = built
-        return _Rows(kv, n, mask, logits)
+        n = cache.layers[0].keys.shape[2]
+        return _Rows(stacked(cache, spare), n, mask, logits)
 
     def select(self, idx: torch.Tensor) -> _Rows:
         return _Rows(self.kv.index_select(2, idx), self.length, self.mask[idx], self.logits[idx])
