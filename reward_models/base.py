@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 
 from treesearch.devices import resolve_device, resolve_dtype
-from treesearch.kv_cache import PrefixKVStore, cache_arguments
+from treesearch.kv_cache import PrefixKVStore, forward_with_cache
 from treesearch.ledger import non_embedding_parameters
 from treesearch.protocols import Chain, ChainScores, ProcessRewardModel
 
@@ -160,11 +160,8 @@ class CheckpointPRM(ModelPRM):
         """N for the full-cost FLOPs: non-embedding parameters, as on the policy side."""
         return non_embedding_parameters(self.model)
 
-    @staticmethod
-    def run(module: torch.nn.Module, input_ids, attention_mask, position_ids, cache=None):
-        """``module``'s forward pass, handing it ``cache`` under the name its transformers version takes."""
-        return module(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                      **cache_arguments(module, cache))
+    # ``module``'s forward pass, handing it ``cache`` under the name its transformers version takes.
+    run = staticmethod(forward_with_cache)
 
 
 # ---- loading -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from torch import nn
 
 from treesearch.protocols import Chain
 
-from treesearch.kv_cache import cache_arguments
+from treesearch.kv_cache import forward_with_cache
 
 from .base import (CheckpointPRM, Encoding, PieceTokenizer, encode_chain, load_checkpoint, read_format_file,
                    resolve_device, resolve_dtype, resolve_tokenizer, write_format_file)
@@ -71,8 +71,7 @@ class ValueHeadModel(nn.Module):
         return cls(AutoModel.from_config(config))
 
     def hidden(self, input_ids, attention_mask=None, position_ids=None, cache=None) -> torch.Tensor:
-        return self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             **cache_arguments(self.backbone, cache)).last_hidden_state
+        return forward_with_cache(self.backbone, input_ids, attention_mask, position_ids, cache).last_hidden_state
 
     def forward(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
         return self.value_head(self.hidden(input_ids, attention_mask, position_ids)).squeeze(-1)

@@ -12,6 +12,7 @@ or a finished row out of the batch is one tensor operation for all layers.
 from __future__ import annotations
 
 import inspect
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Hashable, Sequence
@@ -198,11 +199,8 @@ def gather(chains: Sequence[Segment | None], widths: Sequence[int], capacity: in
 def reuse(buffer: torch.Tensor | None, like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """A contiguous tensor of ``shape`` in ``buffer``'s memory if it is big enough, else a new one
     (on a CPU a fresh allocation of a few hundred MB page-faults on every first write)."""
-    n = 1
-    for d in shape:
-        n *= d
     if buffer is not None and buffer.dtype == like.dtype and buffer.device == like.device \
-            and buffer.untyped_storage().nbytes() >= n * like.element_size():
+            and buffer.untyped_storage().nbytes() >= math.prod(shape) * like.element_size():
         return like.new_empty(0).set_(buffer.untyped_storage(), 0, shape)
     return like.new_empty(shape)
 
@@ -221,6 +219,12 @@ def cache_arguments(model: torch.nn.Module, cache) -> dict:
         params = inspect.signature(model.forward).parameters
         name = _CACHE_ARG[cls] = "cache" if "cache" in params else "past_key_values"
     return {name: cache, "use_cache": cache is not None}
+
+
+def forward_with_cache(module: torch.nn.Module, input_ids, attention_mask, position_ids, cache=None):
+    """``module``'s forward pass on positions after ``cache`` (None: no cache kept)."""
+    return module(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                  **cache_arguments(module, cache))
 
 
 def returned_cache(output) -> Any:

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from .devices import resolve_device, resolve_dtype
-from .kv_cache import PrefixKVStore, Segment, buffer_cache, cache_arguments, gather, returned_cache, reuse, stacked
+from .kv_cache import PrefixKVStore, Segment, buffer_cache, cache_arguments, gather, returned_cache, stacked
 from .ledger import count_parameters
 from .prompts import PromptFormat
 from .protocols import ExpandOutput, ExpandRequest, StepSample
