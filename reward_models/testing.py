@@ -91,6 +91,27 @@ def save_sequence_classifier(directory: str, arch: str, tokenizer, seed: int = 0
     return _save(model, tokenizer, directory)
 
 
+def save_qwen2_process_reward_model(directory: str, tokenizer, seed: int = 0, **config_kw) -> str:
+    """A random checkpoint laid out as Qwen2.5-Math-PRM (``Qwen2ForProcessRewardModel``): loads in
+    transformers through ``AutoModel`` with ``trust_remote_code`` (its code, ``qwen2_prm_model.py``,
+    copied in as the real checkpoints ship theirs) and natively in vLLM."""
+    import shutil
+
+    from .qwen2_prm_model import Qwen2ForProcessRewardModel
+
+    torch.manual_seed(seed)
+    config = tiny_config("qwen2", tokenizer, num_labels=2, **config_kw)
+    config.auto_map = {"AutoModel": "modeling_qwen2_prm.Qwen2ForProcessRewardModel"}
+    model = Qwen2ForProcessRewardModel(config)
+    with torch.no_grad():  # a visible head, so P(correct) spreads over (0, 1) rather than sit at 0.5
+        for layer in (model.score[0], model.score[2]):
+            layer.weight.normal_(0.0, layer.in_features ** -0.5)
+    _save(model, tokenizer, directory)
+    shutil.copy(os.path.join(os.path.dirname(__file__), "qwen2_prm_model.py"),
+                os.path.join(directory, "modeling_qwen2_prm.py"))
+    return directory
+
+
 def save_value_head(directory: str, arch: str, tokenizer, seed: int = 0, **config_kw) -> str:
     from .value_head import ValueHeadModel
 

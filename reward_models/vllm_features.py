@@ -1,19 +1,21 @@
 """A PRM adapter's backbone on a vLLM pooling engine: ``{"type": "vllm", "adapter": "value_head", ...}``.
 
 Every model-backed adapter splits into ``encode`` (token ids and read-out positions),
-``features`` (one vector per token: the backbone's final hidden states) and ``head`` (the
-project's own head at the read-out positions). Here ``features`` comes from
-``vllm.LLM(runner="pooling")``'s per-token hidden states (``token_embed``, pooling "ALL",
-``use_activation=False``: without it vLLM L2-normalises the vectors); ``encode``, ``head``,
-``finalize`` and the batch scorer (dedup, prefix cache, ledger) stay the adapter's. So the
-value-head, Llemma and step-tag PRMs give the transformers adapters' scores (the test checks
-1e-3 in fp32) with the backbone run by vLLM.
+``features`` (one vector per token) and ``head`` (read at the read-out positions). Here
+``features`` comes from ``vllm.LLM(runner="pooling")`` with pooling "ALL" and
+``use_activation=False`` (without it vLLM L2-normalises hidden states and softmaxes logits):
 
-Limits of this first version: the adapter is still built with transformers first (for its head
-weights and tokenizer; ``device="cpu"``), so the backbone's weights sit once in host memory
-beside the engine's copy; and adapters whose features are not hidden states (the token
-classifier ``classification``: logits) are refused (vLLM serves Qwen2.5-Math-PRM natively
-through ``token_classify``; not wired here).
+- the value-head, Llemma, step-tag and self-score adapters take the final hidden states
+  (``token_embed``) and apply the project's own heads;
+- the classification adapter (Qwen2.5-Math-PRM, ``Qwen2ForProcessRewardModel``, which vLLM
+  serves natively) takes the token classifier's logits (``token_classify``) and applies its softmax.
+
+``encode``, ``head``, ``finalize`` and the batch scorer (dedup, prefix cache, ledger) stay the
+adapter's, so the scores are the transformers adapters' (the tests check 1e-3 in fp32).
+
+Limit of this version: the adapter is still built with transformers first (for its head weights
+and tokenizer; ``device="cpu"``), so the backbone's weights sit once in host memory beside the
+engine's copy.
 """
 from __future__ import annotations
 
@@ -23,26 +25,29 @@ import torch
 
 from .registry import load_prm, register_prm
 
-#: Adapters whose ``features`` are the backbone's final hidden states.
-HIDDEN_STATE_ADAPTERS = ("value_head", "llemma", "step_tag", "self_score")
+#: Adapter -> the vLLM pooling task whose per-token outputs are its ``features``.
+POOLING_TASKS = {**dict.fromkeys(("value_head", "llemma", "step_tag", "self_score"), "token_embed"),
+                 **dict.fromkeys(("classification", "qwen_prm"), "token_classify")}
 #: Files in a PRM directory that hold the project's heads, not the backbone's weights.
 HEAD_FILES = ("value_head.safetensors",)
 ENGINE_KEYS = ("gpu_memory_utilization", "tensor_parallel_size", "max_model_len", "enforce_eager", "engine_args")
 
 
-class VllmHiddenStates:
-    """``features(input_ids, attention_mask, position_ids)`` -> [B, T, D] final hidden states from vLLM."""
+class VllmTokenOutputs:
+    """``features(input_ids, attention_mask, position_ids)`` -> [B, T, D] per-token outputs of a vLLM
+    pooling ``task``: final hidden states (``token_embed``) or classifier logits (``token_classify``)."""
 
-    def __init__(self, path: str, *, dtype: str = "float32", gpu_memory_utilization: float = 0.9,
+    def __init__(self, path: str, task: str, *, dtype: str = "float32", gpu_memory_utilization: float = 0.9,
                  tensor_parallel_size: int = 1, max_model_len: int | None = None, enforce_eager: bool = False,
                  trust_remote_code: bool = False, engine_args: dict[str, Any] | None = None):
         from vllm import LLM
         from vllm.config import PoolerConfig
 
-        self.llm = LLM(model=_backbone_dir(path), tokenizer=path, runner="pooling", dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
-                       tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
-                       enforce_eager=enforce_eager, trust_remote_code=trust_remote_code,
-                       pooler_config=PoolerConfig(task="token_embed", tok_pooling_type="ALL", use_activation=False),
+        self.task = task
+        self.llm = LLM(model=_backbone_dir(path), tokenizer=path, runner="pooling", dtype=dtype,
+                       gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
+                       max_model_len=max_model_len, enforce_eager=enforce_eager, trust_remote_code=trust_remote_code,
+                       pooler_config=PoolerConfig(task=task, tok_pooling_type="ALL", use_activation=False),
                        enable_prefix_caching=False, **(engine_args or {}))
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -53,7 +58,7 @@ class VllmHiddenStates:
         # the whole row, whose pad tail cannot change the positions before it.
         keep = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
         rows = [input_ids[b][keep[b]].tolist() for b in range(input_ids.shape[0])]
-        outs = self.llm.encode([{"prompt_token_ids": r} for r in rows], pooling_task="token_embed",
+        outs = self.llm.encode([{"prompt_token_ids": r} for r in rows], pooling_task=self.task,
                                pooling_params=PoolingParams(use_activation=False), use_tqdm=False)
         first = outs[0].outputs.data
         feats = torch.zeros((*input_ids.shape, first.shape[-1]), dtype=first.dtype)
@@ -81,13 +86,12 @@ def _backbone_dir(path: str) -> str:
 @register_prm("vllm")
 def _vllm(adapter: str, path: str, **kwargs: Any):
     """The ``adapter`` PRM (its own options in ``kwargs``) with its backbone on a vLLM engine."""
-    if adapter not in HIDDEN_STATE_ADAPTERS:
-        raise ValueError(f"the vllm PRM backend runs adapters read from hidden states {list(HIDDEN_STATE_ADAPTERS)}, "
-                         f"not {adapter!r}")
+    if adapter not in POOLING_TASKS:
+        raise ValueError(f"the vllm PRM backend runs the adapters {sorted(POOLING_TASKS)}, not {adapter!r}")
     engine = {k: kwargs.pop(k) for k in ENGINE_KEYS if k in kwargs}
     dtype = kwargs.get("dtype", "float32")
     # The engine takes token ids, not a KV cache: every chain is read in full (incremental scoring off).
     prm = load_prm(adapter, path=path, **{**kwargs, "device": "cpu", "incremental": False})
-    prm.features = VllmHiddenStates(path, dtype=dtype if dtype != "auto" else "auto",
+    prm.features = VllmTokenOutputs(path, POOLING_TASKS[adapter], dtype=dtype,
                                     trust_remote_code=kwargs.get("trust_remote_code", False), **engine)
     return prm

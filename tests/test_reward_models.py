@@ -10,8 +10,8 @@ import torch
 import reward_models as rm
 from reward_models import Chain, ChainScores, ProcessRewardModel
 from reward_models.base import Encoding, ModelPRM, encode_chain
-from reward_models.testing import (ARCHS, build_tokenizer, save_causal_lm, save_sequence_classifier,
-                                   save_token_classifier, save_value_head)
+from reward_models.testing import (ARCHS, build_tokenizer, save_causal_lm, save_qwen2_process_reward_model,
+                                   save_sequence_classifier, save_token_classifier, save_value_head)
 
 
 
@@ -172,6 +172,29 @@ def test_classification_uses_chat_template_and_separator(make_prm, tok):
         logits = prm.model(torch.tensor([enc.input_ids])).logits[0]
     want = [torch.softmax(logits[p[0]], -1)[1].item() for p in enc.readout]
     _close(prm.score([chain]), [ChainScores(want)])
+
+
+def test_qwen2_process_reward_model_layout_loads_as_remote_code(tmp_path, tok):
+    """The Qwen2.5-Math-PRM layout (as vLLM serves it) loads through AutoModel + trust_remote_code,
+    scores P(class 1) at each separator, and scores step by step as in one pass."""
+    from reward_models.qwen2_prm_model import Qwen2ForProcessRewardModel
+
+    path = save_qwen2_process_reward_model(str(tmp_path / "qwen_prm"), tok, seed=6)
+    opts = dict(path=path, model_class="AutoModel", trust_remote_code=True, tokenizer=tok, dtype="float32")
+    prm = rm.load_prm("qwen_prm", cache=False, incremental=False, **opts)
+    assert type(prm.model).__name__ == "Qwen2ForProcessRewardModel"
+    assert type(prm.model) is not Qwen2ForProcessRewardModel  # the checkpoint's own copy of the code ran
+    chain = CHAINS[2]
+    enc = prm.encode(chain)
+    with torch.no_grad():
+        logits = prm.model(input_ids=torch.tensor([enc.input_ids]))[0][0]
+    want = ChainScores([torch.softmax(logits[p[0]], -1)[1].item() for p in enc.readout])
+    _close(prm.score([chain]), [want])
+    assert len({round(s, 3) for s in want.scores}) > 1
+    stepwise = rm.load_prm("qwen_prm", cache=False, incremental=True, **opts)
+    for k in range(1, len(chain.steps) + 1):
+        got = stepwise.score([Chain(chain.question, chain.steps[:k])])
+        _close(got, [ChainScores(want.scores[:k])])
 
 
 def test_self_score_is_geometric_mean_token_probability(make_prm, tok):
