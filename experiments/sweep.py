@@ -405,6 +405,9 @@ def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], verifiers:
                 recs.append(rec)
                 recs += [derive_record(rec, b, job.method, cfg.voting, grader) for b in budgets if b != job.budget]
             bar.wrote(writer.write(recs))
+    close = getattr(policy, "close", None)
+    if callable(close):  # an engine (vLLM) frees its memory now, before the next policy loads
+        close()
     del runners, policy
 
 

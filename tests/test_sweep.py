@@ -312,6 +312,31 @@ def test_an_algorithm_class_named_by_import_path_runs_in_a_study(problems, tmp_p
         assert r.verifier is None and all(c.step_scores == () for c in r.candidates)
 
 
+_OPENED: list[list[bool]] = []  # one [closed] flag per policy the factory below built
+
+
+def closing_policy(cfg: PolicyConfig) -> ScriptedPolicy:
+    """A backend whose policy holds an engine: the previous one must be closed before the next loads."""
+    assert all(closed for closed, in _OPENED), "the previous policy's engine was not closed"
+    policy = ScriptedPolicy(_script, step_format=StepFormat.preset("newline"), num_parameters=int(cfg.num_parameters))
+    flag = [False]
+    policy.close = lambda: flag.__setitem__(0, True)
+    _OPENED.append(flag)
+    return policy
+
+
+def test_an_engine_policy_is_closed_before_the_next_loads(problems, tmp_path):
+    from experiments.sweep import run_study
+
+    cfg = make_config(tmp_path, problems)
+    for p in cfg.policies:
+        p.backend = "test_sweep:closing_policy"
+    cfg.methods = cfg.methods[:2]
+    _OPENED.clear()
+    run_study(cfg, progress=False)
+    assert [closed for closed, in _OPENED] == [True, True]
+
+
 def test_method_models_must_name_policies(problems, tmp_path):
     cfg = make_config(tmp_path, problems)
     cfg.methods.append(MethodConfig("x", "sampling", budgets=[2], models=["huge"]))

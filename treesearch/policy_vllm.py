@@ -99,6 +99,11 @@ class VllmPolicy:
         return cls(LLM(**kwargs), tokenizer, spec.step_format, temperature=spec.temperature, top_p=spec.top_p,
                    prompt=spec.prompt, num_parameters=n)
 
+    def close(self) -> None:
+        """Stop the engine now (its processes, weights and KV memory), not whenever the garbage
+        collector gets to it: the sweep calls this when a policy's jobs are done, before the next loads."""
+        shutdown_engine(self.llm)
+
     # ---- Policy protocol ----------------------------------------------------------------
     def encode_prompt(self, question: str) -> tuple[int, ...]:
         return self.prompt.ids(self.tokenizer, question)
@@ -183,3 +188,10 @@ def vllm_policy(spec: PolicySpec) -> Policy:
 
 
 __all__ = ["INSTALL", "VllmOptions", "VllmPolicy"]
+
+
+def shutdown_engine(llm: Any) -> None:
+    """Stop a ``vllm.LLM``'s engine core (idempotent; later calls and the exit hook do nothing)."""
+    engine = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if engine is not None:
+        engine.shutdown()
