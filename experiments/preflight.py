@@ -69,6 +69,7 @@ def _check_model_dir(path: str | None, where: str, trust_remote_code: bool = Fal
 
 def check_prm(spec: dict[str, Any], where: str) -> None:
     from reward_models import available_prms
+    from reward_models.registry import check_prm as factory_check
 
     kind = spec.get("type")
     if not isinstance(kind, str):
@@ -86,6 +87,10 @@ def check_prm(spec: dict[str, Any], where: str) -> None:
             import_path(spec["fn"])
         except ConfigError as e:
             raise ConfigError(f"{where}.fn: {e}") from None
+    try:  # what the factory itself can tell without loading (vllm: the adapter, the package)
+        factory_check(spec)
+    except (ValueError, ImportError) as e:
+        raise ConfigError(f"{where}: {e}") from None
     path = spec.get("path")
     if isinstance(path, str) and not os.path.exists(path):
         raise ConfigError(f"{where}.path: no such file or directory {path!r}")

@@ -54,6 +54,24 @@ def load_prm(spec: str | Mapping[str, Any], **kwargs: Any) -> ProcessRewardModel
         kwargs = {**cfg, **kwargs}
     else:
         name = spec
+    prm = _factory(name)(**kwargs)
+    if not isinstance(prm, ProcessRewardModel):
+        raise TypeError(f"PRM factory {name!r} returned {type(prm).__name__}, which has no "
+                        f"score(chains) and num_parameters")
+    return prm
+
+
+def check_prm(spec: Mapping[str, Any]) -> None:
+    """Raise ValueError saying what is wrong with a PRM config, without loading any model: an unknown
+    type, or what the factory's own ``check(**options)`` finds (``treesearch check`` calls this)."""
+    cfg = dict(spec)
+    factory = _factory(cfg.pop("type"))
+    check = getattr(factory, "check", None)
+    if callable(check):
+        check(**cfg)
+
+
+def _factory(name: str) -> Factory:
     _load_builtins()
     factory = _REGISTRY.get(name)
     if factory is None and ":" in name:
@@ -61,8 +79,4 @@ def load_prm(spec: str | Mapping[str, Any], **kwargs: Any) -> ProcessRewardModel
     if factory is None:
         raise ValueError(f"unknown PRM type {name!r}; registered: {sorted(_REGISTRY)} "
                          f"(or give an import path 'package.module:factory')")
-    prm = factory(**kwargs)
-    if not isinstance(prm, ProcessRewardModel):
-        raise TypeError(f"PRM factory {name!r} returned {type(prm).__name__}, which has no "
-                        f"score(chains) and num_parameters")
-    return prm
+    return factory

