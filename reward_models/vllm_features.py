@@ -13,9 +13,9 @@ Every model-backed adapter splits into ``encode`` (token ids and read-out positi
 ``encode``, ``head``, ``finalize`` and the batch scorer (dedup, prefix cache, ledger) stay the
 adapter's, so the scores are the transformers adapters' (the tests check 1e-3 in fp32).
 
-Limit of this version: the adapter is still built with transformers first (for its head weights
-and tokenizer; ``device="cpu"``), so the backbone's weights sit once in host memory beside the
-engine's copy.
+The adapter is built with transformers first (for its heads, tokenizer and parameter count, on
+the CPU); then its backbone's weights are dropped (``drop_backbone_weights``) before the engine
+loads its own copy, so host memory holds the checkpoint once at a time, not twice.
 """
 from __future__ import annotations
 
@@ -73,6 +73,19 @@ class VllmTokenOutputs:
         return feats.to(input_ids.device)
 
 
+def drop_backbone_weights(model: torch.nn.Module) -> None:
+    """Put the backbone's own parameters on the meta device (vLLM runs it); the heads keep theirs,
+    a head tied to the input embedding included (each parameter is replaced, not changed in place)."""
+    import gc
+
+    backbone = getattr(model, "backbone", None) or getattr(model, "base_model", None) or model
+    for module in backbone.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None and not p.is_meta:
+                module._parameters[name] = torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
+    gc.collect()
+
+
 def _backbone_dir(path: str) -> str:
     """``path``, or where it holds head files (vLLM would load every local ``*.safetensors`` as
     backbone weights), a temporary directory of links to everything else."""
@@ -97,6 +110,7 @@ def _vllm(adapter: str, path: str, **kwargs: Any):
     dtype = kwargs.get("dtype", "float32")
     # The engine takes token ids, not a KV cache: every chain is read in full (incremental scoring off).
     prm = load_prm(adapter, path=path, **{**kwargs, "device": "cpu", "incremental": False})
+    drop_backbone_weights(prm.model)
     prm.features = VllmTokenOutputs(path, POOLING_TASKS[adapter], dtype=dtype,
                                     trust_remote_code=kwargs.get("trust_remote_code", False), **engine)
     return prm

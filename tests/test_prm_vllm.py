@@ -38,6 +38,8 @@ def test_vllm_gives_the_transformers_scores(tmp_path, adapter, save, options):
     ref = load_prm(adapter, path=path, dtype="float32", cache=False, incremental=False, **options).score(CHAINS)
     prm = load_prm({"type": "vllm", "adapter": adapter, "path": path, "dtype": "float32", "cache": False,
                     "max_model_len": 512, "gpu_memory_utilization": 0.1, **options})
+    backbone = getattr(prm.model, "backbone", None) or prm.model.base_model
+    assert all(p.is_meta for p in backbone.parameters())  # the engine holds the only copy
     got = prm.score(CHAINS)
     for a, b in zip(ref, got):
         assert len(a.scores) == len(b.scores)

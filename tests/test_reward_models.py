@@ -174,6 +174,31 @@ def test_classification_uses_chat_template_and_separator(make_prm, tok):
     _close(prm.score([chain]), [ChainScores(want)])
 
 
+@pytest.mark.parametrize("kind", ["step_tag", "llemma", "llemma2", "value_head", "self_score", "classification",
+                                  "step_tag tied", "self_score tied"])
+def test_heads_score_without_the_backbones_weights(make_prm, kind, tok, tmp_path):
+    """What the vllm PRM backend does: drop the backbone's weights (the engine holds its own) and feed
+    the heads features computed elsewhere; the scores stay the same, heads tied to the input embedding
+    included."""
+    from reward_models.vllm_features import drop_backbone_weights
+
+    kind, tied = kind.split()[0], kind.endswith("tied")
+    if tied:
+        path = save_causal_lm(str(tmp_path / "tied"), "llama", tok, seed=7, tie_word_embeddings=True)
+        full, trimmed = (rm.load_prm(kind, path=path, dtype="float32", cache=False, incremental=False)
+                         for _ in range(2))
+        assert trimmed.model.get_output_embeddings().weight is trimmed.model.get_input_embeddings().weight
+    else:
+        full, trimmed = (make_prm(kind, cache=False, incremental=False) for _ in range(2))
+    ref = full.score(CHAINS)
+    drop_backbone_weights(trimmed.model)
+    backbone = getattr(trimmed.model, "backbone", None) or trimmed.model.base_model
+    assert all(p.is_meta for p in backbone.parameters())
+    assert trimmed.num_parameters == full.num_parameters
+    trimmed.features = full.features  # vLLM's place
+    _close(trimmed.score(CHAINS), ref)
+
+
 def test_qwen2_process_reward_model_layout_loads_as_remote_code(tmp_path, tok):
     """The Qwen2.5-Math-PRM layout (as vLLM serves it) loads through AutoModel + trust_remote_code,
     scores P(class 1) at each separator, and scores step by step as in one pass."""
