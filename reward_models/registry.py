@@ -5,38 +5,29 @@ your own module, or name it by import path (``{"type": "my_pkg.prm:MyPRM", ...}`
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable, Mapping
 
-from treesearch.imports import import_path
 from treesearch.protocols import ProcessRewardModel
+from treesearch.registry import Registry
 
 Factory = Callable[..., ProcessRewardModel]
-_REGISTRY: dict[str, Factory] = {}
 _BUILTINS = ("step_tag", "llemma", "classification", "value_head", "outcome", "callable", "self_score", "oracle",
              "likelihood", "vllm_features")
+_REGISTRY: Registry[Factory] = Registry("PRM type", tuple(f"{__package__}.{m}" for m in _BUILTINS))
 
 
 def register_prm(name: str, *, overwrite: bool = False) -> Callable[[Factory], Factory]:
     """Decorator: register ``factory(**kwargs) -> ProcessRewardModel`` under ``name``."""
 
     def deco(factory: Factory) -> Factory:
-        if name in _REGISTRY and _REGISTRY[name] is not factory and not overwrite:
-            raise ValueError(f"a PRM named {name!r} is already registered; pass overwrite=True to replace it")
-        _REGISTRY[name] = factory
+        _REGISTRY.add(name, factory, overwrite=overwrite)
         return factory
 
     return deco
 
 
-def _load_builtins() -> None:
-    for mod in _BUILTINS:
-        importlib.import_module(f"{__package__}.{mod}")
-
-
 def available_prms() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def load_prm(spec: str | Mapping[str, Any], **kwargs: Any) -> ProcessRewardModel:
@@ -72,11 +63,4 @@ def check_prm(spec: Mapping[str, Any]) -> None:
 
 
 def _factory(name: str) -> Factory:
-    _load_builtins()
-    factory = _REGISTRY.get(name)
-    if factory is None and ":" in name:
-        factory = import_path(name)
-    if factory is None:
-        raise ValueError(f"unknown PRM type {name!r}; registered: {sorted(_REGISTRY)} "
-                         f"(or give an import path 'package.module:factory')")
-    return factory
+    return _REGISTRY.get(name)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import importlib.util
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any, Callable, Mapping
 
 from .prompts import PromptFormat
 from .protocols import Policy
+from .registry import Registry
 from .step_format import StepFormat
 
 DEFAULT_BACKEND = "transformers"
@@ -53,8 +53,12 @@ class Backend:
     install: str = ""  # how to get it, for the one-line error
 
 
-_REGISTRY: dict[str, Backend] = {}
-_BUILTINS = ("policy_vllm",)  # modules that register on import (transformers is below)
+def _imported(obj: Any) -> Backend:
+    return Backend(obj, getattr(obj, "options", None))
+
+
+# Built-in backends: vllm registers on import of its module; transformers is below.
+_REGISTRY: Registry[Backend] = Registry("policy backend", (f"{__package__}.policy_vllm",), _imported)
 
 
 def register_policy(name: str, *, options: type | None = None, requires: str | None = None, install: str = "",
@@ -62,45 +66,21 @@ def register_policy(name: str, *, options: type | None = None, requires: str | N
     """Decorator: register ``factory(spec) -> Policy`` under ``name``, with its options dataclass."""
 
     def deco(factory: Callable) -> Callable:
-        old = _REGISTRY.get(name)
-        if old is not None and old.factory is not factory and not overwrite:
-            raise ValueError(f"a policy backend named {name!r} is already registered; pass overwrite=True")
         if options is not None and not dataclasses.is_dataclass(options):
             raise TypeError(f"options of backend {name!r} must be a dataclass, got {options!r}")
-        _REGISTRY[name] = Backend(factory, options, requires, install)
+        _REGISTRY.add(name, Backend(factory, options, requires, install), overwrite=overwrite)
         return factory
 
     return deco
 
 
-def _load_builtins() -> None:
-    for mod in _BUILTINS:
-        importlib.import_module(f"{__package__}.{mod}")
-
-
 def available_policies() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def backend(name: str | Callable) -> Backend:
     """The registered backend, or the factory an import path ``pkg.mod:factory`` names."""
-    if callable(name):
-        return Backend(name, getattr(name, "options", None))
-    _load_builtins()
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    if ":" in name:
-        mod, _, attr = name.partition(":")
-        try:
-            obj: Any = importlib.import_module(mod)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"cannot load policy backend {name!r}: {e}") from None
-        return Backend(obj, getattr(obj, "options", None))
-    raise ValueError(f"unknown policy backend {name!r}; registered: {sorted(_REGISTRY)} "
-                     f"(or give an import path 'package.module:factory')")
+    return _imported(name) if callable(name) else _REGISTRY.get(name)
 
 
 def check_available(name: str | Callable) -> None:
