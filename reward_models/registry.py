@@ -45,7 +45,7 @@ def load_prm(spec: str | Mapping[str, Any], **kwargs: Any) -> ProcessRewardModel
         kwargs = {**cfg, **kwargs}
     else:
         name = spec
-    prm = _factory(name)(**kwargs)
+    prm = _REGISTRY.get(name)(**kwargs)
     if not isinstance(prm, ProcessRewardModel):
         raise TypeError(f"PRM factory {name!r} returned {type(prm).__name__}, which has no "
                         f"score(chains) and num_parameters")
@@ -56,11 +56,7 @@ def check_prm(spec: Mapping[str, Any]) -> None:
     """Raise ValueError saying what is wrong with a PRM config, without loading any model: an unknown
     type, or what the factory's own ``check(**options)`` finds (``treesearch check`` calls this)."""
     cfg = dict(spec)
-    factory = _factory(cfg.pop("type"))
+    factory = _REGISTRY.get(cfg.pop("type"))
     check = getattr(factory, "check", None)
     if callable(check):
         check(**cfg)
-
-
-def _factory(name: str) -> Factory:
-    return _REGISTRY.get(name)

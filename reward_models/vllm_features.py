@@ -73,13 +73,18 @@ class VllmTokenOutputs:
         return feats.to(input_ids.device)
 
 
+def backbone_module(model: torch.nn.Module) -> torch.nn.Module:
+    """The part of an adapter's model that vLLM runs: a value-head model's ``backbone``, a task model's
+    ``base_model``, or the model itself (a bare ``AutoModel``, as the Llemma PRM loads apart from its head)."""
+    return getattr(model, "backbone", None) or getattr(model, "base_model", None) or model
+
+
 def drop_backbone_weights(model: torch.nn.Module) -> None:
     """Put the backbone's own parameters on the meta device (vLLM runs it); the heads keep theirs,
     a head tied to the input embedding included (each parameter is replaced, not changed in place)."""
     import gc
 
-    backbone = getattr(model, "backbone", None) or getattr(model, "base_model", None) or model
-    for module in backbone.modules():
+    for module in backbone_module(model).modules():
         for name, p in list(module._parameters.items()):
             if p is not None and not p.is_meta:
                 module._parameters[name] = torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)

@@ -7,6 +7,7 @@ import pytest
 
 from reward_models import load_prm
 from reward_models.testing import build_tokenizer, save_causal_lm, save_qwen2_process_reward_model, save_value_head
+from reward_models.vllm_features import backbone_module
 from treesearch.protocols import Chain
 
 pytestmark = [pytest.mark.vllm, pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
@@ -38,8 +39,7 @@ def test_vllm_gives_the_transformers_scores(tmp_path, adapter, save, options):
     ref = load_prm(adapter, path=path, dtype="float32", cache=False, incremental=False, **options).score(CHAINS)
     prm = load_prm({"type": "vllm", "adapter": adapter, "path": path, "dtype": "float32", "cache": False,
                     "max_model_len": 512, "gpu_memory_utilization": 0.1, **options})
-    backbone = getattr(prm.model, "backbone", None) or prm.model.base_model
-    assert all(p.is_meta for p in backbone.parameters())  # the engine holds the only copy
+    assert all(p.is_meta for p in backbone_module(prm.model).parameters())  # the engine holds the only copy
     got = prm.score(CHAINS)
     for a, b in zip(ref, got):
         assert len(a.scores) == len(b.scores)

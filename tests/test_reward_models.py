@@ -180,7 +180,7 @@ def test_heads_score_without_the_backbones_weights(make_prm, kind, tok, tmp_path
     """What the vllm PRM backend does: drop the backbone's weights (the engine holds its own) and feed
     the heads features computed elsewhere; the scores stay the same, heads tied to the input embedding
     included."""
-    from reward_models.vllm_features import drop_backbone_weights
+    from reward_models.vllm_features import backbone_module, drop_backbone_weights
 
     kind, tied = kind.split()[0], kind.endswith("tied")
     if tied:
@@ -192,8 +192,7 @@ def test_heads_score_without_the_backbones_weights(make_prm, kind, tok, tmp_path
         full, trimmed = (make_prm(kind, cache=False, incremental=False) for _ in range(2))
     ref = full.score(CHAINS)
     drop_backbone_weights(trimmed.model)
-    backbone = getattr(trimmed.model, "backbone", None) or trimmed.model.base_model
-    assert all(p.is_meta for p in backbone.parameters())
+    assert all(p.is_meta for p in backbone_module(trimmed.model).parameters())
     assert trimmed.num_parameters == full.num_parameters
     trimmed.features = full.features  # vLLM's place
     _close(trimmed.score(CHAINS), ref)
