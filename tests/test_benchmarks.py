@@ -27,7 +27,8 @@ def test_backends_benchmark_runs_the_transformers_backend(tmp_path, monkeypatch,
     for method in ("sampling N=2", "REBASE width 2"):
         row = next(line for line in out.splitlines() if line.startswith(f"| {method} | transformers |"))
         wall, tok_s, per_gen = (float(c) for c in row.split("|")[3:6])
-        assert wall > 0 and tok_s > 0 and per_gen >= 1.0
+        # The wall time is printed to 0.1 s and a toy run may take less: only its sign is a fact.
+        assert wall >= 0 and tok_s > 0 and per_gen >= 1.0
 
 
 @pytest.mark.parametrize("name, args, summary", [
