@@ -13,7 +13,7 @@ from treesearch.algorithms import make_algorithm
 from treesearch.runner import SearchLimits
 from treesearch.voting import normalized_equal
 
-from .config import AUTO, ConfigError, DatasetConfig, MethodConfig, PolicyConfig, resolve_device
+from .config import AUTO, ConfigError, DatasetConfig, MethodConfig, PolicyConfig, StudyConfig, resolve_device
 
 Grader = Callable[[str, str], bool]
 
@@ -29,21 +29,34 @@ def import_path(spec: str) -> Any:
 def policy_spec(p: PolicyConfig, device: str | None = None):
     """What the backend builds (``treesearch.backends.PolicySpec``); ``device`` (from the shard)
     replaces "auto"/"cuda"."""
-    from treesearch.backends import PolicySpec
+    from treesearch.backends import PolicySpec, backend
     from treesearch.prompts import PromptFormat
     from treesearch.step_format import StepFormat
 
-    options = dict(p.options)
-    if p.backend == "transformers":
-        options = {"reuse_kv": p.reuse_kv, "max_batch_rows": p.max_batch_rows, **options}
+    b = backend(p.backend)
+    options = {**{k: getattr(p, k) for k in b.config_keys}, **p.options}
     return PolicySpec(
         path=p.path, step_format=StepFormat.preset(p.step_format),
         prompt=PromptFormat(p.prompt_template, p.chat_template, p.system_prompt),
         temperature=p.temperature, top_p=p.top_p, dtype=p.dtype,
-        device=device or (resolve_device(p.device) if p.backend == "transformers" else p.device),
+        device=device or (resolve_device(p.device) if b.local_device else p.device),
         trust_remote_code=p.trust_remote_code,
         num_parameters=int(p.num_parameters) if p.num_parameters is not None else None,
         parameter_count=p.parameter_count, options=options)
+
+
+def policy_device(p: PolicyConfig, local_rank: int = 0, gpus_per_process: int = 1) -> str | None:
+    """This process's device for a backend that runs here (its registration says ``local_device``), else None."""
+    from treesearch.backends import backend
+
+    return resolve_device(p.device, local_rank, gpus_per_process) if backend(p.backend).local_device else None
+
+
+def runtime_keys(cfg: StudyConfig) -> set[str]:
+    """Generic config keys of the policies' backend options that a resumed run may change (speed, servers)."""
+    from treesearch.backends import runtime_options
+
+    return {f"policies[].options.{k}" for p in cfg.policies for k in runtime_options(p.backend)}
 
 
 def load_policy(p: PolicyConfig, device: str | None = None):

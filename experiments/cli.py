@@ -159,7 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def guarded(prog: str, debug: bool, command, resume: str | None = None, results: str | None = None) -> int:
-    """Run ``command``; a user error is one line and status 2, Ctrl-C one line and status 130."""
+    """Run ``command``; a user error is one line and status 2, a server that stopped answering one line
+    and status 1, Ctrl-C one line and status 130; the last two say what is kept and how to resume."""
+    from treesearch.serving import ServerError
+
     from .datasets import DatasetError
     from .records import RecordsError
 
@@ -173,18 +176,29 @@ def guarded(prog: str, debug: bool, command, resume: str | None = None, results:
     except BrokenPipeError:  # the output went to `head` or a closed pager: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except ServerError as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {e}{_kept(results)}" + (f"; `{resume}` resumes once it answers" if resume else ""),
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         if debug:
             raise
-        kept = ""
-        if results is not None:
-            from .records import load_dir
-            try:
-                kept = f"; {len(load_dir(results)):,} records kept in {results}"
-            except (RecordsError, OSError):
-                kept = f"; the records in {results} are kept"
-        print(f"\n{prog}: interrupted{kept}" + (f"; `{resume}` resumes" if resume else ""), file=sys.stderr)
+        print(f"\n{prog}: interrupted{_kept(results)}" + (f"; `{resume}` resumes" if resume else ""), file=sys.stderr)
         return 130
+
+
+def _kept(results: str | None) -> str:
+    """"; N records kept in DIR", for the last line of a stopped run."""
+    if results is None:
+        return ""
+    from .records import RecordsError, load_dir
+
+    try:
+        return f"; {len(load_dir(results)):,} records kept in {results}"
+    except (RecordsError, OSError):
+        return f"; the records in {results} are kept"
 
 
 def _results_dir(args: argparse.Namespace) -> str | None:

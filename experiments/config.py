@@ -13,11 +13,12 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
 from treesearch.algorithms import algorithm_class, independent_samples, make_algorithm, parameters
+from treesearch.backends import DEFAULT_BACKEND
 from treesearch.runner import SearchLimits
 from treesearch.step_format import PRESETS
 from treesearch.voting import AGGREGATIONS, RULES
@@ -34,13 +35,13 @@ AUTO = "auto"
 @dataclass
 class PolicyConfig:
     """One policy model. ``backend`` names a ``treesearch.backends`` entry ("transformers", the
-    default; "vllm") or a factory's import path ``pkg.mod:factory`` (Python-built configs may pass
-    the function itself), called as ``factory(PolicySpec)``; ``options`` are the backend's own
-    settings (its options dataclass checks them)."""
+    default; "vllm"; "openai" for served models) or a factory's import path ``pkg.mod:factory``
+    (Python-built configs may pass the function itself), called as ``factory(PolicySpec)``;
+    ``options`` are the backend's own settings (its options dataclass checks them)."""
 
     name: str
     path: str | None = None
-    backend: str = "transformers"
+    backend: str = DEFAULT_BACKEND
     dtype: str = "float32"
     device: str = "cpu"  # "auto"/"cuda"/"cuda:+k": this process's (k-th) GPU, see resolve_device
     num_parameters: float | None = None  # overrides the count read from the model
@@ -51,8 +52,8 @@ class PolicyConfig:
     system_prompt: str | None = None
     temperature: float = 1.0
     top_p: float = 1.0
-    max_batch_rows: int = 64  # transformers backend (kept here for existing configs; same as options)
-    reuse_kv: bool = True  # transformers backend
+    max_batch_rows: int = 64  # kept for older configs: an option of the backends that take it (config_keys)
+    reuse_kv: bool = True  # ditto
     trust_remote_code: bool = False
     options: dict[str, Any] = field(default_factory=dict)  # the backend's options (treesearch.backends)
 
@@ -215,8 +216,6 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
     _unique([p.name for p in cfg.policies], "policies", "name", fail)
     for i, p in enumerate(cfg.policies):
         k = f"policies[{i}]"
-        if p.backend in ("transformers", "vllm") and not p.path:
-            fail(f"{k}.path", f"required for the {p.backend} backend")
         if p.step_format not in PRESETS:
             fail(f"{k}.step_format", f"unknown preset {p.step_format!r}; choose one of {sorted(PRESETS)}")
         if p.dtype not in DTYPES:
@@ -335,22 +334,21 @@ def _unique(names: list[str], key: str, what: str, fail: Callable[[str, str], No
 _RUNTIME_KEYS = {"output", "problems_per_chunk", "store_steps", "fsync", "description", "seeds",
                  "dataset.start", "dataset.limit", "dataset.shuffle_seed", "prm.device", "gpus_per_process",
                  "policies[].device", "policies[].max_batch_rows", "methods[].budgets", "methods[].subsample",
-                 "methods[].model_budgets", "methods[].models", "methods[].prm.device",
-                 # backend options that change speed and memory, not what is sampled
-                 "policies[].options.max_batch_rows", "policies[].options.kv_cache_bytes",
-                 "policies[].options.gpu_memory_utilization", "policies[].options.tensor_parallel_size",
-                 "policies[].options.max_num_seqs", "policies[].options.enforce_eager"}
+                 "methods[].model_budgets", "methods[].models", "methods[].prm.device"}
 
 
-def incompatible_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+def incompatible_keys(old: Mapping[str, Any], new: Mapping[str, Any], runtime: Iterable[str] = ()) -> list[str]:
     """Dotted keys whose change would mix records of different meaning in one directory.
 
     Lists are matched by ``name`` (policies, methods), so adding a model or a method is fine.
+    ``runtime``: more generic keys that may change, e.g. ``policies[].options.timeout`` (a backend's
+    speed options, which ``builders.runtime_keys`` reads off the backends' registrations).
     """
     out: list[str] = []
+    allowed = _RUNTIME_KEYS | set(runtime)
 
     def walk(a: Any, b: Any, key: str, generic: str) -> None:
-        if generic in _RUNTIME_KEYS:
+        if generic in allowed:
             return
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             for k in sorted(set(a) | set(b)):

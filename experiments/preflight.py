@@ -9,6 +9,7 @@ when a local directory was misspelt, is what this prevents. Each failure is one
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -31,7 +32,8 @@ def preflight(cfg: StudyConfig, source: str = "<config>") -> None:
 
 
 def check_policy(p: PolicyConfig, where: str) -> None:
-    from treesearch.backends import available_policies, check_available, parse_options
+    from treesearch.backends import available_policies, backend
+    from treesearch.backends import check_policy as backend_check
 
     if callable(p.backend):
         return
@@ -45,11 +47,17 @@ def check_policy(p: PolicyConfig, where: str) -> None:
             raise ConfigError(f"{where}.backend: {e}") from None
         return
     try:
-        check_available(p.backend)
-        parse_options(p.backend, policy_spec(p, device="cpu").options)
-    except (ImportError, ValueError) as e:
-        raise ConfigError(f"{where}.{'backend' if isinstance(e, ImportError) else 'options'}: {e}") from None
-    _check_model_dir(p.path, f"{where}.path", p.trust_remote_code)
+        backend_check(p.backend, policy_spec(p, device="cpu"))
+    except ImportError as e:
+        raise ConfigError(f"{where}.backend: {e}") from None
+    except ValueError as e:  # "key: why" names a policy key ("path", "num_parameters") or an option's
+        key, _, rest = str(e).partition(": ")
+        if not (rest and key.isidentifier()):
+            raise ConfigError(f"{where}.options: {e}") from None
+        policy_key = key in {f.name for f in dataclasses.fields(PolicyConfig)}
+        raise ConfigError(f"{where}.{'' if policy_key else 'options.'}{key}: {rest}") from None
+    if p.path or backend(p.backend).needs_path:
+        _check_model_dir(p.path, f"{where}.path", p.trust_remote_code)
 
 
 def _check_model_dir(path: str | None, where: str, trust_remote_code: bool = False) -> None:

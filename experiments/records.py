@@ -113,6 +113,10 @@ class Record:
     derived_from: Derivation | None = None  # set when cut from a larger sampling run
     verifier: Mapping[str, Any] | None = None  # the PRM spec that scored it (None without one)
     parameter_count: str = "non_embedding"  # what N in its FLOPs is: "non_embedding", "total" or "configured"
+    # where the policy's processed tokens come from: "model" (the backend counts its forward positions),
+    # "server_usage" (a server's usage, its cached prompt tokens subtracted) or "server_usage_uncached"
+    # (a server that reports no cached count: every prompt token counted)
+    processed_source: str = "model"
     schema: int = SCHEMA_VERSION
 
     @property
@@ -141,7 +145,7 @@ class Record:
             "derived_from": None if d is None else {"budget": d.budget, "share": d.share,
                                                     "exact_paper_flops": d.exact_paper_flops},
             "verifier": None if self.verifier is None else dict(self.verifier),
-            "parameter_count": self.parameter_count,
+            "parameter_count": self.parameter_count, "processed_source": self.processed_source,
         }
 
     @classmethod
@@ -164,7 +168,7 @@ class Record:
             derived = d.get("derived_from")
             values = {k: d[k] for k in ("problem_seed", "dataset", "level", "gold", "algorithm", "params",
                                         "oracle_correct", "num_answered", "wall_time", "verifier",
-                                        "parameter_count", "schema") if k in d}
+                                        "parameter_count", "processed_source", "schema") if k in d}
             return cls(**{k: d[k] for k in KEY_FIELDS}, **values,
                        candidates=tuple(CandidateRecord.from_json(c) for c in d.get("candidates", ())),
                        votes={k: Vote(v["answer"], v["correct"]) for k, v in d.get("votes", {}).items()},

@@ -31,7 +31,7 @@ from treesearch.seeds import problem_seed
 from treesearch.tree import Tree
 from treesearch.voting import Scored, answer_classes, memoized, vote
 
-from .builders import algorithm_for, grader_of, load_policy, load_prm_for, load_problems
+from .builders import algorithm_for, grader_of, load_policy, load_prm_for, load_problems, policy_device, runtime_keys
 from .config import (ConfigError, MethodConfig, PolicyConfig, StudyConfig, VotingConfig, config_to_dict,
                      dump_config, incompatible_keys, resolve_device, validate)
 from .preflight import preflight
@@ -121,7 +121,7 @@ def _sample_index(tree: Tree) -> dict[int, int]:
 def build_record(problem: Any, model: str, method: MethodConfig, budget: int, seed: int, pseed: int,
                  result: SearchResult, voting: VotingConfig, grader: Callable[[str, str], bool],
                  dataset: str, store_steps: bool = False, verifier: dict[str, Any] | None = None,
-                 parameter_count: str = "non_embedding") -> Record:
+                 parameter_count: str = "non_embedding", processed_source: str = "model") -> Record:
     """The record of one search (``pseed``: the problem seed the Runner used)."""
     samples = _sample_index(result.tree)
     equal = memoized(grader)  # one memo for the verdicts and the votes: each answer pair graded once
@@ -134,7 +134,7 @@ def build_record(problem: Any, model: str, method: MethodConfig, budget: int, se
         dataset=dataset, level=problem.level, gold=problem.answer, algorithm=method.algorithm,
         params=method.params_for(budget), candidates=cands, **judge(result.candidates, problem.answer, voting, equal),
         ledger=dataclasses.replace(result.ledger), wall_time=result.wall_time, verifier=_plain_spec(verifier),
-        parameter_count=parameter_count)
+        parameter_count=parameter_count, processed_source=processed_source)
 
 
 def _plain_spec(spec: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -273,6 +273,8 @@ def _sweep(cfg: StudyConfig, results: Path, shard: Shard, progress: bool) -> Non
                     _release()
     finally:
         bar.close()
+        for prm in verifiers.loaded.values():
+            close_model(prm)
         verifiers.loaded.clear()
         _release()
 
@@ -347,7 +349,7 @@ def _write_resolved(cfg: StudyConfig, results: Path, shard: Shard, allow_change:
     new = config_to_dict(cfg)
     if path.exists() and not allow_change:
         old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        bad = incompatible_keys(old, new)
+        bad = incompatible_keys(old, new, runtime_keys(cfg))
         if bad:
             raise ConfigError(f"{path}: the records here were made with other settings ({', '.join(bad)}); "
                               f"use another output directory, or allow_config_change / --allow-config-change "
@@ -360,55 +362,69 @@ def _write_resolved(cfg: StudyConfig, results: Path, shard: Shard, allow_change:
 def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], verifiers: Verifiers, shard: Shard,
                 grader: Callable[[str, str], bool], stored: dict, writer: RecordWriter, bar: Progress) -> None:
     """All jobs of one policy; the policy lives only inside this call, so it is freed after."""
-    device = resolve_device(pol.device, shard.local_rank, cfg.gpus_per_process) if pol.backend == "transformers" else None
+    device = policy_device(pol, shard.local_rank, cfg.gpus_per_process)
     policy = None
     runners: dict[str, Runner] = {}  # one per verifier
     size = cfg.problems_per_chunk
-    for job in jobs:
-        label = f"{job.model} {job.method.name} b={job.budget} seed {job.seed}"
-        derive_only = [(p, bs) for p, bs in job.items if job.budget not in bs]
-        for i in range(0, len(derive_only), size):
-            recs = []
-            for p, budgets in derive_only[i:i + size]:
-                base = stored[(p.id, job.model, job.method.name, job.budget, job.seed)]
-                recs += [derive_record(base, b, job.method, cfg.voting, grader) for b in budgets]
-            bar.wrote(writer.write(recs))
-        searched = [(p, bs) for p, bs in job.items if job.budget in bs]
-        if not searched:
-            continue
-        if policy is None:
-            policy = load_policy(pol, device=device)
-        key = verifiers.key(job.method)
-        if key not in runners:
-            runners[key] = Runner(policy, verifiers.get(job.method), cfg.limits, progress=False)
-        runner = runners[key]
-        verifier = Verifiers.spec(cfg, job.method)
-        _forget_scores(runner.prm)
-        algorithm = algorithm_for(job.method, job.budget)
-        finished = 0
-        for i in range(0, len(searched), size):
-            chunk = searched[i:i + size]
-            seeds = [problem_seed(job.seed, p.id) for p, _ in chunk]
-            bar.start(f"{label}: problem {finished + 1}/{len(searched)}")
+    try:
+        for job in jobs:
+            label = f"{job.model} {job.method.name} b={job.budget} seed {job.seed}"
+            derive_only = [(p, bs) for p, bs in job.items if job.budget not in bs]
+            for i in range(0, len(derive_only), size):
+                recs = []
+                for p, budgets in derive_only[i:i + size]:
+                    base = stored[(p.id, job.model, job.method.name, job.budget, job.seed)]
+                    recs += [derive_record(base, b, job.method, cfg.voting, grader) for b in budgets]
+                bar.wrote(writer.write(recs))
+            searched = [(p, bs) for p, bs in job.items if job.budget in bs]
+            if not searched:
+                continue
+            if policy is None:
+                policy = load_policy(pol, device=device)
+            key = verifiers.key(job.method)
+            if key not in runners:
+                runners[key] = Runner(policy, verifiers.get(job.method), cfg.limits, progress=False)
+            runner = runners[key]
+            verifier = Verifiers.spec(cfg, job.method)
+            _forget_scores(runner.prm)
+            algorithm = algorithm_for(job.method, job.budget)
+            finished = 0
+            for i in range(0, len(searched), size):
+                chunk = searched[i:i + size]
+                seeds = [problem_seed(job.seed, p.id) for p, _ in chunk]
+                bar.start(f"{label}: problem {finished + 1}/{len(searched)}")
 
-            def on_finish(_: int, ledger: ComputeLedger) -> None:
-                nonlocal finished
-                finished += 1
-                bar.label = f"{label}: problem {min(finished + 1, len(searched))}/{len(searched)}"
-                bar.advance(job.budget, ledger.generated_tokens)
+                def on_finish(_: int, ledger: ComputeLedger) -> None:
+                    nonlocal finished
+                    finished += 1
+                    bar.label = f"{label}: problem {min(finished + 1, len(searched))}/{len(searched)}"
+                    bar.advance(job.budget, ledger.generated_tokens)
 
-            results = runner.run([p.question for p, _ in chunk], algorithm, seeds=seeds, on_finish=on_finish)
-            recs = []
-            for (p, budgets), s, res in zip(chunk, seeds, results):
-                rec = build_record(p, job.model, job.method, job.budget, job.seed, s, res, cfg.voting, grader,
-                                   cfg.dataset.name, cfg.store_steps, verifier, pol.parameter_convention)
-                recs.append(rec)
-                recs += [derive_record(rec, b, job.method, cfg.voting, grader) for b in budgets if b != job.budget]
-            bar.wrote(writer.write(recs))
-    close = getattr(policy, "close", None)
-    if callable(close):  # an engine (vLLM) frees its memory now, before the next policy loads
+                results = runner.run([p.question for p, _ in chunk], algorithm, seeds=seeds, on_finish=on_finish)
+                recs = []
+                for (p, budgets), s, res in zip(chunk, seeds, results):
+                    rec = build_record(p, job.model, job.method, job.budget, job.seed, s, res, cfg.voting, grader,
+                                       cfg.dataset.name, cfg.store_steps, verifier, pol.parameter_convention,
+                                       getattr(policy, "processed_source", "model"))
+                    recs.append(rec)
+                    recs += [derive_record(rec, b, job.method, cfg.voting, grader) for b in budgets if b != job.budget]
+                bar.wrote(writer.write(recs))
+    finally:  # an engine (vLLM) frees its memory now, before the next policy loads; a client says what it retried
+        if policy is not None:
+            close_model(policy)
+        del runners, policy
+
+
+def close_model(model: Any) -> None:
+    """Close a policy or PRM that holds an engine or connections (``close``), after printing the line a client
+    of servers keeps on the answers it retried (``server_report``)."""
+    report = getattr(model, "server_report", None)
+    line = report() if callable(report) else None
+    if line:
+        print(line, file=sys.stderr)
+    close = getattr(model, "close", None)
+    if callable(close):
         close()
-    del runners, policy
 
 
 def _forget_scores(prm: Any) -> None:

@@ -8,8 +8,15 @@ format, prompt, sampling temperature, FLOPs convention) is ``PolicySpec``; the p
 token cap is not in it: it belongs to the search (``SearchLimits``) and comes with every
 request (``ExpandRequest.max_new_tokens``).
 
-Built in: ``transformers`` (the in-process decode loop, the CPU default) and ``vllm``
-(an offline vLLM engine, for GPUs; needs ``pip install vllm``).
+Built in: ``transformers`` (the in-process decode loop, the CPU default), ``vllm`` (an
+offline vLLM engine, for GPUs; needs ``pip install vllm``) and ``openai`` (a client of
+OpenAI-compatible servers: ``vllm serve``, SGLang, TGI; needs ``pip install openai``).
+
+The harness reads what it must know of a backend from its registration, never from its name:
+whether it needs a local ``path``, whether it runs on this process's device, which legacy
+config keys feed its options, which options only change speed (``RUNTIME`` field metadata:
+a resumed run may change them), and an optional ``check(spec)`` that ``treesearch check``
+runs before any model loads.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ from typing import Any, Callable, Mapping
 
 from .prompts import PromptFormat
 from .protocols import Policy
-from .registry import Registry
+from .registry import RUNTIME, Registry
 from .step_format import StepFormat
 
 DEFAULT_BACKEND = "transformers"
@@ -51,27 +58,55 @@ class Backend:
     options: type | None = None  # the options dataclass; None: options stay a dict
     requires: str | None = None  # a module that must import, e.g. "vllm"
     install: str = ""  # how to get it, for the one-line error
+    needs_path: bool = True  # a local checkpoint directory is required (a served model's is optional)
+    local_device: bool = False  # runs on this process's device: "auto"/"cuda:+k" become the shard's GPU
+    config_keys: tuple[str, ...] = ()  # policy config fields that feed its options (kept for older configs)
+    check: Callable[[PolicySpec], None] | None = None  # raises ValueError on what it can tell before loading
 
 
 def _imported(obj: Any) -> Backend:
-    return Backend(obj, getattr(obj, "options", None))
+    """An import path names a ``Backend`` or a factory (its ``options`` attribute, if any, types its options)."""
+    return obj if isinstance(obj, Backend) else Backend(obj, getattr(obj, "options", None))
 
 
-# Built-in backends: vllm registers on import of its module; transformers is below.
-_REGISTRY: Registry[Backend] = Registry("policy backend", (f"{__package__}.policy_vllm",), _imported)
+# Built-in backends: vllm and openai register on import of their modules; transformers is below.
+_REGISTRY: Registry[Backend] = Registry(
+    "policy backend", (f"{__package__}.policy_vllm", f"{__package__}.policy_openai"), _imported)
 
 
 def register_policy(name: str, *, options: type | None = None, requires: str | None = None, install: str = "",
+                    needs_path: bool = True, local_device: bool = False, config_keys: tuple[str, ...] = (),
+                    check: Callable[[PolicySpec], None] | None = None,
                     overwrite: bool = False) -> Callable[[Callable], Callable]:
-    """Decorator: register ``factory(spec) -> Policy`` under ``name``, with its options dataclass."""
+    """Decorator: register ``factory(spec) -> Policy`` under ``name``, with its options dataclass and the facts
+    the harness needs (see :class:`Backend`)."""
 
     def deco(factory: Callable) -> Callable:
         if options is not None and not dataclasses.is_dataclass(options):
             raise TypeError(f"options of backend {name!r} must be a dataclass, got {options!r}")
-        _REGISTRY.add(name, Backend(factory, options, requires, install), overwrite=overwrite)
+        _REGISTRY.add(name, Backend(factory, options, requires, install, needs_path, local_device, tuple(config_keys),
+                                    check), overwrite=overwrite)
         return factory
 
     return deco
+
+
+def runtime_options(name: str | Callable) -> set[str]:
+    """The options of backend ``name`` that change speed, memory or where requests go, not what is sampled."""
+    cls = backend(name).options
+    return {f.name for f in dataclasses.fields(cls) if f.metadata.get("runtime")} if cls is not None else set()
+
+
+def check_policy(name: str | Callable, spec: PolicySpec) -> None:
+    """What ``treesearch check`` asks of a backend: installed, options valid, a path where one is needed, and the
+    backend's own ``check`` (a server down, a key missing). ImportError or ValueError, one line."""
+    b = backend(name)
+    check_available(name)
+    spec = dataclasses.replace(spec, options=parse_options(name, spec.options))
+    if b.needs_path and not spec.path:
+        raise ValueError(f"path: required for the {name} backend")
+    if b.check is not None:
+        b.check(spec)
 
 
 def available_policies() -> list[str]:
@@ -143,15 +178,16 @@ class TransformersOptions:
     """The in-process decode loop's own settings (``TransformersPolicy``)."""
 
     reuse_kv: bool = True  # keep each sampled step's KV for its children
-    max_batch_rows: int = 64  # sample rows per decode batch
-    kv_cache_bytes: int = 2 * 1024**3  # bound of the prefix KV store
+    max_batch_rows: int = field(default=64, metadata=RUNTIME)  # sample rows per decode batch
+    kv_cache_bytes: int = field(default=2 * 1024**3, metadata=RUNTIME)  # bound of the prefix KV store
 
     def __post_init__(self) -> None:
         if self.max_batch_rows < 1 or self.kv_cache_bytes < 0:
             raise ValueError(f"need max_batch_rows >= 1 and kv_cache_bytes >= 0, got {self}")
 
 
-@register_policy(DEFAULT_BACKEND, options=TransformersOptions)
+@register_policy(DEFAULT_BACKEND, options=TransformersOptions, local_device=True,
+                 config_keys=("reuse_kv", "max_batch_rows"))
 def transformers_policy(spec: PolicySpec) -> Policy:
     from .policy_hf import TransformersPolicy  # torch and transformers only when asked for
 

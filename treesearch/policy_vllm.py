@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 from .backends import Policy, PolicySpec, register_policy
 from .prompts import PromptFormat
+from .registry import RUNTIME
 from .protocols import ExpandOutput, ExpandRequest, StepSample
 from .step_format import StepFormat
 
@@ -48,12 +49,12 @@ _SEED_MASK = (1 << 62) - 1  # vLLM adds the sample index to the seed; torch seed
 class VllmOptions:
     """Engine settings passed to ``vllm.LLM``; ``engine_args`` takes any other of its keywords."""
 
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = field(default=1, metadata=RUNTIME)
+    gpu_memory_utilization: float = field(default=0.9, metadata=RUNTIME)
     max_model_len: int | None = None  # default: the model's context length
     enable_prefix_caching: bool = True
-    max_num_seqs: int | None = None
-    enforce_eager: bool = False
+    max_num_seqs: int | None = field(default=None, metadata=RUNTIME)
+    enforce_eager: bool = field(default=False, metadata=RUNTIME)
     seed: int = 0  # the engine's own seed (unseeded requests); requests carry the node seeds
     engine_args: dict[str, Any] = field(default_factory=dict)
 

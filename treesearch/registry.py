@@ -9,6 +9,9 @@ from typing import Any, Callable, Generic, TypeVar
 from .imports import import_path
 
 T = TypeVar("T")
+#: Field metadata for a plug-in's option that changes speed, memory or where requests go, not what is
+#: computed: a resumed run may change it (``field(default=..., metadata=RUNTIME)``).
+RUNTIME = {"runtime": True}
 
 
 class Registry(Generic[T]):
