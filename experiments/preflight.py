@@ -95,9 +95,11 @@ def check_prm(spec: dict[str, Any], where: str) -> None:
             import_path(spec["fn"])
         except ConfigError as e:
             raise ConfigError(f"{where}.fn: {e}") from None
-    try:  # what the factory itself can tell without loading (vllm: the adapter, the package)
+    from treesearch.serving import ServerError
+
+    try:  # what the factory itself can tell without loading (vllm: the adapter, the package; a server's answer)
         factory_check(spec)
-    except (ValueError, ImportError) as e:
+    except (ValueError, ImportError, ServerError) as e:
         raise ConfigError(f"{where}: {e}") from None
     path = spec.get("path")
     if isinstance(path, str) and not os.path.exists(path):

@@ -12,7 +12,7 @@ from treesearch.registry import Registry
 
 Factory = Callable[..., ProcessRewardModel]
 _BUILTINS = ("step_tag", "llemma", "classification", "value_head", "outcome", "callable", "self_score", "oracle",
-             "likelihood", "vllm_features")
+             "likelihood", "vllm_features", "served")
 _REGISTRY: Registry[Factory] = Registry("PRM type", tuple(f"{__package__}.{m}" for m in _BUILTINS))
 
 

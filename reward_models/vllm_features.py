@@ -33,9 +33,36 @@ HEAD_FILES = ("value_head.safetensors",)
 ENGINE_KEYS = ("gpu_memory_utilization", "tensor_parallel_size", "max_model_len", "enforce_eager", "engine_args")
 
 
-class VllmTokenOutputs:
-    """``features(input_ids, attention_mask, position_ids)`` -> [B, T, D] per-token outputs of a vLLM
-    pooling ``task``: final hidden states (``token_embed``) or classifier logits (``token_classify``)."""
+class TokenOutputs:
+    """A ``features(input_ids, attention_mask, position_ids)`` whose per-token outputs come row by row from
+    an engine or a server (``row_outputs``): each row's real tokens go out, a [len(row), D] tensor per row
+    comes back and is laid out as the scorer's [B, T, D]. Shared by this backend and :mod:`reward_models.served`."""
+
+    def row_outputs(self, rows: list[list[int]]) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                 position_ids: torch.Tensor) -> torch.Tensor:
+        # Each row's real tokens: the mask's ones; with no mask (right padding of a causal model)
+        # the whole row, whose pad tail cannot change the positions before it.
+        keep = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
+        rows = [input_ids[b][keep[b]].tolist() for b in range(input_ids.shape[0])]
+        outs = self.row_outputs(rows)
+        if len(outs) != len(rows):
+            raise ValueError(f"{type(self).__name__}: {len(outs)} outputs for {len(rows)} rows")
+        width, dtype = outs[0].shape[-1], outs[0].dtype
+        feats = torch.zeros((*input_ids.shape, width), dtype=dtype)
+        for b, (row, out) in enumerate(zip(rows, outs)):
+            if tuple(out.shape) != (len(row), width):  # never a silently shifted or padded row
+                raise ValueError(f"{type(self).__name__}: row {b} has outputs of shape {tuple(out.shape)}, "
+                                 f"expected ({len(row)}, {width})")
+            feats[b][keep[b]] = out.to(dtype)
+        return feats.to(input_ids.device)
+
+
+class VllmTokenOutputs(TokenOutputs):
+    """Per-token outputs of a vLLM pooling ``task``: final hidden states (``token_embed``) or classifier
+    logits (``token_classify``)."""
 
     def __init__(self, path: str, task: str, *, dtype: str = "float32", gpu_memory_utilization: float = 0.9,
                  tensor_parallel_size: int = 1, max_model_len: int | None = None, enforce_eager: bool = False,
@@ -44,7 +71,7 @@ class VllmTokenOutputs:
         from vllm.config import PoolerConfig
 
         self.task = task
-        self.llm = LLM(model=_backbone_dir(path), tokenizer=path, runner="pooling", dtype=dtype,
+        self.llm = LLM(model=backbone_dir(path), tokenizer=path, runner="pooling", dtype=dtype,
                        gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
                        max_model_len=max_model_len, enforce_eager=enforce_eager, trust_remote_code=trust_remote_code,
                        pooler_config=PoolerConfig(task=task, tok_pooling_type="ALL", use_activation=False),
@@ -56,21 +83,12 @@ class VllmTokenOutputs:
 
         shutdown_engine(self.llm)
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                 position_ids: torch.Tensor) -> torch.Tensor:
+    def row_outputs(self, rows: list[list[int]]) -> list[torch.Tensor]:
         from vllm import PoolingParams
 
-        # Each row's real tokens: the mask's ones; with no mask (right padding of a causal model)
-        # the whole row, whose pad tail cannot change the positions before it.
-        keep = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
-        rows = [input_ids[b][keep[b]].tolist() for b in range(input_ids.shape[0])]
         outs = self.llm.encode([{"prompt_token_ids": r} for r in rows], pooling_task=self.task,
                                pooling_params=PoolingParams(use_activation=False), use_tqdm=False)
-        first = outs[0].outputs.data
-        feats = torch.zeros((*input_ids.shape, first.shape[-1]), dtype=first.dtype)
-        for b, out in enumerate(outs):
-            feats[b][keep[b]] = out.outputs.data.to(first.dtype)
-        return feats.to(input_ids.device)
+        return [out.outputs.data for out in outs]
 
 
 def backbone_module(model: torch.nn.Module) -> torch.nn.Module:
@@ -82,16 +100,21 @@ def backbone_module(model: torch.nn.Module) -> torch.nn.Module:
 def drop_backbone_weights(model: torch.nn.Module) -> None:
     """Put the backbone's own parameters on the meta device (vLLM runs it); the heads keep theirs,
     a head tied to the input embedding included (each parameter is replaced, not changed in place)."""
+    drop_weights(backbone_module(model))
+
+
+def drop_weights(module: torch.nn.Module) -> None:
+    """Put ``module``'s parameters on the meta device (each replaced, not changed in place)."""
     import gc
 
-    for module in backbone_module(model).modules():
-        for name, p in list(module._parameters.items()):
+    for m in module.modules():
+        for name, p in list(m._parameters.items()):
             if p is not None and not p.is_meta:
-                module._parameters[name] = torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
+                m._parameters[name] = torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
     gc.collect()
 
 
-def _backbone_dir(path: str) -> str:
+def backbone_dir(path: str) -> str:
     """``path``, or where it holds head files (vLLM would load every local ``*.safetensors`` as
     backbone weights), a temporary directory of links to everything else."""
     import os
@@ -113,12 +136,25 @@ def _vllm(adapter: str, path: str, **kwargs: Any):
     _check(adapter)
     engine = {k: kwargs.pop(k) for k in ENGINE_KEYS if k in kwargs}
     dtype = kwargs.get("dtype", "float32")
-    # The engine takes token ids, not a KV cache: every chain is read in full (incremental scoring off).
-    prm = load_prm(adapter, path=path, **{**kwargs, "device": "cpu", "incremental": False})
-    drop_backbone_weights(prm.model)
+    prm = adapter_without_backbone(adapter, path, kwargs)
     prm.features = VllmTokenOutputs(path, POOLING_TASKS[adapter], dtype=dtype,
                                     trust_remote_code=kwargs.get("trust_remote_code", False), **engine)
     return prm
+
+
+def adapter_without_backbone(adapter: str, path: str, options: dict[str, Any]):
+    """The ``adapter`` PRM built with transformers on the CPU (heads, tokenizer, parameter count), its
+    backbone's weights dropped: whoever sets its ``features`` (an engine, a server) runs the backbone. The
+    engine takes token ids, not a KV cache, so every chain is read in full (incremental scoring off)."""
+    prm = load_prm(adapter, path=path, **{**options, "device": "cpu", "incremental": False})
+    drop_backbone_weights(prm.model)
+    return prm
+
+
+def check_adapter(adapter: str | None, prm_type: str, adapters=POOLING_TASKS) -> None:
+    """ValueError unless ``adapter`` is one that PRM type ``prm_type`` runs."""
+    if adapter not in adapters:
+        raise ValueError(f"the {prm_type} PRM backend runs the adapters {sorted(adapters)}, not {adapter!r}")
 
 
 def _check(adapter: str | None = None, **options: Any) -> None:
@@ -128,8 +164,7 @@ def _check(adapter: str | None = None, **options: Any) -> None:
 
     from treesearch.policy_vllm import INSTALL
 
-    if adapter not in POOLING_TASKS:
-        raise ValueError(f"the vllm PRM backend runs the adapters {sorted(POOLING_TASKS)}, not {adapter!r}")
+    check_adapter(adapter, "vllm")
     if importlib.util.find_spec("vllm") is None:
         raise ValueError(f"PRM type 'vllm' needs the 'vllm' package, which is not installed: {INSTALL}")
 

@@ -76,7 +76,7 @@ class OpenAIPolicy:
     def from_spec(cls, spec: PolicySpec) -> OpenAIPolicy:
         o: OpenAIOptions = spec.options
         pool = ServerPool(o, "policy server")
-        model = served_model(pool, o.model)
+        model = pool.served_model(o.model)
         tokenizer = _tokenizer(spec)
         n = spec.num_parameters if spec.num_parameters is not None else _parameters(spec)
         return cls(pool, tokenizer, spec.step_format, model=model, temperature=spec.temperature, top_p=spec.top_p,
@@ -188,19 +188,6 @@ class OpenAIPolicy:
         return StepSample(step, ids, "eos")  # EOS (stop_reason None) or a stop token id of the model
 
 
-def served_model(pool: ServerPool, model: str | None) -> str:
-    """``model``, or the only one the first server lists; ServerError if a server is down or lacks it."""
-    served = pool.check_reachable()
-    if model is None:
-        if len(served[0]) != 1:
-            raise ServerError(f"{pool.what} {pool.urls[0]} serves {served[0]}: name one in options.model")
-        model = served[0][0]
-    for url, names in zip(pool.urls, served):
-        if model not in names:
-            raise ServerError(f"{pool.what} {url} serves {names}, not {model!r} (options.model)")
-    return model
-
-
 def _tokenizer(spec: PolicySpec) -> Any:
     from transformers import AutoTokenizer
 
@@ -232,7 +219,7 @@ def check(spec: PolicySpec) -> None:
         raise ValueError(f"the openai backend needs a local tokenizer: {'no such path ' + repr(where) if where else ''}"
                          f"{'' if where else 'give a model directory (path) or options.tokenizer'}")
     try:
-        served_model(ServerPool(o, "policy server"), o.model)
+        ServerPool(o, "policy server").served_model(o.model)
     except ServerError as e:
         raise ValueError(str(e)) from None
 

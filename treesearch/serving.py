@@ -166,13 +166,13 @@ class ServerPool:
                 except APIStatusError as e:
                     if e.status_code != 429 and e.status_code < 500:  # the request is wrong, not the server
                         raise ServerError(self.redact(f"{self.what} {self.urls[i]} answered {e.status_code}: "
-                                                      f"{_first_line(e.message)}")) from None
+                                                      f"{first_line(e.message)}")) from None
                     self._mark_down(i, f"answered {e.status_code} after {self.options.max_retries} retries")
                 except APITimeoutError:
                     self._mark_down(i, f"no answer within {self.options.timeout:g} s "
                                        f"({self.options.max_retries} retries)")
                 except APIConnectionError as e:
-                    cause = _first_line(str(e.__cause__ or e))
+                    cause = first_line(str(e.__cause__ or e))
                     self._mark_down(i, f"unreachable after {self.options.max_retries} retries ({cause})")
 
     def _mark_down(self, i: int, why: str) -> None:
@@ -185,6 +185,18 @@ class ServerPool:
         self.warn(f"warning: {self.what} {self.urls[i]} {why}; its questions move to {', '.join(live)}")
 
     # ---- start-up check -----------------------------------------------------------------
+    def served_model(self, model: str | None) -> str:
+        """``model``, or the only one the first server lists; ServerError if a server is down or lacks it."""
+        served = self.check_reachable()
+        if model is None:
+            if len(served[0]) != 1:
+                raise ServerError(f"{self.what} {self.urls[0]} serves {served[0]}: name one in the option 'model'")
+            model = served[0][0]
+        for url, names in zip(self.urls, served):
+            if model not in names:
+                raise ServerError(f"{self.what} {url} serves {names}, not {model!r} (the option 'model')")
+        return model
+
     def check_reachable(self, timeout: float = 10.0) -> list[list[str]]:
         """The model names each server lists (``GET /models``); ServerError naming the first URL that does not
         answer. Runs its own short-lived loop: for ``treesearch check`` and a backend's start."""
@@ -197,14 +209,19 @@ class ServerPool:
         try:
             for i, url in enumerate(self.urls):
                 try:
-                    page = await self.client(i).with_options(timeout=timeout, max_retries=0).models.list()
+                    client = self.client(i).with_options(timeout=timeout, max_retries=0)
+                    page = await client.get("/v1/models" if self.root else "/models", cast_to=object)
                 except (APIConnectionError, APITimeoutError) as e:
                     raise ServerError(self.redact(f"{self.what} {url} does not answer "
-                                                  f"({_first_line(str(e.__cause__ or e))})")) from None
+                                                  f"({first_line(str(e.__cause__ or e))})")) from None
                 except APIStatusError as e:
                     raise ServerError(self.redact(f"{self.what} {url} answered {e.status_code} to GET /models: "
-                                                  f"{_first_line(e.message)}")) from None
-                out.append([m.id for m in page.data])
+                                                  f"{first_line(e.message)}")) from None
+                try:
+                    out.append([str(m["id"]) for m in page["data"]])
+                except (TypeError, KeyError):
+                    raise ServerError(self.redact(f"{self.what} {url} answered GET /models with no model list: "
+                                                  f"{str(page)[:80]}")) from None
         finally:
             await self.aclose()
         return out
@@ -258,5 +275,6 @@ def _root(url: str) -> str:
     return url[:-3] if url.endswith("/v1") else url
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
+    """The first line of an error's text (SDK errors carry the server's whole answer)."""
     return (text or "").strip().splitlines()[0] if (text or "").strip() else "no detail"
