@@ -33,10 +33,23 @@ def _write(tmp_path: Path, data: dict) -> Path:
 
 
 @pytest.mark.parametrize("name", ["llemma_math500.yaml", "llemma_gsm8k.yaml", "tiny_smoke.yaml",
-                                  "smollm2_budget_forcing.yaml"])
+                                  "smollm2_budget_forcing.yaml", "llemma_math500_served.yaml"])
 def test_shipped_configs_load(name):
     cfg = load_config(CONFIGS / name)
     assert cfg.methods and cfg.policies
+
+
+def test_the_served_llemma_config_is_the_same_study_with_the_models_on_servers():
+    local, served = (config_to_dict(load_config(CONFIGS / n)) for n in ("llemma_math500.yaml",
+                                                                         "llemma_math500_served.yaml"))
+    assert [p["backend"] for p in served["policies"]] == ["openai", "openai"]
+    assert served["prm"]["type"] == "vllm_server" and served["prm"]["adapter"] == local["prm"]["type"]
+    for cfg in (local, served):
+        for key in ("description", "output", "gpus_per_process", "prm"):
+            cfg.pop(key)
+        for p in cfg["policies"]:
+            p.pop("backend"), p.pop("options")
+    assert served == local
 
 
 def test_llemma_config_has_the_papers_settings():
