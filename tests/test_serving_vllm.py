@@ -8,7 +8,6 @@ experiments/builtin/pad_heads.py), on built-in problems.
 from __future__ import annotations
 
 import importlib.util
-import json
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from test_policy_openai import records  # the records less what depends on a server's state
 
 pytestmark = [pytest.mark.vllm, pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
                                                    reason="vllm not installed")]
@@ -50,17 +51,6 @@ def study(tmp_path: Path, urls: list[str], checkpoint: str, name: str) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def records(directory: Path) -> list[dict]:
-    """The records less what depends on the server's state (wall time; processed prompt tokens, which follow
-    what its prefix cache held: a restarted server starts empty)."""
-    rows = [json.loads(ln) for f in sorted(directory.glob("records*.jsonl")) for ln in f.read_text().splitlines()]
-    for r in rows:
-        r.pop("wall_time")
-        for k in ("policy_processed_tokens", "full_flops"):
-            r["ledger"].pop(k)
-    return sorted(rows, key=lambda r: (r["problem_id"], r["budget"]))
 
 
 def run(config: Path) -> subprocess.CompletedProcess:

@@ -16,20 +16,10 @@ pytestmark = [pytest.mark.vllm, pytest.mark.skipif(importlib.util.find_spec("vll
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
     """A 2-layer random Llama with head size 64 (vLLM's CPU attention takes it), character tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from reward_models.testing import build_tokenizer, save_causal_lm
 
-    from experiments.builtin.tokenizer import build_tokenizer
-
-    tok = build_tokenizer()
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                      eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
-    path = tmp_path_factory.mktemp("vllm-server") / "tiny-llama"
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    return save_causal_lm(str(tmp_path_factory.mktemp("vllm-server") / "tiny-llama"), "llama", build_tokenizer(),
+                          hidden=128, heads=2, kv_heads=2)
 
 
 def _answer(server: VllmServer) -> tuple[int, ...]:
