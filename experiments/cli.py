@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from treesearch.backends import DEFAULT_BACKEND
 from treesearch.runner import SearchLimits
 
 from .config import (AUTO, ConfigError, MethodConfig, PolicyConfig, StudyConfig, VotingConfig, config_to_dict,
@@ -106,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     solve = command("solve", help="answer one question and print the search tree and the votes")
     solve.add_argument("question")
     solve.add_argument("--policy", required=True, help="local checkpoint directory of a causal LM")
-    solve.add_argument("--backend", default="transformers",
-                       help="policy backend: transformers (CPU default), vllm (GPU) or pkg.mod:factory")
+    solve.add_argument("--backend", default=DEFAULT_BACKEND,
+                       help="policy backend: transformers (CPU default), vllm (GPU), openai (a server: "
+                            "--backend-opt base_url=URL) or pkg.mod:factory")
     solve.add_argument("--backend-opt", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                        help="an option of the backend (repeatable), e.g. gpu_memory_utilization=0.5")
     solve.add_argument("--method", default="rebase",

@@ -417,10 +417,7 @@ def _only_item(answer: Any, key: str, bad) -> Any:
 def _close(pool: ServerPool, loop: EventLoop | None) -> None:
     """Close ``pool``'s clients on ``loop`` (which made them), then the loop; nothing when already closed."""
     if loop is not None:
-        try:
-            loop.run(pool.aclose())
-        finally:
-            loop.close()
+        loop.close(last=pool.aclose())
 
 
 def _finite(t: torch.Tensor, bad) -> torch.Tensor:

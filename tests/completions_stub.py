@@ -89,8 +89,7 @@ class CompletionsStub:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", self.port), Handler)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -141,3 +140,10 @@ class CompletionsStub:
                                                                                   if "token_ids" in c),
                           "total_tokens": 0,
                           "prompt_tokens_details": {"cached_tokens": len(prompt) - (out.processed_tokens - decoded)}}}
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (a cancelled request, Ctrl-C) is not the stub's error to print."""

@@ -4,6 +4,10 @@ runs it against a real ``vllm serve`` (tests/test_policy_conformance.py, marked 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -145,6 +149,13 @@ def test_a_malformed_or_truncated_answer_is_a_clear_error_never_a_short_step(stu
     assert stub.url in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_hung_server_times_out_as_a_dead_one(stubs, local):
+    stub = stubs(delay=5)  # accepts, answers too late (as a SIGSTOPped server)
+    policy = remote(stub.url, timeout=0.5, max_retries=0)
+    with pytest.raises(ServerError, match=f"policy server {stub.url}: no answer within 0.5 s"):
+        policy.expand(requests(local)[:1])
+
+
 # ---- the harness: check, a run that loses its server, credentials -----------------------------
 
 def study(tmp_path: Path, url: str, name: str = "out", **options) -> Path:
@@ -194,6 +205,25 @@ def test_a_run_whose_server_dies_keeps_its_records_and_resumes_to_an_uninterrupt
     stub.restart()
     assert main(["run", str(config), "--no-progress"]) == 0
     assert records(tmp_path / "broken") == whole
+
+
+def test_ctrl_c_keeps_the_records_in_one_line(stubs, tmp_path):
+    stub = stubs(delay=0.05)
+    config = study(tmp_path, stub.url)
+    data = yaml.safe_load(config.read_text())
+    data["dataset"]["limit"] = 40
+    config.write_text(yaml.safe_dump(data))
+    proc = subprocess.Popen([sys.executable, "-m", "experiments", "run", str(config), "--no-progress"],
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    out = tmp_path / "out" / "records.jsonl"
+    deadline = time.monotonic() + 120
+    while (not out.exists() or len(out.read_text().splitlines()) < 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert proc.returncode == 130 and len(lines) == 1, err
+    assert "interrupted" in lines[0] and "records kept" in lines[0] and "resumes" in lines[0]
 
 
 def test_check_names_a_server_that_is_down_in_one_line(tmp_path, capsys):

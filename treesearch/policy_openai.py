@@ -85,9 +85,7 @@ class OpenAIPolicy:
 
     def close(self) -> None:
         """Close the connections (the servers keep running: they are the user's)."""
-        if not self._loop.closed:
-            self._loop.run(self.pool.aclose())
-            self._loop.close()
+        self._loop.close(last=self.pool.aclose())
 
     def server_report(self) -> str | None:
         """One line on the 429/5xx answers the client retried, or None."""

@@ -249,9 +249,18 @@ class EventLoop:
     def closed(self) -> bool:
         return self._loop.is_closed()
 
-    def close(self) -> None:
-        if not self.closed:
-            self._loop.close()
+    def close(self, last: Awaitable[Any] | None = None) -> None:
+        """Cancel what an interrupted ``run`` left pending (Ctrl-C), run ``last`` (closing clients), close."""
+        if self.closed:
+            return
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        if last is not None:
+            self._loop.run_until_complete(last)
+        self._loop.close()
 
 
 def gather(coros: Sequence[Awaitable[T]]) -> Awaitable[list[T]]:
