@@ -72,12 +72,20 @@ def wait_for_records(directory: Path, n: int, proc: subprocess.Popen) -> None:
     raise AssertionError(f"the run ended (or stalled) before {n} records: {proc.poll()}")
 
 
-def test_a_killed_server_stops_the_run_and_the_rerun_after_its_restart_ends_as_an_uninterrupted_run(
-        server, checkpoint, tmp_path):
-    whole = run(study(tmp_path, [server.url], checkpoint, "whole"))
+@pytest.fixture(scope="module")
+def uninterrupted(server, checkpoint, tmp_path_factory) -> list[dict]:
+    """The records of the study run through on one server."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    whole = run(study(tmp, [server.url], checkpoint, "whole"))
     assert whole.returncode == 0, whole.stderr
-    expected = records(tmp_path / "whole")
+    expected = records(tmp / "whole")
     assert len(expected) == 2 * PROBLEMS and all(r["processed_source"] == "server_usage" for r in expected)
+    return expected
+
+
+def test_a_killed_server_stops_the_run_and_the_rerun_after_its_restart_ends_as_an_uninterrupted_run(
+        server, checkpoint, uninterrupted, tmp_path):
+    expected = uninterrupted
 
     config = study(tmp_path, [server.url], checkpoint, "broken")
     proc = start_run(config)
@@ -98,11 +106,9 @@ def test_a_killed_server_stops_the_run_and_the_rerun_after_its_restart_ends_as_a
     assert records(tmp_path / "broken") == expected
 
 
-def test_with_two_servers_a_dead_one_hands_its_questions_to_the_other(server, checkpoint, tmp_path):
+def test_with_two_servers_a_dead_one_hands_its_questions_to_the_other(server, checkpoint, uninterrupted, tmp_path):
     from treesearch.vllm_server import VllmServer
 
-    whole = run(study(tmp_path, [server.url], checkpoint, "one"))
-    assert whole.returncode == 0, whole.stderr
     with VllmServer(checkpoint, max_model_len=512) as second:
         config = study(tmp_path, [second.url, server.url], checkpoint, "two")
         proc = start_run(config)
@@ -112,4 +118,4 @@ def test_with_two_servers_a_dead_one_hands_its_questions_to_the_other(server, ch
     assert proc.returncode == 0, err
     [warning] = [ln for ln in err.splitlines() if ln.startswith("warning:")]
     assert f"policy server {second.url}" in warning and f"move to {server.url}" in warning
-    assert records(tmp_path / "two") == records(tmp_path / "one")
+    assert records(tmp_path / "two") == uninterrupted
