@@ -21,9 +21,10 @@ tokens processed per generated token, the prefix-cache hit rate (prompt tokens t
 recompute / prompt tokens, summed over requests, from each request's processed-token count: vLLM's
 prefix cache for vllm and openai, which reuses whole blocks only; the transformers backend's KV store,
 which reuses a step's KV exactly), accuracy (majority vote) and generated tokens/s against the first
-backend (wall: the median of ``--repeats`` runs). REBASE scores with a cheap scripted PRM (a hash of the step text), so the timings are the
-policy's. Each backend is warmed up on two other questions first; engine and server start-up (and
-compile) are not in the rows, they are printed apart. The vLLM-based rows start from an empty prefix
+backend (wall: the median of ``--repeats`` runs), then the CPU seconds each process spent. REBASE scores
+with a cheap scripted PRM (a hash of the step text), so the timings are the policy's. Each backend is
+warmed up on two other questions first; engine and server start-up (and compile) are not in the rows,
+they are printed apart. The vLLM-based rows start from an empty prefix
 cache: it is reset before every measured run (servers run with ``VLLM_SERVER_DEV_MODE=1`` for that).
 
 Engines get the same settings: one KV cache size (``--kv-cache-gib`` on CPU), block size
@@ -135,18 +136,56 @@ class Probe:
         self.prompt = self.cached = self.requests = 0
 
 
+def child_cpu() -> dict[int, tuple[str, float]]:
+    """(name, CPU seconds: user + system) of every live descendant of this process (engine processes,
+    servers), by pid."""
+    parent, ticks = {}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+            parent[int(entry)], ticks[int(entry)] = int(fields[1]), (name, int(fields[11]) + int(fields[12]))
+    mine, todo = set(), [os.getpid()]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p and c not in mine]
+        mine.update(kids)
+        todo.extend(kids)
+    hz = os.sysconf("SC_CLK_TCK")
+    return {p: (ticks[p][0], ticks[p][1] / hz) for p in mine}
+
+
+def split_cpu(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds spent between two ``child_cpu`` snapshots by the API servers we started, vLLM's engine
+    core processes (the scheduler loop, which polls while requests run), its model workers, and the rest."""
+    api = {s.pid for s in LIVE}
+    out = {"api_cpu": 0.0, "core_cpu": 0.0, "worker_cpu": 0.0, "other_cpu": 0.0}
+    for p, (name, c) in after.items():
+        spent = c - before.get(p, ("", 0.0))[1]
+        key = ("api_cpu" if p in api else "core_cpu" if name.startswith("VLLM::EngineCor")
+               else "worker_cpu" if name.startswith("VLLM::Worker") else "other_cpu")
+        out[key] += spent
+    return out
+
+
 def run(policy, probe: Probe, questions, answers, alg, grade, limits) -> dict:
     prm = ScriptedPRM(lambda q, steps: (zlib.crc32(steps[-1].encode()) % 1000) / 1000)
     probe.clear()
-    t = time.perf_counter()
+    kids = child_cpu()
+    t, cpu = time.perf_counter(), time.process_time()
     results = Runner(policy, prm, limits, progress=False).run(questions, alg, seed=0)
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    spent = split_cpu(kids, child_cpu())
     gen = sum(r.ledger.generated_tokens for r in results)
     proc = sum(r.ledger.policy_processed_tokens for r in results)
     correct = sum(grade(vote(r.candidates, "majority", "last") or "", a) for r, a in zip(results, answers))
     return {"wall": wall, "gen": gen, "proc": proc, "tok/s": gen / wall, "acc": correct / len(questions),
             "hit": probe.cached / probe.prompt if probe.prompt else 0.0, "expand_s": probe.expand_s,
-            "requests": probe.requests, "rounds": [list(r) for r in probe.rounds]}
+            "cpu": cpu, **spent, "requests": probe.requests, "rounds": [list(r) for r in probe.rounds]}
 
 
 # ---- servers ----------------------------------------------------------------------------------
@@ -173,9 +212,16 @@ def start_servers(args, path: str, max_model_len: int, k: int) -> list:
                                "VLLM_CPU_OMP_THREADS_BIND": binds[i], "VLLM_CPU_KVCACHE_SPACE": str(args.kv_cache_gib)})
                for i in range(k)]
     LIVE.extend(servers)
-    with ThreadPoolExecutor(k) as pool:  # start-ups overlap; not timed in the rows
+    pool = ThreadPoolExecutor(k)  # start-ups overlap; not timed in the rows
+    try:
         for f in [pool.submit(s.start) for s in servers]:
             f.result()
+    except BaseException:  # a failed start, Ctrl-C, SIGTERM: end the others now, so their start() returns
+        for s in servers:
+            s.stop()
+        raise
+    finally:
+        pool.shutdown(wait=True)
     for s, b in zip(servers, binds):
         print(f"server {s.url} (pid {s.pid}, cores {b}) ready in {s.startup_seconds:.0f} s", flush=True)
     return servers
@@ -216,15 +262,15 @@ def bare_replay(url: str, rounds: list[list[dict]], concurrency: int, timeout: f
         try:
             await client.models.list()  # connect before the clock starts (the backend's client is warm too)
             prompt = cached = 0
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             for bodies in rounds:
                 for a in await asyncio.gather(*(one(b) for b in bodies)):
                     prompt += a.usage.prompt_tokens
                     cached += getattr(a.usage.prompt_tokens_details, "cached_tokens", 0) or 0
-            wall = time.perf_counter() - t
+            wall, cpu = time.perf_counter() - t, time.process_time() - cpu
         finally:
             await client.close()
-        return {"wall": wall, "hit": cached / prompt if prompt else 0.0}
+        return {"wall": wall, "cpu": cpu, "hit": cached / prompt if prompt else 0.0}
 
     return asyncio.run(go())
 
@@ -319,7 +365,8 @@ def bench(args, names: list[str]) -> None:
         else:
             options = {}
         t = time.perf_counter()
-        policy = load_policy(name[:6] if name.startswith("openai") else name, dataclasses.replace(spec, options=options))
+        backend = "openai" if name.startswith("openai") else name
+        policy = load_policy(backend, dataclasses.replace(spec, options=options))
         Runner(policy, None, limits, progress=False).run([p.question for p in warm], Sampling(n=2), seed=1)
         startup[name] = time.perf_counter() - t
         print(f"{name}: loaded and warmed up in {startup[name]:.0f} s", flush=True)
@@ -347,12 +394,14 @@ def bench(args, names: list[str]) -> None:
                         bare = bare_replay(servers[0].url, r["rounds"], args.max_concurrency,
                                            policy.pool.options.timeout, policy.pool.options.max_retries)
                         overhead[label].append((r, bare))
-                        print(f"    pair {i + 1}: backend {r['wall']:.2f} s (in expand {r['expand_s']:.2f} s), "
-                              f"bare client {bare['wall']:.2f} s, hit rate {r['hit']:.3f} / {bare['hit']:.3f}",
-                              flush=True)
+                        print(f"    pair {i + 1}: backend {r['wall']:.2f} s (in expand {r['expand_s']:.2f} s, "
+                              f"client CPU {r['cpu']:.2f} s), bare client {bare['wall']:.2f} s (CPU {bare['cpu']:.2f} s), "
+                              f"hit rate {r['hit']:.3f} / {bare['hit']:.3f}", flush=True)
                 rows[(name, label)] = row = dict(runs[0])  # the draws, hence tokens and answers, repeat
                 row["wall"] = statistics.median(r["wall"] for r in runs)
                 row["tok/s"] = row["gen"] / row["wall"]
+                for k in ("cpu", "api_cpu", "core_cpu", "worker_cpu", "other_cpu"):
+                    row[k] = statistics.median(r[k] for r in runs)
             report = getattr(policy, "server_report", lambda: None)()
             if report:
                 print(f"  {report}")
@@ -381,20 +430,33 @@ def bench(args, names: list[str]) -> None:
             r = rows[(name, label)]
             lines.append(f"| {label} | {LABELS[name]} | {r['wall']:.1f} | {r['tok/s']:.1f} | {r['proc'] / r['gen']:.3f} "
                          f"| {r['hit']:.1%} | {r['acc']:.1%} | {r['tok/s'] / base['tok/s']:.2f}x |")
+    lines += ["", "CPU seconds per run (medians): this process (the search and the client), the API server "
+                  "process(es), vLLM's engine core process(es) (scheduler), its model worker(s), other child "
+                  "processes; wall s for scale:", "",
+              "| method | backend | wall s | this process | API server(s) | engine core(s) | worker(s) | other |",
+              "|---|---|---|---|---|---|---|---|"]
+    for label in methods:
+        for name in names:
+            r = rows[(name, label)]
+            lines.append(f"| {label} | {LABELS[name]} | {r['wall']:.1f} | {r['cpu']:.1f} | {r['api_cpu']:.1f} "
+                         f"| {r['core_cpu']:.1f} | {r['worker_cpu']:.1f} | {r['other_cpu']:.1f} |")
     if "openai" in names:
         lines += ["", f"openai backend vs a bare AsyncOpenAI client sending the same request bodies (same rounds, "
                       f"concurrency {args.max_concurrency}, same server, prefix cache reset before each), "
                       f"median of {args.repeats} alternating pair(s):", "",
                   "| method | requests / rounds | backend wall s | of which in expand s | bare client s "
-                  "| backend wall / bare | expand / bare | hit rate backend / bare |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| backend wall / bare | expand / bare | client CPU s backend / bare | hit rate backend / bare |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for label, pairs in overhead.items():
             wall = statistics.median(r["wall"] for r, _ in pairs)
             expand = statistics.median(r["expand_s"] for r, _ in pairs)
             bare = statistics.median(b["wall"] for _, b in pairs)
+            cpu = statistics.median(r["cpu"] for r, _ in pairs)
+            bare_cpu = statistics.median(b["cpu"] for _, b in pairs)
             r0, b0 = pairs[0]
             lines.append(f"| {label} | {r0['requests']} / {len(r0['rounds'])} | {wall:.2f} | {expand:.2f} | {bare:.2f} "
-                         f"| {wall / bare:.3f} | {expand / bare:.3f} | {r0['hit']:.1%} / {b0['hit']:.1%} |")
+                         f"| {wall / bare:.3f} | {expand / bare:.3f} | {cpu:.2f} / {bare_cpu:.2f} "
+                         f"| {r0['hit']:.1%} / {b0['hit']:.1%} |")
     text = "\n".join(lines)
     print("\n" + text, flush=True)
     if args.table_out:

