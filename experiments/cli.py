@@ -181,8 +181,7 @@ def guarded(prog: str, debug: bool, command, resume: str | None = None, results:
     except ServerError as e:
         if debug:
             raise
-        print(f"{prog}: error: {e}{_kept(results)}" + (f"; `{resume}` resumes once it answers" if resume else ""),
-              file=sys.stderr)
+        print(f"{prog}: error: {e}{_kept(results)}" + (f"; `{resume}` resumes" if resume else ""), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         if debug:

@@ -219,7 +219,7 @@ def check(spec: PolicySpec) -> None:
     try:
         ServerPool(o, "policy server").served_model(o.model)
     except ServerError as e:
-        raise ValueError(str(e)) from None
+        raise ValueError(f"base_url: {e}") from None
 
 
 @register_policy("openai", options=OpenAIOptions, requires="openai", install=INSTALL, needs_path=False, check=check)
