@@ -269,3 +269,18 @@ def test_the_key_comes_from_the_environment_and_is_written_nowhere(stubs, tmp_pa
     monkeypatch.delenv("TREESEARCH_TEST_KEY")
     assert main(["check", str(config)]) == 2
     assert "'TREESEARCH_TEST_KEY', which is not set" in one_line(capsys)
+
+
+def test_certificates_are_verified_except_for_the_urls_named(monkeypatch):
+    import openai
+
+    from treesearch.serving import ServerOptions, ServerPool
+
+    with pytest.raises(ValueError, match=r"tls_unverified names \['https://b/v1'\], which base_url does not list"):
+        ServerOptions(base_url="https://a/v1", tls_unverified=["https://b/v1"])
+    made = []
+    monkeypatch.setattr(openai, "DefaultAsyncHttpxClient", lambda **kw: made.append(kw) or None)
+    pool = ServerPool(ServerOptions(base_url=["https://a/v1/", "https://b/v1"], tls_unverified=["https://b/v1"]))
+    assert pool.urls == ("https://a/v1", "https://b/v1")
+    pool.client(0), pool.client(1)
+    assert [kw["verify"] for kw in made] == [True, False]

@@ -57,7 +57,7 @@ class ServerOptions:
             raise ValueError(INLINE_KEY)
         if not self.urls:
             raise ValueError("base_url names no server")
-        unknown = sorted(set(self.tls_unverified) - set(self.urls))
+        unknown = sorted(self.unverified - set(self.urls))
         if unknown:
             raise ValueError(f"tls_unverified names {unknown}, which base_url does not list")
         if self.timeout <= 0 or self.max_retries < 0 or self.max_concurrency < 1:
@@ -68,6 +68,10 @@ class ServerOptions:
     def urls(self) -> tuple[str, ...]:
         urls = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
         return tuple(u.rstrip("/") for u in urls)
+
+    @property
+    def unverified(self) -> set[str]:
+        return {u.rstrip("/") for u in self.tls_unverified}
 
     def key(self) -> str:
         """The API key from the environment ("EMPTY" when none is named: a server without ``--api-key``)."""
@@ -125,7 +129,7 @@ class ServerPool:
                 if response.status_code == 429 or response.status_code >= 500:
                     self.retried[(url, response.status_code)] += 1
 
-            http = DefaultAsyncHttpxClient(verify=url not in self.options.tls_unverified,
+            http = DefaultAsyncHttpxClient(verify=url not in self.options.unverified,
                                            event_hooks={"response": [count]})
             base = _root(url) if self.root else url
             self._clients[i] = AsyncOpenAI(base_url=base, api_key=self._key, timeout=self.options.timeout,
