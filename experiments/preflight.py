@@ -35,9 +35,7 @@ def check_policy(p: PolicyConfig, where: str) -> None:
     from treesearch.backends import available_policies, backend
     from treesearch.backends import check_policy as backend_check
 
-    if callable(p.backend):
-        return
-    if p.backend not in available_policies():
+    if not callable(p.backend) and p.backend not in available_policies():
         if ":" not in p.backend:
             raise ConfigError(f"{where}.backend: unknown policy backend {p.backend!r}; registered: "
                               f"{available_policies()} (or an import path 'package.module:factory')")
@@ -45,8 +43,7 @@ def check_policy(p: PolicyConfig, where: str) -> None:
             import_path(p.backend)
         except ConfigError as e:
             raise ConfigError(f"{where}.backend: {e}") from None
-        return
-    try:
+    try:  # a plug-in named by import path is checked as a registered one is
         backend_check(p.backend, policy_spec(p, device="cpu"))
     except ImportError as e:
         raise ConfigError(f"{where}.backend: {e}") from None

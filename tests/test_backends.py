@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from experiments.cli import main
 from experiments.builders import load_policy as build_policy, policy_spec
@@ -14,6 +15,7 @@ from treesearch import backends
 from treesearch.backends import (PolicySpec, TransformersOptions, available_policies, load_policy, parse_options,
                                  register_policy)
 from treesearch.prompts import PromptFormat
+from treesearch.registry import RUNTIME
 from treesearch.step_format import StepFormat
 from treesearch.testing import ScriptedPolicy
 
@@ -51,6 +53,50 @@ def test_registered_backend_gets_typed_options_and_rejects_unknown_or_mistyped_o
         parse_options("echo", {"answer": "7"})
     with pytest.raises(ValueError, match="already registered"):
         register_policy("echo")(lambda spec: None)
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    url: str = "http://x"
+    timeout: float = field(default=1.0, metadata=RUNTIME)
+
+
+def _remote_check(spec: PolicySpec) -> None:
+    if spec.options.url == "http://down":
+        raise ValueError(f"url: {spec.options.url} does not answer")
+
+
+#: A backend as a plug-in module would register it: no local path, not on this process's device, a check,
+#: a speed option; the harness must need no edit for it.
+REMOTE = backends.Backend(echo_factory, RemoteOptions, check=_remote_check)
+
+
+def test_the_harness_reads_a_backends_facts_from_its_registration(tmp_path, capsys):
+    from experiments.builders import policy_device, runtime_keys
+    from experiments.config import StudyConfig, incompatible_keys
+    from test_command_line import builtin_config, one_line_error
+
+    p = PolicyConfig("p", backend="test_backends:REMOTE", device="cuda", num_parameters=5)
+    assert policy_device(p) is None and policy_spec(p).device == "cuda"  # not mapped to this process's GPU
+    assert policy_device(PolicyConfig("q", path=SMALL, device="cpu")) == "cpu"
+    assert runtime_keys(StudyConfig(policies=[p], methods=[])) == {"policies[].options.timeout"}
+    old = {"policies": [{"name": "p", "options": {"url": "a", "timeout": 1}}]}
+    new = {"policies": [{"name": "p", "options": {"url": "b", "timeout": 9}}]}
+    assert incompatible_keys(old, new, runtime_keys(StudyConfig(policies=[p], methods=[]))) == ["policies[p].options.url"]
+    config = builtin_config(tmp_path, **{"policies.backend": "test_backends:REMOTE", "policies.num_parameters": 5})
+    data = yaml.safe_load(config.read_text())
+    del data["policies"][0]["path"]
+    config.write_text(yaml.safe_dump(data))
+    assert main(["check", str(config)]) == 0  # no path needed
+    capsys.readouterr()
+    data["policies"][0]["options"] = {"url": "http://down"}
+    config.write_text(yaml.safe_dump(data))
+    assert main(["check", str(config)]) == 2
+    assert "policies[0].options.url: http://down does not answer" in one_line_error(capsys)
+    data["policies"][0]["backend"] = "transformers"
+    config.write_text(yaml.safe_dump(data))
+    assert main(["check", str(config)]) == 2
+    assert "policies[0].path: required for the transformers backend" in one_line_error(capsys)
 
 
 def test_import_path_backend_and_its_options():

@@ -58,7 +58,7 @@ class Backend:
     options: type | None = None  # the options dataclass; None: options stay a dict
     requires: str | None = None  # a module that must import, e.g. "vllm"
     install: str = ""  # how to get it, for the one-line error
-    needs_path: bool = True  # a local checkpoint directory is required (a served model's is optional)
+    needs_path: bool = False  # a local checkpoint directory is required (the checks refuse a config without one)
     local_device: bool = False  # runs on this process's device: "auto"/"cuda:+k" become the shard's GPU
     config_keys: tuple[str, ...] = ()  # policy config fields that feed its options (kept for older configs)
     check: Callable[[PolicySpec], None] | None = None  # raises ValueError on what it can tell before loading
@@ -75,7 +75,7 @@ _REGISTRY: Registry[Backend] = Registry(
 
 
 def register_policy(name: str, *, options: type | None = None, requires: str | None = None, install: str = "",
-                    needs_path: bool = True, local_device: bool = False, config_keys: tuple[str, ...] = (),
+                    needs_path: bool = False, local_device: bool = False, config_keys: tuple[str, ...] = (),
                     check: Callable[[PolicySpec], None] | None = None,
                     overwrite: bool = False) -> Callable[[Callable], Callable]:
     """Decorator: register ``factory(spec) -> Policy`` under ``name``, with its options dataclass and the facts
@@ -186,7 +186,7 @@ class TransformersOptions:
             raise ValueError(f"need max_batch_rows >= 1 and kv_cache_bytes >= 0, got {self}")
 
 
-@register_policy(DEFAULT_BACKEND, options=TransformersOptions, local_device=True,
+@register_policy(DEFAULT_BACKEND, options=TransformersOptions, needs_path=True, local_device=True,
                  config_keys=("reuse_kv", "max_batch_rows"))
 def transformers_policy(spec: PolicySpec) -> Policy:
     from .policy_hf import TransformersPolicy  # torch and transformers only when asked for

@@ -222,7 +222,7 @@ def check(spec: PolicySpec) -> None:
         raise ValueError(f"base_url: {e}") from None
 
 
-@register_policy("openai", options=OpenAIOptions, requires="openai", install=INSTALL, needs_path=False, check=check)
+@register_policy("openai", options=OpenAIOptions, requires="openai", install=INSTALL, check=check)
 def openai_policy(spec: PolicySpec) -> Policy:
     return OpenAIPolicy.from_spec(spec)
 

@@ -183,7 +183,7 @@ def _parameters(spec: PolicySpec) -> int:
     return count_parameters(model, spec.parameter_count)
 
 
-@register_policy("vllm", options=VllmOptions, requires="vllm", install=INSTALL)
+@register_policy("vllm", options=VllmOptions, requires="vllm", install=INSTALL, needs_path=True)
 def vllm_policy(spec: PolicySpec) -> Policy:
     return VllmPolicy.from_spec(spec)
 
