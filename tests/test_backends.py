@@ -93,7 +93,7 @@ def test_the_harness_reads_a_backends_facts_from_its_registration(tmp_path, caps
     config.write_text(yaml.safe_dump(data))
     assert main(["check", str(config)]) == 2
     assert "policies[0].options.url: http://down does not answer" in one_line_error(capsys)
-    data["policies"][0]["backend"] = "transformers"
+    data["policies"][0].update(backend="transformers", options={})
     config.write_text(yaml.safe_dump(data))
     assert main(["check", str(config)]) == 2
     assert "policies[0].path: required for the transformers backend" in one_line_error(capsys)
