@@ -336,6 +336,7 @@ def _solve(args: argparse.Namespace) -> int:
 
     from .builders import algorithm_for, grader_of, load_policy, load_prm_for
     from .config import DatasetConfig
+    from .sweep import close_model
 
     prm_spec = _prm_spec(args) if args.prm else None
     policy_cfg = PolicyConfig(name="policy", path=args.policy, backend=args.backend,
@@ -363,8 +364,13 @@ def _solve(args: argparse.Namespace) -> int:
     policy = load_policy(policy_cfg)
     prm = load_prm_for(prm_spec) if prm_spec else None
     runner = Runner(policy, prm, limits, progress=False)
-    [res] = runner.run([args.question], algorithm_for(method, method.budgets[0]),
-                       seeds=[problem_seed(args.seed, args.question)])
+    try:
+        [res] = runner.run([args.question], algorithm_for(method, method.budgets[0]),
+                           seeds=[problem_seed(args.seed, args.question)])
+    finally:  # engines and server clients close; a client says what it retried
+        for model in (policy, prm):
+            if model is not None:
+                close_model(model)
     print(res.tree.render(max_text=args.width))
     print(f"\n{len(res.candidates)} candidates; answers: {[c.answer for c in res.candidates]}")
     equal = memoized(grader_of(study.dataset))
