@@ -33,7 +33,7 @@ from treesearch.voting import Scored, answer_classes, memoized, vote
 
 from .builders import algorithm_for, grader_of, load_policy, load_prm_for, load_problems, policy_device, runtime_keys
 from .config import (ConfigError, MethodConfig, PolicyConfig, StudyConfig, VotingConfig, config_to_dict,
-                     dump_config, incompatible_keys, resolve_device, validate)
+                     dump_config, incompatible_keys, validate)
 from .preflight import preflight
 from .records import CandidateRecord, Derivation, Record, RecordWriter, RunLock, Vote, load_dir, records_file
 
