@@ -161,6 +161,28 @@ def _check_type(name: Any, key: str, value: Any, tp: Any) -> None:
     raise ValueError(f"option {key!r} of policy backend {name!r} must be {want}, got {type(value).__name__} {value!r}")
 
 
+NEEDS_PARAMETERS = ("num_parameters: required for the {backend} backend when no local model path is given "
+                    "(paper FLOPs are 2 * N * generated tokens)")
+
+
+def parameters_of(spec: PolicySpec, backend: str) -> int:
+    """N for a backend that holds no model of its own: ``spec.num_parameters``, else counted under the spec's
+    convention on a weightless (meta-device) copy of the checkpoint at ``spec.path``."""
+    if spec.num_parameters is not None:
+        return spec.num_parameters
+    if not spec.path:
+        raise ValueError(NEEDS_PARAMETERS.format(backend=backend))
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .ledger import count_parameters
+
+    cfg = AutoConfig.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=spec.trust_remote_code)
+    return count_parameters(model, spec.parameter_count)
+
+
 def load_policy(name: str | Callable, spec: PolicySpec) -> Policy:
     """Build the policy ``spec`` describes with backend ``name`` (``spec.options`` may be a mapping)."""
     b = backend(name)

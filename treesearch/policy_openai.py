@@ -34,7 +34,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Sequence
 
-from .backends import Policy, PolicySpec, register_policy
+from .backends import NEEDS_PARAMETERS, Policy, PolicySpec, parameters_of, register_policy
 from .prompts import PromptFormat
 from .protocols import ExpandOutput, ExpandRequest, StepSample
 from .serving import INSTALL, RUNTIME, EventLoop, ServerError, ServerOptions, ServerPool, gather
@@ -77,10 +77,11 @@ class OpenAIPolicy:
         o: OpenAIOptions = spec.options
         pool = ServerPool(o, "policy server")
         model = pool.served_model(o.model)
-        tokenizer = _tokenizer(spec)
-        n = spec.num_parameters if spec.num_parameters is not None else _parameters(spec)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(_tokenizer_dir(spec), trust_remote_code=spec.trust_remote_code)
         return cls(pool, tokenizer, spec.step_format, model=model, temperature=spec.temperature, top_p=spec.top_p,
-                   prompt=spec.prompt, num_parameters=n, token_prompts=o.token_prompts,
+                   prompt=spec.prompt, num_parameters=parameters_of(spec, "openai"), token_prompts=o.token_prompts,
                    return_token_ids=o.return_token_ids)
 
     def close(self) -> None:
@@ -186,38 +187,24 @@ class OpenAIPolicy:
         return StepSample(step, ids, "eos")  # EOS (stop_reason None) or a stop token id of the model
 
 
-def _tokenizer(spec: PolicySpec) -> Any:
-    from transformers import AutoTokenizer
-
+def _tokenizer_dir(spec: PolicySpec) -> str:
+    """Where the local tokenizer is: ``options.tokenizer``, else the model directory ``path``."""
     where = spec.options.tokenizer or spec.path
     if not where:
         raise ValueError("the openai backend needs a local tokenizer: a model directory (path) or options.tokenizer")
-    return AutoTokenizer.from_pretrained(where, trust_remote_code=spec.trust_remote_code)
-
-
-def _parameters(spec: PolicySpec) -> int:
-    """N from the local model config (``path``); without one the config must give ``num_parameters``."""
-    if not spec.path:
-        raise ValueError("num_parameters: required for the openai backend when no local model path is given "
-                         "(paper FLOPs are 2 * N * generated tokens)")
-    from .policy_vllm import _parameters as count_on_meta
-
-    return count_on_meta(spec)
+    if not os.path.exists(where):
+        raise ValueError(f"the openai backend needs a local tokenizer: no such path {where!r}")
+    return where
 
 
 def check(spec: PolicySpec) -> None:
     """What ``treesearch check`` can tell before a study starts: N or a local config for it, a tokenizer, the key,
     and that every server answers and serves the model."""
-    o: OpenAIOptions = spec.options
     if spec.num_parameters is None and not spec.path:
-        raise ValueError("num_parameters: required for the openai backend when no local model path is given "
-                         "(paper FLOPs are 2 * N * generated tokens)")
-    where = o.tokenizer or spec.path
-    if not where or not os.path.exists(where):
-        raise ValueError(f"the openai backend needs a local tokenizer: {'no such path ' + repr(where) if where else ''}"
-                         f"{'' if where else 'give a model directory (path) or options.tokenizer'}")
+        raise ValueError(NEEDS_PARAMETERS.format(backend="openai"))
+    _tokenizer_dir(spec)
     try:
-        ServerPool(o, "policy server").served_model(o.model)
+        ServerPool(spec.options, "policy server").served_model(spec.options.model)
     except ServerError as e:
         raise ValueError(f"base_url: {e}") from None
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .backends import Policy, PolicySpec, register_policy
+from .backends import Policy, PolicySpec, parameters_of, register_policy
 from .prompts import PromptFormat
 from .registry import RUNTIME
 from .protocols import ExpandOutput, ExpandRequest, StepSample
@@ -96,9 +96,8 @@ class VllmPolicy:
                           max_num_batched_tokens=max(o.max_model_len or _context_length(spec), 8192))
         kwargs.update(o.engine_args)
         tokenizer = AutoTokenizer.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code)
-        n = spec.num_parameters if spec.num_parameters is not None else _parameters(spec)
         return cls(LLM(**kwargs), tokenizer, spec.step_format, temperature=spec.temperature, top_p=spec.top_p,
-                   prompt=spec.prompt, num_parameters=n)
+                   prompt=spec.prompt, num_parameters=parameters_of(spec, "vllm"))
 
     def close(self) -> None:
         """Stop the engine now (its processes, weights and KV memory), not whenever the garbage
@@ -168,19 +167,6 @@ def _context_length(spec: PolicySpec) -> int:
 
     cfg = AutoConfig.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code)
     return int(getattr(cfg, "max_position_embeddings", 0) or 0)
-
-
-def _parameters(spec: PolicySpec) -> int:
-    """N under the spec's convention, counted on a weightless (meta-device) copy of the model."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from .ledger import count_parameters
-
-    cfg = AutoConfig.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=spec.trust_remote_code)
-    return count_parameters(model, spec.parameter_count)
 
 
 @register_policy("vllm", options=VllmOptions, requires="vllm", install=INSTALL, needs_path=True)
