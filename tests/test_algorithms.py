@@ -95,6 +95,24 @@ def test_sampling_and_greedy():
     assert len(g.candidates) == 1 and all(r.greedy for call in policy.calls for r in call)
 
 
+def test_wall_time_includes_the_final_scoring(monkeypatch):
+    """Sampling's candidates are scored after the search ends; that time is part of the record's."""
+    from treesearch import runner as runner_module
+
+    clock = [0.0]
+    monkeypatch.setattr(runner_module.time, "perf_counter", lambda: clock[0])
+
+    class SlowPRM(ScriptedPRM):
+        def score(self, chains):  # every scored chain costs 1 s of the fake clock
+            clock[0] += len(chains)
+            return super().score(chains)
+
+    policy = ScriptedPolicy(_depth_script(2))
+    res = Runner(policy, SlowPRM(lambda q, steps: 0.5), progress=False).run(["a", "b"], Sampling(n=3))
+    # No time passes while sampling; the final scoring of 2 x 3 chains takes 6 s, 3 s per problem.
+    assert [r.wall_time for r in res] == [pytest.approx(3.0), pytest.approx(3.0)]
+
+
 def test_beam_search_keeps_top_n_over_m():
     scores = {"Step 1 0": 0.1, "Step 1 1": 0.9, "Step 1 2": 0.5, "Step 1 3": 0.7}
     policy = ScriptedPolicy(_depth_script(3))

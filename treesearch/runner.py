@@ -228,11 +228,20 @@ class Runner:
         return {p.index: [n.score for n in nodes] for p, nodes in zip(problems, node_lists)}
 
     def _score_finals(self, problems: list[_Problem]) -> None:
-        """Give every candidate its step scores (voting needs them); scored chains are skipped."""
+        """Give every candidate its step scores (voting needs them); scored chains are skipped.
+
+        The scoring runs once for all problems, so each problem's wall time gets the share of
+        it its own chains took (sampling spends up to half its time here)."""
         todo = [(p, [n for n in p.finals if n.id not in p.step_scores]) for p in problems]
         todo = [(p, ns) for p, ns in todo if ns]
-        if todo:
-            self._score([p for p, _ in todo], [ns for _, ns in todo])
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        self._score([p for p, _ in todo], [ns for _, ns in todo])
+        spent = time.perf_counter() - t0
+        total = sum(len(ns) for _, ns in todo)
+        for p, ns in todo:
+            p.wall_time += spent * len(ns) / total
 
     def _result(self, p: _Problem) -> SearchResult:
         cands = [Candidate(answer=n.answer, steps=tuple(Tree.steps(n)),
