@@ -247,6 +247,9 @@ def _report(args: argparse.Namespace) -> int:
     if res.efficiency is not None and res.efficiency.ratios:
         from .report import format_headline
         print("\n" + format_headline(res.efficiency))
+    if res.findings:
+        from .findings import format_findings
+        print("\n" + format_findings(res.findings))
     print("\nwrote " + ", ".join(str(p) for p in res.files.values()))
     return 0
 

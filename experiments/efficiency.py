@@ -9,7 +9,6 @@ is not reached.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -17,19 +16,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from . import uncertainty
 from .records import Record
+from .uncertainty import ProblemMatrix
 
 if TYPE_CHECKING:
     from .report import Row
-
-
-def mean_se(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error (sample std with ddof=1, over sqrt(n)); SE is 0 for one value."""
-    a = np.asarray(values, dtype=float)
-    if a.size == 0:
-        return math.nan, math.nan
-    se = float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else 0.0
-    return float(a.mean()), se
 
 
 @dataclass(frozen=True)
@@ -43,18 +35,42 @@ def flops_to_reach(points: Sequence[tuple[float, float]], target: float) -> Reac
     pts = sorted(points)
     if not pts:
         return Reach(math.nan, False)
-    if pts[0][1] >= target:
-        return Reach(pts[0][0], True)
-    for (f1, a1), (f2, a2) in zip(pts, pts[1:]):
-        if a1 < target <= a2:
+    flops, acc = (np.array([[x[i] for x in pts]]) for i in (0, 1))
+    return Reach(float(reach_many(flops, acc, np.array([target]))[0]), pts[0][1] >= target)
+
+
+def reach_many(flops: np.ndarray, acc: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """:func:`flops_to_reach` for many curves at once (rows: bootstrap resamples), NaN where not
+    reached; columns ordered by budget."""
+    out = np.where(acc[:, 0] >= target, flops[:, 0], np.nan)
+    for j in range(acc.shape[1] - 1):
+        a1, a2, f1, f2 = acc[:, j], acc[:, j + 1], flops[:, j], flops[:, j + 1]
+        cross = np.isnan(out) & (a1 < target) & (target <= a2)
+        with np.errstate(divide="ignore", invalid="ignore"):
             t = (target - a1) / (a2 - a1)
-            return Reach(10 ** (math.log10(f1) + t * (math.log10(f2) - math.log10(f1))), False)
-    return Reach(math.nan, False)
+            at = 10 ** (np.log10(f1) + t * (np.log10(f2) - np.log10(f1)))
+        out = np.where(cross, at, out)
+    return out
 
 
 def curve(rows: Sequence[Row], model: str, method: str, rule: str) -> list[tuple[float, float]]:
     return sorted((r.paper_flops, r.accuracy) for r in rows
                   if r.model == model and r.method == method and r.rule == rule and r.paper_flops > 0)
+
+
+BASELINE = "sampling"  # the method every other is measured against
+
+
+@dataclass(frozen=True)
+class RatioInterval:
+    """The paired problem bootstrap of a FLOPs ratio: resample the problems, recompute both curves
+    and the interpolated ratio. A resample where the method does not reach the target counts as
+    ratio 0 (no FLOPs measured suffice), so an end of the interval can be "not reached"."""
+
+    low: float  # 0: not reached at this end
+    high: float
+    not_reached: float  # share of resamples where the method does not reach the target
+    resamples: int
 
 
 @dataclass(frozen=True)
@@ -68,16 +84,29 @@ class RatioRow:
     target: float
     baseline_flops: float
     method_flops: Reach
+    interval: RatioInterval | None = None
 
     @property
     def ratio(self) -> float:
         return self.baseline_flops / self.method_flops.flops if self.method_flops.flops == self.method_flops.flops \
             else math.nan
 
+    @property
+    def interval_text(self) -> str:
+        """"1.80x to 5.00x" / "not reached to 4.40x", and the share of resamples that miss the target."""
+        ci = self.interval
+        if ci is None:
+            return "–"
+        end = lambda x: "not reached" if x == 0 else f"{x:.2f}x"  # noqa: E731
+        text = f"{end(ci.low)} to {end(ci.high)}" if ci.low != ci.high else end(ci.low)
+        return text + (f" (not reached in {100 * ci.not_reached:.0f} % of resamples)" if ci.not_reached > 0 else "")
 
-def ratio_rows(rows: Sequence[Row], rule: str, method: str, baseline: str) -> list[RatioRow]:
+
+def ratio_rows(rows: Sequence[Row], rule: str, method: str, baseline: str,
+               matrix: ProblemMatrix | None = None) -> list[RatioRow]:
     """For every model with both curves: at each accuracy the baseline reaches (its budgets), the FLOPs
-    ``method`` needs for it. The headline is the row of the baseline's best accuracy."""
+    ``method`` needs for it. The headline is the row of the baseline's best accuracy. With the
+    per-problem ``matrix`` each row carries its bootstrap interval."""
     out = []
     for model in sorted({r.model for r in rows}):
         base = [r for r in rows if r.model == model and r.method == baseline and r.rule == rule and r.paper_flops > 0]
@@ -89,84 +118,111 @@ def ratio_rows(rows: Sequence[Row], rule: str, method: str, baseline: str) -> li
             if r.accuracy <= best:  # the baseline's own first arrival at an accuracy is what it costs
                 continue
             best = r.accuracy
+            interval = ratio_interval(matrix, model, method, baseline, r.budget) if matrix is not None else None
             out.append(RatioRow(model, method, baseline, r.budget, r.accuracy, r.paper_flops,
-                                flops_to_reach(mine, r.accuracy)))
+                                flops_to_reach(mine, r.accuracy), interval))
     return out
 
 
+def _curve_keys(matrix: ProblemMatrix, model: str, method: str) -> list[tuple[str, str, int]]:
+    """A setting's budgets with positive FLOPs, in budget order (FLOPs rise with the budget)."""
+    keys = [k for k in matrix.keys if k[:2] == (model, method)]
+    return sorted((k for k in keys if np.nanmean(matrix.flops[matrix.index(k)]) > 0), key=lambda k: k[2])
+
+
+def ratio_interval(matrix: ProblemMatrix, model: str, method: str, baseline: str, budget: int,
+                   resamples: int = uncertainty.RESAMPLES) -> RatioInterval | None:
+    base, mine = _curve_keys(matrix, model, baseline), _curve_keys(matrix, model, method)
+    if (model, baseline, budget) not in base or not mine:
+        return None
+    rows = [matrix.index(k) for k in base + mine]
+    cols = ~np.isnan(matrix.correct[rows]).any(axis=0)
+    n = int(cols.sum())
+    if n == 0:
+        return None
+    weights = uncertainty.resample_weights(n, resamples)
+    acc = weights @ matrix.correct[rows][:, cols].T / n  # (resamples, settings)
+    flops = weights @ matrix.flops[rows][:, cols].T / n
+    nb = len(base)
+    target = acc[:, base.index((model, baseline, budget))]
+    base_at = reach_many(flops[:, :nb], acc[:, :nb], target)
+    mine_at = reach_many(flops[:, nb:], acc[:, nb:], target)
+    ratio = np.where(np.isnan(mine_at), 0.0, base_at / np.where(np.isnan(mine_at), 1.0, mine_at))
+    lo, hi = uncertainty.percentiles(ratio)
+    return RatioInterval(lo, hi, float(np.isnan(mine_at).mean()), resamples)
+
+
 # ---------------------------------------------------------------------------------------------
-# Paired comparison on the same problems
+# Paired comparison on the same problems at equal FLOPs
 # ---------------------------------------------------------------------------------------------
+MAX_FLOPS_GAP = 1.25  # a setting may be compared with the end of a curve at most this far beyond it
+
+
 @dataclass(frozen=True)
-class Paired:
+class Comparison:
+    """Setting ``a`` against curve ``b`` read at a's FLOPs, on the problems both ran.
+
+    b is interpolated per problem, linearly in log FLOPs between the two budgets around a's
+    FLOPs (the same reading as the curves), so the mean difference is the gap between the two
+    curves at equal compute; beyond b's last budget (by at most 1.25x) b's end is used."""
+
     model: str
-    a: str
-    b: str
+    method: str
     budget: int
-    budget_b: int
-    n: int  # (problem, seed) pairs with both
-    a_only: int  # a right, b wrong
-    b_only: int
-    p_value: float  # exact two-sided McNemar (binomial on the discordant pairs)
-    flops_ratio: float = math.nan  # a's mean paper FLOPs / b's
+    b_model: str
+    b_method: str
+    b_budgets: tuple[int, int]  # the budgets of b around a's FLOPs (equal: read at one budget)
+    flops: float  # a's mean paper FLOPs
+    flops_ratio: float  # a's FLOPs / the FLOPs b is read at
+    diff: uncertainty.Difference
 
     @property
-    def delta(self) -> float:
-        return (self.a_only - self.b_only) / self.n if self.n else math.nan
+    def b_label(self) -> str:
+        lo, hi = self.b_budgets
+        return f"{self.b_method} b={lo}" if lo == hi else f"{self.b_method} b={lo}-{hi}"
 
 
-def mcnemar_p(a_only: int, b_only: int) -> float:
-    """Exact two-sided McNemar p-value: P(a binomial(n, 1/2) is at least as far from n/2)."""
-    n = a_only + b_only
-    if n == 0:
-        return 1.0
-    k = min(a_only, b_only)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
-
-
-def paired(records: Sequence[Record], model: str, a: str, b: str, budget: int, rule: str,
-           budget_b: int | None = None) -> Paired | None:
-    """Method ``a`` at ``budget`` vs ``b`` at ``budget_b`` (default the same) on the problems both ran."""
-    budget_b = budget if budget_b is None else budget_b
-
-    def verdicts(method: str, bud: int) -> dict[tuple[str, int], bool]:
-        out = {}
-        for r in records:
-            if r.model == model and r.method == method and r.budget == bud:
-                c = r.verdict(rule)
-                if c is not None:
-                    out[(r.problem_id, r.seed)] = c
-        return out
-
-    va, vb = verdicts(a, budget), verdicts(b, budget_b)
-    both = sorted(set(va) & set(vb))
-    if not both:
+def paired_diffs(matrix: ProblemMatrix, a: tuple[str, str, int], b_model: str, b_method: str
+                 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], float] | None:
+    """Per problem a − (b at a's FLOPs): (problem mask, differences, b's budgets, FLOPs ratio), or
+    None when a's FLOPs lie outside b's curve."""
+    b = _curve_keys(matrix, b_model, b_method)
+    if a not in matrix.keys or not b:
         return None
-    a_only = sum(va[k] and not vb[k] for k in both)
-    b_only = sum(vb[k] and not va[k] for k in both)
-    return Paired(model, a, b, budget, budget_b, len(both), a_only, b_only, mcnemar_p(a_only, b_only))
+    fa = float(np.nanmean(matrix.flops[matrix.index(a)]))
+    fb = [float(np.nanmean(matrix.flops[matrix.index(k)])) for k in b]
+    if fa <= 0:
+        return None
+    if fa <= fb[0] or fa >= fb[-1]:
+        j = 0 if fa <= fb[0] else len(b) - 1
+        if abs(math.log(fa / fb[j])) > math.log(MAX_FLOPS_GAP):
+            return None
+        lo = hi = j
+        t = 0.0
+    else:
+        hi = next(j for j, f in enumerate(fb) if f >= fa)
+        lo = hi - 1
+        t = math.log(fa / fb[lo]) / math.log(fb[hi] / fb[lo])
+        if t == 1.0:
+            lo = hi
+    rows = [matrix.index(a), matrix.index(b[lo]), matrix.index(b[hi])]
+    mask = ~np.isnan(matrix.correct[rows]).any(axis=0)
+    if not mask.any():
+        return None
+    ca, clo, chi = (matrix.correct[i][mask] for i in rows)
+    at = fb[lo] ** (1 - t) * fb[hi] ** t
+    return mask, ca - ((1 - t) * clo + t * chi), (b[lo][2], b[hi][2]), fa / at
 
 
-def paired_at_equal_flops(records: Sequence[Record], rows: Sequence[Row], rule: str, a: str,
-                          b: str) -> list[Paired]:
-    """Every budget of ``a`` against the budget of ``b`` nearest to it in log paper FLOPs, per model.
-
-    Equal budgets are not equal compute across methods (an MCTS expansion is one step, a
-    sample a whole solution), so the pairing goes by FLOPs."""
+def compare(matrix: ProblemMatrix, a_model: str, a_method: str, b_model: str, b_method: str) -> list[Comparison]:
+    """Every budget of (a_model, a_method) against (b_model, b_method) at equal FLOPs."""
     out = []
-    for model in sorted({r.model for r in rows}):
-        flops_a = {r.budget: r.paper_flops for r in rows if r.model == model and r.method == a and r.rule == rule}
-        flops_b = {r.budget: r.paper_flops for r in rows if r.model == model and r.method == b and r.rule == rule}
-        if not flops_b:
-            continue
-        for bud, fa in sorted(flops_a.items()):
-            if fa <= 0:
-                continue
-            near = min((x for x in flops_b if flops_b[x] > 0), key=lambda x: abs(math.log(flops_b[x] / fa)), default=None)
-            p = paired(records, model, a, b, bud, rule, near) if near is not None else None
-            if p is not None:
-                out.append(dataclasses.replace(p, flops_ratio=fa / flops_b[near]))
+    for key in _curve_keys(matrix, a_model, a_method):
+        got = paired_diffs(matrix, key, b_model, b_method)
+        if got is not None:
+            _, d, budgets, ratio = got
+            out.append(Comparison(a_model, a_method, key[2], b_model, b_method, budgets,
+                                  float(np.nanmean(matrix.flops[matrix.index(key)])), ratio, uncertainty.difference(d)))
     return out
 
 
@@ -188,30 +244,39 @@ def flip_rate_of(verifier: dict[str, Any] | None) -> float | None:
 
 @dataclass(frozen=True)
 class SweepPoint:
+    """One reference-verifier error rate: accuracy with its Wilson interval (n = problems)."""
+
     model: str
     algorithm: str
     budget: int
     flip_rate: float
     accuracy: float
-    stderr: float
+    low: float
+    high: float
     n: int
+    method: str = ""  # the study's method name for this rate
 
 
 def verifier_sweep(records: Sequence[Record], rule: str) -> list[SweepPoint]:
     """Accuracy per (model, algorithm, budget) at each reference-verifier error rate in the records."""
-    groups: dict[tuple[str, str, int, float], list[bool]] = defaultdict(list)
+    groups: dict[tuple[str, str, int, float], dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    methods: dict[tuple[str, str, int, float], str] = {}
     for r in records:
         rate = flip_rate_of(r.verifier)
         c = r.verdict(rule)
         if rate is not None and c is not None:
-            groups[(r.model, r.algorithm, r.budget, rate)].append(c)
+            groups[(r.model, r.algorithm, r.budget, rate)][r.problem_id].append(c)
+            methods.setdefault((r.model, r.algorithm, r.budget, rate), r.method)
     # Only settings measured at two error rates or more make a sweep.
     rates: dict[tuple[str, str, int], set[float]] = defaultdict(set)
     for m, alg, bud, rate in groups:
         rates[(m, alg, bud)].add(rate)
     out = []
-    for (m, alg, bud, rate), cs in sorted(groups.items()):
+    for key, by_problem in sorted(groups.items()):
+        m, alg, bud, rate = key
         if len(rates[(m, alg, bud)]) >= 2:
-            acc, se = mean_se([float(c) for c in cs])
-            out.append(SweepPoint(m, alg, bud, rate, acc, se, len(cs)))
+            per_problem = [float(np.mean(v)) for v in by_problem.values()]
+            n = len(per_problem)
+            out.append(SweepPoint(m, alg, bud, rate, sum(per_problem) / n, *uncertainty.wilson(sum(per_problem), n), n,
+                                  methods[key]))
     return out

@@ -17,8 +17,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import difficulty, efficiency
-from .efficiency import mean_se
+from . import difficulty, efficiency, uncertainty
+from .findings import Finding, findings
 from .records import PASS_AT_N, Record, load_dir
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
@@ -38,7 +38,8 @@ class Row:
     paper_flops: float
     full_flops: float
     accuracy: float  # fraction
-    stderr: float
+    low: float  # 95 % Wilson interval, n = problems (see experiments.uncertainty)
+    high: float
     n_problems: int
     n_seeds: int
     derived: bool  # some records derived by subsampling a larger run
@@ -85,12 +86,10 @@ def summarize(records: Sequence[Record], rules: Sequence[str] | None = None,
                     by_seed[r.seed].append(c)
             if not by_seed:
                 continue
-            if len(by_seed) > 1:
-                acc, se = mean_se([float(np.mean(v)) for v in by_seed.values()])
-            else:
-                acc, se = mean_se([float(c) for c in next(iter(by_seed.values()))])
+            acc = float(np.mean([np.mean(v) for v in by_seed.values()]))
             n = len({r.problem_id for r in recs if r.verdict(rule) is not None})
-            rows.append(Row(model, method, rule, budget, paper, full, acc, se, n, len(by_seed), derived, prm))
+            rows.append(Row(model, method, rule, budget, paper, full, acc, *uncertainty.wilson(acc * n, n), n,
+                            len(by_seed), derived, prm))
     return _ordered(rows, records, rules, order)
 
 
@@ -129,6 +128,10 @@ def parameter_conventions(records: Sequence[Record]) -> str:
     return "N = " + "; ".join(f"{m}: {_N_NAMES.get(k, k)}" for m, k in by_model.items())
 
 
+INTERVAL_NOTE = ("Wilson intervals over problems, each problem's verdicts averaged over its seeds: they cover the "
+                 "choice of problems")
+
+
 def format_table(rows: Sequence[Row], n_convention: str = "N = non-embedding parameters") -> str:
     """The terminal table: one line per (model, method, budget), the voting rules as columns.
 
@@ -144,21 +147,19 @@ def format_table(rows: Sequence[Row], n_convention: str = "N = non-embedding par
     derived = False
     for (model, method, budget), by_rule in keyed.items():
         first = next(iter(by_rule.values()))
-        same = len({(r.accuracy, r.stderr) for r in by_rule.values()}) == 1 and method == "greedy"
+        same = len({r.accuracy for r in by_rule.values()}) == 1 and method == "greedy"
         cells = []
         for x in rules:
             r = by_rule.get(x)
             cells.append("" if r is None or (same and x != rules[0]) else
-                         f"{100 * r.accuracy:.1f} ± {100 * r.stderr:.1f}" + ("*" if r.derived else ""))
+                         _pct(r) + ("*" if r.derived else ""))
             derived |= bool(r is not None and r.derived)
         body.append((model, method, str(budget), f"{first.paper_flops:.3g}",
                      f"{first.full_flops - first.prm_flops:.3g}", f"{first.prm_flops:.3g}", *cells))
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     n = sorted({r.n_problems for r in rows})
-    seeds = sorted({r.n_seeds for r in rows})
-    spread = "over seeds where a setting has several, else over problems" if max(seeds, default=1) > 1 else "over problems"
-    legend = (f"accuracy % ± standard error ({spread}; {'/'.join(map(str, n))} problems); FLOPs per problem, "
+    legend = (f"accuracy % [95 % interval] ({INTERVAL_NOTE}; {'/'.join(map(str, n))} problems); FLOPs per problem, "
               f"paper = 2·N·generated tokens, full = 2·N·tokens processed, by the policy and by the PRM ({n_convention}); "
               f"pass@n = some candidate is right")
     if derived:
@@ -369,7 +370,7 @@ def plot_accuracy(rows: Sequence[Row], rule: str, path: Path, reference: Sequenc
             if not pts:
                 continue
             ax.errorbar([p.paper_flops for p in pts], [100 * p.accuracy for p in pts],
-                        yerr=[100 * p.stderr for p in pts], color=colors[key], marker="o", ms=4,
+                        yerr=_yerr(pts), color=colors[key], marker="o", ms=4,
                         ls="--" if "oracle" in method else "-", capsize=2, elinewidth=0.8, label=key)
             f = fits_by.get((model, method))
             if f is not None:
@@ -481,7 +482,7 @@ def plot_levels(by_level: dict[Any, list[Row]], rule: str, path: Path, colors: d
                 if m != model or len(pts) < 2 or method not in colors:
                     continue
                 ax.errorbar([p.paper_flops for p in pts], [100 * p.accuracy for p in pts],
-                            yerr=[100 * p.stderr for p in pts], color=colors[method], marker="o", ms=3, capsize=1.5,
+                            yerr=_yerr(pts), color=colors[method], marker="o", ms=3, capsize=1.5,
                             elinewidth=0.6, lw=1.2, ls="--" if "oracle" in method else "-", label=method)
             for g in (r for r in by_level[level] if r.model == model and r.method == "greedy" and r.rule == rule):
                 ax.axhline(100 * g.accuracy, color="k", lw=0.8, ls="-.", label="greedy")
@@ -535,7 +536,7 @@ def plot_verifier_quality(points: Sequence[efficiency.SweepPoint], rows: Sequenc
         pts = sorted(pts, key=lambda p: p.flip_rate)
         color = f"C{i % 10}"
         ax.errorbar([100 * p.flip_rate for p in pts], [100 * p.accuracy for p in pts],
-                    yerr=[100 * p.stderr for p in pts], marker="o", capsize=2, color=color,
+                    yerr=_yerr(pts), marker="o", capsize=2, color=color,
                     label=f"{model} {alg}, budget {budget}: checker with flipped verdicts")
         learned = [r for r in rows if r.model == model and r.method == alg and r.budget == budget and r.rule == rule]
         if learned:
@@ -598,15 +599,16 @@ def difficulty_markdown(study: "difficulty.DifficultyStudy", rule: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Compute efficiency against the sampling baseline
 # ---------------------------------------------------------------------------------------------
-BASELINE = "sampling"
+BASELINE = efficiency.BASELINE
 
 
 @dataclass
 class Efficiency:
-    """The paper's headline quantities: FLOPs ratios to reach the baseline's accuracy, and paired tests."""
+    """The paper's headline quantities: FLOPs ratios to reach the baseline's accuracy and paired
+    differences at equal FLOPs, each with its interval; and accuracy against verifier error."""
 
     ratios: list[efficiency.RatioRow]
-    paired: list[efficiency.Paired]
+    paired: list[efficiency.Comparison]
     sweep: list[efficiency.SweepPoint]
 
     def headline(self) -> list[efficiency.RatioRow]:
@@ -619,12 +621,14 @@ class Efficiency:
         return list(best.values())
 
 
-def compute_efficiency(records: Sequence[Record], rows: Sequence[Row], rule: str,
-                       baseline: str = BASELINE) -> Efficiency:
-    methods = sorted({r.method for r in rows if r.method != baseline and r.rule == rule
-                      and len({x.budget for x in rows if x.method == r.method and x.model == r.model}) >= 2})
-    ratios = [x for m in methods for x in efficiency.ratio_rows(rows, rule, m, baseline)]
-    pairs = [x for m in methods for x in efficiency.paired_at_equal_flops(records, rows, rule, m, baseline)]
+def compute_efficiency(records: Sequence[Record], rows: Sequence[Row], rule: str, baseline: str = BASELINE,
+                       matrix: uncertainty.ProblemMatrix | None = None) -> Efficiency:
+    matrix = matrix if matrix is not None else uncertainty.problem_matrix(records, rule)
+    settings = sorted({(r.model, r.method) for r in rows if r.method != baseline and r.rule == rule
+                       and len({x.budget for x in rows if x.method == r.method and x.model == r.model}) >= 2})
+    methods = sorted({m for _, m in settings})
+    ratios = [x for m in methods for x in efficiency.ratio_rows(rows, rule, m, baseline, matrix)]
+    pairs = [x for model, m in settings for x in efficiency.compare(matrix, model, m, model, baseline)]
     return Efficiency(ratios, pairs, efficiency.verifier_sweep(records, rule))
 
 
@@ -636,7 +640,8 @@ def _reach(r: efficiency.RatioRow) -> tuple[str, str]:
 
 
 def format_headline(eff: Efficiency) -> str:
-    lines = [f"FLOPs to reach {BASELINE}'s best accuracy (paper: Llemma-7B REBASE 6.8x fewer than sampling-WV):"]
+    lines = [f"FLOPs to reach {BASELINE}'s best accuracy, 95 % problem-bootstrap interval in brackets "
+             "(paper: Llemma-7B REBASE 6.8x fewer than sampling-WV):"]
     for r in sorted(eff.headline(), key=lambda r: (r.model, r.method)):
         flops, ratio = _reach(r)
         if flops == "–":
@@ -645,9 +650,44 @@ def format_headline(eff: Efficiency) -> str:
             reached = f"reached at {flops} FLOPs: {ratio} fewer"
         else:
             reached = f"reached at {flops} FLOPs: {1 / r.ratio:.2f}x more"
+        ci = f" [ratio {r.interval_text}]" if r.interval is not None else ""
         lines.append(f"  {r.model} {r.method}: {100 * r.target:.0f}% ({BASELINE} at budget {r.budget}, "
-                     f"{r.baseline_flops:.3g} FLOPs) {reached}")
+                     f"{r.baseline_flops:.3g} FLOPs) {reached}{ci}")
     return "\n".join(lines)
+
+
+def comparison_table(pairs: Sequence[efficiency.Comparison]) -> str:
+    return markdown_table(["model", "method", "budget", "paper FLOPs", "against", "FLOPs ratio", "problems",
+                           "Δ points [95 %]", "p"],
+                          [(p.model, p.method, p.budget, f"{p.flops:.3g}",
+                            (f"{p.b_model} " if p.b_model != p.model else "") + p.b_label, f"{p.flops_ratio:.2f}",
+                            p.diff.n, p.diff.text, f"{p.diff.p_value:.2g}") for p in pairs])
+
+
+COMPARISON_NOTE = ("Δ = accuracy of the method minus the other curve read at the method's FLOPs (interpolated per "
+                   "problem in log FLOPs between the budgets shown), on the problems both ran; the interval is a paired "
+                   "bootstrap over problems, p a paired two-sided test (exact McNemar for right/wrong differences, "
+                   "else a sign-flip randomization test). Not corrected for the number of comparisons.")
+
+
+def findings_markdown(found: Sequence[Finding]) -> list[str]:
+    return ["", "## Findings, decided from the intervals", "",
+            "Each of the paper's claims this study can test: *holds* (every comparison significant in the claimed "
+            "direction: paired test p < 0.05; for a FLOPs ratio, its 95 % interval above 1), *holds at some budgets*, "
+            "*does not hold* (some comparison significant against it) or *not significant at this size*. Intervals "
+            "are 95 % paired bootstraps over problems; no correction for multiple comparisons.", "",
+            markdown_table(["", "claim", "tested on", "verdict", "numbers"],
+                           [(f.key, f.claim, f.subject, f"**{f.verdict}**", f.evidence) for f in found])]
+
+
+COMPARISON_COLUMNS = ["model", "method", "budget", "paper_flops", "b_model", "b_method", "b_budget_low", "b_budget_high",
+                      "flops_ratio", "problems", "delta", "low", "high", "p_value"]
+
+
+def _comparison_dict(p: efficiency.Comparison) -> dict[str, Any]:
+    return dict(zip(COMPARISON_COLUMNS, (p.model, p.method, p.budget, p.flops, p.b_model, p.b_method, *p.b_budgets,
+                                         p.flops_ratio, p.diff.n, p.diff.delta, p.diff.low, p.diff.high,
+                                         p.diff.p_value)))
 
 
 def _efficiency_markdown(eff: Efficiency, rule: str) -> list[str]:
@@ -655,29 +695,27 @@ def _efficiency_markdown(eff: Efficiency, rule: str) -> list[str]:
              f"For each accuracy {BASELINE} reaches (at the budget shown), the paper FLOPs each method needs for it, "
              "interpolated on log FLOPs between its budgets, never extrapolated (≤: reached already at its smallest "
              f"budget). Ratio = {BASELINE} FLOPs / method FLOPs; the paper's headline is 6.8x (Llemma-7B, REBASE vs "
-             "sampling with weighted voting, MATH500).", "",
+             "sampling with weighted voting, MATH500). The interval: 95 % of a paired bootstrap over problems "
+             f"({uncertainty.RESAMPLES} resamples; both curves and the ratio recomputed on each, the target being "
+             f"{BASELINE}'s accuracy at the same budget in that resample); \"not reached\" at an end means the method "
+             "misses the target in more than 2.5 % of resamples.", "",
              markdown_table(["model", "method", f"target (= {BASELINE} at budget)", f"{BASELINE} FLOPs",
-                             "method FLOPs", "ratio"],
+                             "method FLOPs", "ratio", "95 % interval"],
                             [(r.model, r.method, f"{100 * r.target:.1f} % (b={r.budget})", f"{r.baseline_flops:.3g}",
-                              *_reach(r)) for r in eff.ratios])]
+                              *_reach(r), r.interval_text) for r in eff.ratios])]
     if eff.paired:
-        parts += ["", f"## Paired on the same problems: each method vs {BASELINE} at about equal FLOPs ({rule})", "",
-                  f"Each budget of a method against the {BASELINE} budget nearest to it in paper FLOPs; discordant "
-                  "problems (one right, the other wrong) and the exact two-sided McNemar p-value.", "",
-                  markdown_table(["model", "method", "budget", f"{BASELINE} budget", "FLOPs ratio", "problems",
-                                  "method only right", f"{BASELINE} only right", "Δ points", "p"],
-                                 [(p.model, p.a, p.budget, p.budget_b, f"{p.flops_ratio:.2f}", p.n, p.a_only, p.b_only,
-                                   f"{100 * p.delta:+.1f}", f"{p.p_value:.3g}") for p in eff.paired])]
+        parts += ["", f"## Paired on the same problems: each method vs {BASELINE} at equal FLOPs ({rule})", "",
+                  COMPARISON_NOTE, "", comparison_table(eff.paired)]
     if eff.sweep:
         rates = sorted({p.flip_rate for p in eff.sweep})
         keys = sorted({(p.model, p.algorithm, p.budget) for p in eff.sweep})
         cell = {(p.model, p.algorithm, p.budget, p.flip_rate): p for p in eff.sweep}
         parts += ["", f"## Accuracy against verifier error ({rule})", "",
                   "The task's exact checker as the verifier, with each step's verdict flipped at the given rate "
-                  "(deterministically per chain).", "",
+                  "(deterministically per chain); 95 % Wilson intervals over problems.", "",
                   markdown_table(["model", "algorithm", "budget"] + [f"{100 * x:.0f} % flipped" for x in rates],
-                                 [(m, a, b, *[f"{100 * cell[(m, a, b, x)].accuracy:.1f} ± {100 * cell[(m, a, b, x)].stderr:.1f}"
-                                              if (m, a, b, x) in cell else "–" for x in rates]) for m, a, b in keys])]
+                                 [(m, a, b, *[_pct(cell[(m, a, b, x)]) if (m, a, b, x) in cell else "–" for x in rates])
+                                  for m, a, b in keys])]
     return parts
 
 
@@ -694,6 +732,7 @@ class ReportResult:
     efficiency: Efficiency | None = None
     difficulty: Any = None  # difficulty.DifficultyStudy, when the records allow one
     convention: str = "N = non-embedding parameters"
+    findings: list[Finding] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -708,7 +747,8 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
     out = Path(out) if out is not None else results_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     rule = resolve_rule(rule, rules_in(records))
-    rows = summarize(records, order=config_order(results_dir))
+    order = config_order(results_dir)
+    rows = summarize(records, order=order)
     fits = fit_curves(rows, rule)
     # Settings searched with a reference verifier (the exact checker, noisy or not) are not choices a
     # user has: they stay out of the Pareto frontier and the compute-optimal model.
@@ -717,8 +757,10 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
     front = pareto(choices, rule)
     ref = load_reference(reference) if reference else []
     convention = parameter_conventions(records)
-    res = ReportResult(rows, fits, front, rule, format_table(rows, convention), compute_efficiency(records, rows, rule),
-                       convention=convention)
+    matrix = uncertainty.problem_matrix(records, rule)
+    eff = compute_efficiency(records, rows, rule, matrix=matrix)
+    res = ReportResult(rows, fits, front, rule, format_table(rows, convention), eff, convention=convention,
+                       findings=findings(records, eff.headline(), eff.sweep, matrix, order[1] if order else ()))
 
     row_cols = [f.name for f in fields(Row)]
     fit_cols = ["model", "method", "rule", *(f.name for f in fields(SaturatingFit)), "max_flops", "accuracy_at_10x"]
@@ -727,6 +769,10 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
         {"model": f.model, "method": f.method, "rule": f.rule, **asdict(f.fit), "max_flops": f.max_flops,
          "accuracy_at_10x": f.extrapolated} for f in fits], fit_cols)
     res.files["pareto.csv"] = _write_csv(out / "pareto.csv", [asdict(r) for r in front], row_cols)
+    res.files["findings.csv"] = _write_csv(out / "findings.csv", [asdict(f) for f in res.findings],
+                                           [f.name for f in fields(Finding)])
+    res.files["comparisons.csv"] = _write_csv(out / "comparisons.csv", [_comparison_dict(p) for p in eff.paired],
+                                              COMPARISON_COLUMNS)
     res.difficulty = difficulty.difficulty_study(
         records, rule, {(r.model, r.method, r.budget) for r in choices if r.rule == rule and r.paper_flops > 0})
     if res.difficulty is not None:
@@ -775,8 +821,13 @@ def _write_csv(path: Path, dicts: list[dict[str, Any]], columns: Sequence[str]) 
     return path
 
 
-def _pct(r: Row) -> str:
-    return f"{100 * r.accuracy:.1f} ± {100 * r.stderr:.1f}"
+def _pct(r: Row | efficiency.SweepPoint) -> str:
+    return f"{100 * r.accuracy:.1f} [{100 * r.low:.1f}, {100 * r.high:.1f}]"
+
+
+def _yerr(pts: Sequence[Row | efficiency.SweepPoint]) -> list[list[float]]:
+    """Asymmetric error bars (percentage points) from each point's interval."""
+    return [[100 * (p.accuracy - p.low) for p in pts], [100 * (p.high - p.accuracy) for p in pts]]
 
 
 def _markdown(res: ReportResult, by_level: dict[Any, list[Row]], ref: list[dict], results_dir: Path) -> str:
@@ -784,8 +835,7 @@ def _markdown(res: ReportResult, by_level: dict[Any, list[Row]], ref: list[dict]
     parts = [f"# Results: {results_dir}", "",
              f"FLOPs are per problem ({res.convention}). *Paper* = 2·N_policy·generated tokens (Wu et al.'s "
              "x-axis); *full* = 2·N_policy·all tokens the policy processed + 2·N_PRM·tokens the PRM processed. "
-             "Accuracy ± standard "
-             "error over seeds (over problems when there is one seed). `oracle` = some candidate is right. "
+             f"Accuracy % [95 % interval]: {INTERVAL_NOTE}. `oracle` = some candidate is right. "
              "`*` = includes records derived from a larger sampling run (paper FLOPs exact, full FLOPs scaled).", "",
              "## Table", "",
              markdown_table(["model", "method", "rule", "budget", "paper FLOPs", "full FLOPs", "of which PRM", "accuracy %",
@@ -805,6 +855,8 @@ def _markdown(res: ReportResult, by_level: dict[Any, list[Row]], ref: list[dict]
     parts += ["", f"## Pareto frontier ({res.rule}): the compute-optimal choice per budget (reference verifiers left out)", "",
               markdown_table(["from paper FLOPs", "model", "method", "budget", "accuracy %"],
                              [(f"{r.paper_flops:.3g}", r.model, r.method, r.budget, _pct(r)) for r in res.frontier])]
+    if res.findings:
+        parts += findings_markdown(res.findings)
     if res.efficiency is not None:
         parts += _efficiency_markdown(res.efficiency, res.rule)
     if by_level:

@@ -5,16 +5,17 @@ import math
 
 import pytest
 
-from experiments.efficiency import (flip_rate_of, flops_to_reach, mcnemar_p, paired, paired_at_equal_flops,
-                                    ratio_rows, verifier_sweep)
+from experiments.efficiency import compare, flip_rate_of, flops_to_reach, ratio_rows, verifier_sweep
 from experiments.records import Record, Vote
+from treesearch.ledger import ComputeLedger
 from experiments.report import Row, compute_efficiency, format_headline
+from experiments.uncertainty import mcnemar_p, problem_matrix
 
 RULE = "weighted/last"
 
 
 def row(method: str, budget: int, flops: float, acc: float, model: str = "m") -> Row:
-    return Row(model, method, RULE, budget, flops, flops, acc, 0.0, 100, 1, False)
+    return Row(model, method, RULE, budget, flops, flops, acc, acc, acc, 100, 1, False)
 
 
 def test_flops_to_reach_interpolates_on_log_flops_and_never_extrapolates():
@@ -49,32 +50,30 @@ def test_mcnemar_exact_p_values():
     assert mcnemar_p(10, 0) == pytest.approx(2 / 1024)
 
 
-def rec(problem: str, method: str, budget: int, correct: bool, verifier=None, algorithm=None, model="m", seed=0):
+def rec(problem: str, method: str, budget: int, correct: bool, verifier=None, algorithm=None, model="m", seed=0,
+        flops: int = 0):
+    """A record whose paper FLOPs are ``flops`` (N = 1, flops / 2 generated tokens)."""
     return Record(problem_id=problem, model=model, method=method, budget=budget, seed=seed,
                   algorithm=algorithm or method.split("-")[0], votes={RULE: Vote("1", correct)},
-                  oracle_correct=correct, verifier=verifier)
+                  oracle_correct=correct, verifier=verifier,
+                  ledger=ComputeLedger(policy_params=1, generated_tokens=flops // 2))
 
 
-def test_paired_counts_discordant_problems():
-    a = [True, True, True, False, False, True]
-    b = [True, False, False, False, True, False]
-    records = [rec(f"p{i}", "rebase", 8, x) for i, x in enumerate(a)]
-    records += [rec(f"p{i}", "sampling", 8, x) for i, x in enumerate(b)]
-    records.append(rec("p9", "rebase", 8, True))  # no partner: not counted
-    p = paired(records, "m", "rebase", "sampling", 8, RULE)
-    assert (p.n, p.a_only, p.b_only) == (6, 3, 1)
-    assert p.delta == pytest.approx(2 / 6)
-    assert p.p_value == pytest.approx(mcnemar_p(3, 1))
-
-
-def test_pairing_goes_by_flops_not_budget():
-    rows = [row("sampling", 1, 1e8, 0.2), row("sampling", 4, 4e8, 0.3), row("sampling", 16, 1.6e9, 0.4),
-            row("mcts", 8, 3e8, 0.25), row("mcts", 32, 1.2e9, 0.3)]
-    records = [rec(f"p{i}", m, b, (i + b) % 2 == 0) for i in range(6) for m, b in
-               [("sampling", 1), ("sampling", 4), ("sampling", 16), ("mcts", 8), ("mcts", 32)]]
-    pairs = paired_at_equal_flops(records, rows, RULE, "mcts", "sampling")
-    assert [(p.budget, p.budget_b) for p in pairs] == [(8, 4), (32, 16)]
-    assert pairs[0].flops_ratio == pytest.approx(0.75)
+def test_compare_reads_the_other_curve_at_equal_flops_per_problem():
+    """mcts at 300 FLOPs lies between sampling's budgets 4 (200 FLOPs) and 16 (800 FLOPs), at
+    t = log(300/200) / log(4) of the way in log FLOPs; each problem's sampling verdict is read there."""
+    right = {("sampling", 4): [1, 0, 0, 0], ("sampling", 16): [1, 1, 1, 0], ("mcts", 8): [1, 1, 0, 1]}
+    flops = {("sampling", 4): 200, ("sampling", 16): 800, ("mcts", 8): 300}
+    records = [rec(f"p{i}", m, b, bool(v[i]), flops=flops[(m, b)]) for (m, b), v in right.items() for i in range(4)]
+    [c] = compare(problem_matrix(records, RULE), "m", "mcts", "m", "sampling")
+    t = math.log(1.5) / math.log(4)
+    per_problem = [1 - 1, 1 - t, 0 - t, 1 - 0]  # mcts minus sampling interpolated per problem
+    assert (c.budget, c.b_budgets, c.flops, c.flops_ratio) == (8, (4, 16), 300, pytest.approx(1.0))
+    assert c.diff.delta == pytest.approx(sum(per_problem) / 4) and c.diff.n == 4
+    assert c.b_label == "sampling b=4-16"
+    # Far beyond the other curve's FLOPs (more than 1.25x past its last budget): no comparison.
+    records += [rec(f"p{i}", "mcts", 64, True, flops=2000) for i in range(4)]
+    assert [x.budget for x in compare(problem_matrix(records, RULE), "m", "mcts", "m", "sampling")] == [8]
 
 
 def test_verifier_sweep_groups_by_flip_rate():
@@ -94,10 +93,11 @@ def test_verifier_sweep_groups_by_flip_rate():
 def test_compute_efficiency_and_headline_text():
     rows = [row("sampling", 1, 1e8, 0.2), row("sampling", 2, 2e8, 0.3),
             row("rebase", 1, 1e8, 0.25), row("rebase", 2, 2e8, 0.5)]
-    records = [rec("p0", "sampling", 1, False), rec("p0", "rebase", 1, True)]
+    records = [rec("p0", "sampling", 1, False, flops=100), rec("p0", "rebase", 1, True, flops=100)]
     eff = compute_efficiency(records, rows, RULE)
     [head] = eff.headline()
     assert head.method == "rebase" and head.target == 0.3
-    assert [(p.a, p.budget, p.budget_b, p.a_only, p.flops_ratio) for p in eff.paired] == [("rebase", 1, 1, 1, 1.0)]
+    assert [(p.method, p.budget, p.b_budgets, p.diff.delta, p.flops_ratio) for p in eff.paired] == [
+        ("rebase", 1, (1, 1), 1.0, 1.0)]
     text = format_headline(eff)
     assert "m rebase: 30% (sampling at budget 2" in text and "x" in text.splitlines()[1]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from experiments.records import read_records
-from experiments.report import (Row, fit_saturating, load_reference, mean_se, pareto, report, resolve_rule,
-                                summarize)
+from experiments.report import Row, fit_saturating, load_reference, pareto, report, resolve_rule, summarize
+from experiments.uncertainty import wilson
 from treesearch.ledger import paper_flops
 
 FIXTURE = Path(__file__).parent / "data" / "report_records.jsonl"
@@ -38,23 +38,25 @@ def test_greedy_llemma_7b_paper_flops_match_table_4():
 
 def test_table_values_by_hand():
     rows = summarize(read_records(FIXTURE))
-    # greedy, one seed: SE over problems = std([1,0,1,0,0], ddof=1)/sqrt(5) = sqrt(0.3/5)
+    # greedy, one seed, 2 of 5 right: the Wilson 95 % interval of 2/5 is [0.1176, 0.7693]
     g = _row(rows, "llemma-7b", "greedy", "weighted/last")
     assert (g.accuracy, g.n_problems, g.n_seeds, g.derived) == (0.4, 5, 1, False)
-    assert g.stderr == pytest.approx(math.sqrt(0.3 / 5))
+    assert (g.low, g.high) == (pytest.approx(0.1176, abs=1e-4), pytest.approx(0.7693, abs=1e-4))
     assert g.full_flops == pytest.approx(2 * 6.74e9 * 340.8)  # 50 prompt tokens each, no PRM
-    # sampling, two seeds: per-seed accuracies [1.0, 0.5] -> 0.75 ± std/sqrt(2) = 0.25
+    # sampling, two seeds: per-seed accuracies [1.0, 0.5] -> 0.75; the interval counts problems (2), not
+    # problem-seed pairs: 1.5 of 2
     s = _row(rows, "llemma-7b", "sampling", "weighted/last")
     assert (s.accuracy, s.n_problems, s.n_seeds, s.derived) == (0.75, 2, 2, True)
-    assert s.stderr == pytest.approx(0.25)
+    assert (s.low, s.high) == wilson(1.5, 2)
     assert s.paper_flops == pytest.approx(2 * 6.74e9 * 1050)
     assert s.full_flops == pytest.approx(2 * 6.74e9 * 1150 + 2 * 1e9 * 500)
     m = _row(rows, "llemma-7b", "sampling", "majority")
-    assert (m.accuracy, m.stderr) == (pytest.approx(0.25), pytest.approx(0.25))
+    assert (m.accuracy, m.low, m.high) == (pytest.approx(0.25), *wilson(0.5, 2))
     o = _row(rows, "llemma-7b", "sampling", "oracle")
     assert o.accuracy == 0.75
     big = _row(rows, "llemma-34b", "greedy", "weighted/last")
-    assert (big.accuracy, big.stderr, big.paper_flops) == (1.0, 0.0, pytest.approx(2 * 33.7e9 * 290))
+    assert (big.accuracy, big.high, big.paper_flops) == (1.0, 1.0, pytest.approx(2 * 33.7e9 * 290))
+    assert big.low == wilson(big.n_problems, big.n_problems)[0] < 1.0  # all right is not certainty
     # small model first, cheaper method first
     assert [(r.model, r.method) for r in rows][0] == ("llemma-7b", "greedy")
     assert [r.model for r in rows][-1] == "llemma-34b"
@@ -69,11 +71,6 @@ def test_pareto_and_rule_names():
     assert [(r.model, r.method) for r in front] == [("llemma-7b", "greedy"), ("llemma-7b", "sampling"),
                                                     ("llemma-34b", "greedy")]
     assert [(r.model, r.method) for r in pareto(rows, "majority")] == [("llemma-7b", "greedy"), ("llemma-34b", "greedy")]
-
-
-def test_mean_se():
-    assert mean_se([1.0]) == (1.0, 0.0)
-    assert mean_se([0.0, 1.0, 1.0, 0.0]) == (0.5, pytest.approx(math.sqrt(1 / 3) / 2))
 
 
 def test_saturating_fit_recovers_a_known_curve():
@@ -96,17 +93,17 @@ def test_report_writes_tables_and_plots(results, tmp_path):
         assert (tmp_path / "rep" / name).stat().st_size > 0, name
     md = (tmp_path / "rep" / "results.md").read_text()
     assert "| llemma-7b | greedy | weighted/last | 1 | 3.92e+12 |" in md
-    assert "75.0 ± 25.0*" in md and "Table 1" in md
+    assert "75.0 [19.8, 97.3]*" in md and "Table 1" in md
     lines = res.table.splitlines()
     assert lines[0].split() == ["model", "method", "budget", "paper", "FLOPs", "full:", "policy", "full:", "PRM",
                                 "majority", "weighted", "last", "pass@n"]
     # full FLOPs split into the policy's and the PRM's parts (the fixture's PRM processed no tokens)
-    assert lines[2].split() == ["llemma-7b", "greedy", "1", "3.92e+12", "4.59e+12", "0", "40.0", "±", "24.5"]  # once
+    assert lines[2].split() == ["llemma-7b", "greedy", "1", "3.92e+12", "4.59e+12", "0", "40.0", "[11.8,", "76.9]"]
     assert lines[3].split()[:6] == ["llemma-7b", "sampling", "4", "1.42e+13", "1.55e+13", "1e+12"]  # PRM: 2·1e9·500
-    assert lines[3].split()[-6:] == ["75.0", "±", "25.0*", "75.0", "±", "25.0*"]
+    assert lines[3].split()[-6:] == ["75.0", "[19.8,", "97.3]*", "75.0", "[19.8,", "97.3]*"]
     assert "* = cut from a larger sampling run" in lines[-1]
     csv_lines = (tmp_path / "rep" / "table.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("model,method,rule,budget,paper_flops,full_flops,accuracy,stderr")
+    assert csv_lines[0].startswith("model,method,rule,budget,paper_flops,full_flops,accuracy,low,high")
 
 
 def test_reference_points_carry_their_source():

@@ -16,6 +16,7 @@ study (`experiments.sweep.run_study`, `experiments.report.report`); reruns resum
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -81,6 +82,20 @@ def study(profile: str = "default") -> StudyConfig:
         dataset=DatasetConfig(name="builtin", options={"n": 500}, limit=problems, grader="exact"),
         seeds=seeds, limits=LIMITS, voting=VotingConfig(aggregations=["last"]),
         output=f"runs/builtin-{profile}", problems_per_chunk=problems)
+
+
+HELDOUT_SEED = 1
+
+
+def heldout(cfg: StudyConfig) -> StudyConfig:
+    """The replication split: the next 2x as many test problems, unseen by the first split, and
+    another seed; the same methods, models and PRM. Its findings test the first split's."""
+    first = cfg.dataset.limit or 0
+    return dataclasses.replace(
+        cfg, dataset=dataclasses.replace(cfg.dataset, start=cfg.dataset.start + first, limit=2 * first),
+        seeds=[HELDOUT_SEED], output=f"{cfg.output}-heldout", problems_per_chunk=2 * first,
+        description=f"{cfg.description}; held-out split (problems {cfg.dataset.start + first}-"
+                    f"{cfg.dataset.start + 3 * first - 1}, seed {HELDOUT_SEED})")
 
 
 def main(argv: list[str] | None = None) -> int:
