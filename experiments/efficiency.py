@@ -99,7 +99,8 @@ class RatioRow:
             return "–"
         end = lambda x: "not reached" if x == 0 else f"{x:.2f}x"  # noqa: E731
         text = f"{end(ci.low)} to {end(ci.high)}" if ci.low != ci.high else end(ci.low)
-        return text + (f" (not reached in {100 * ci.not_reached:.0f} % of resamples)" if ci.not_reached > 0 else "")
+        share = f"{100 * ci.not_reached:.0f}" if ci.not_reached >= 0.01 else "under 1"
+        return text + (f" (not reached in {share} % of resamples)" if ci.not_reached > 0 else "")
 
 
 def ratio_rows(rows: Sequence[Row], rule: str, method: str, baseline: str,

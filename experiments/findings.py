@@ -163,3 +163,24 @@ def format_findings(found: Sequence[Finding]) -> str:
         lines.append(f"  ({f.key}) {f.claim} [{f.subject}]: {f.verdict.upper()}")
         lines.append(f"      {f.evidence}")
     return "\n".join(lines)
+
+
+def replication(splits: Sequence[tuple[str, Sequence[Finding]]]) -> list[tuple[Finding, list[Finding | None], str]]:
+    """For every finding of the first split: the same finding in each split (None: not tested there)
+    and whether it replicates, i.e. every split reaches the same verdict."""
+    rows = []
+    for f in splits[0][1]:
+        same = [next((g for g in found if (g.key, g.subject, g.claim) == (f.key, f.subject, f.claim)), None)
+                for _, found in splits]
+        verdicts = {g.verdict if g is not None else None for g in same}
+        rows.append((f, same, "yes" if len(verdicts) == 1 else "no"))
+    return rows
+
+
+def format_replication(splits: Sequence[tuple[str, Sequence[Finding]]]) -> str:
+    names = [name for name, _ in splits]
+    lines = ["Findings on each split (" + " | ".join(names) + "), and whether they replicate:"]
+    for f, same, replicates in replication(splits):
+        verdicts = [g.verdict if g is not None else "not tested" for g in same]
+        lines.append(f"  ({f.key}) {f.claim} [{f.subject}]: " + " | ".join(verdicts) + f" -> replicates: {replicates}")
+    return "\n".join(lines)

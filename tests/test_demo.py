@@ -25,6 +25,8 @@ def test_quick_demo_writes_table_and_plot(tmp_path, capsys):
     assert {r.verifier["flip_rate"] for r in by_method["sampling-noisy0.3"]} == {0.3}
     assert (tmp_path / "report" / "verifier_quality.png").stat().st_size > 10_000
     assert "FLOPs to reach sampling's best accuracy" in out
+    assert "Findings (95 % intervals" in out and "(a) rebase reaches sampling's best accuracy" in out
+    assert (tmp_path / "report" / "findings.csv").read_text().startswith("key,claim,subject,verdict,evidence")
     assert {(r.budget, r.params["root_width"]) for r in by_method["mcts"]} == {(4, 2), (8, 2)}
 
 
@@ -37,3 +39,22 @@ def test_extended_and_full_profiles_add_lookahead_and_dvts():
     assert {"lookahead", "dvts"} <= names["extended"] and {"lookahead", "dvts"} <= names["full"]
     assert not {"lookahead", "dvts"} & names["default"]
     assert names["extended"] - {"lookahead", "dvts"} == names["default"]
+
+
+def test_the_held_out_split_is_disjoint_and_reseeded():
+    first = demo.study("default")
+    second = demo.heldout(first)
+    assert (first.dataset.start, first.dataset.limit, first.seeds) == (0, 100, [0])
+    assert (second.dataset.start, second.dataset.limit, second.seeds) == (100, 200, [1])
+    assert second.output == first.output + "-heldout"
+    assert [m.name for m in second.methods] == [m.name for m in first.methods]
+
+
+def test_replication_compares_verdicts_split_by_split():
+    from experiments.findings import HOLDS, UNSURE, Finding, replication
+
+    a = [Finding("a", "claim", "small", HOLDS, "3x"), Finding("b", "other", "small vs large", UNSURE, "+1")]
+    b = [Finding("a", "claim", "small", HOLDS, "2x")]
+    rows = replication([("split 1", a), ("split 2", b)])
+    assert [(f.key, [g.evidence if g else None for g in same], ok) for f, same, ok in rows] == [
+        ("a", ["3x", "2x"], "yes"), ("b", ["+1", None], "no")]

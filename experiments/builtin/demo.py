@@ -107,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
                       help="the default study plus lookahead search and DVTS (about twice as long)")
     size.add_argument("--full", action="store_const", dest="profile", const="full",
                       help="300 problems, budgets <= 128, 2 seeds")
-    ap.add_argument("--out", help="results directory (default runs/builtin-<profile>)")
+    ap.add_argument("--replicate", action="store_true",
+                    help="also run a held-out split (the next 2x as many test problems, seed 1) and say which "
+                         "findings replicate (about 3x the time)")
+    ap.add_argument("--out", help="results directory (default runs/builtin-<profile>; the held-out split: <out>-heldout)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = ap.parse_args(argv)
@@ -115,26 +118,59 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_libraries()
     cfg = study(args.profile or "default")
-    out = args.out or cfg.output
+    if args.out:
+        cfg = dataclasses.replace(cfg, output=args.out)
     flags = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--debug")
-    return guarded("treesearch demo", args.debug, lambda: _demo(cfg, out, not args.no_progress),
-                   resume=f"treesearch demo {flags}".strip(), results=out)
+    return guarded("treesearch demo", args.debug, lambda: _demo(cfg, not args.no_progress, args.replicate),
+                   resume=f"treesearch demo {flags}".strip(), results=cfg.output)
 
 
-def _demo(cfg: StudyConfig, out: str, progress: bool) -> int:
-    from ..report import format_headline, report
+def _demo(cfg: StudyConfig, progress: bool, replicate: bool) -> int:
+    from ..findings import format_findings, format_replication
+    from ..report import format_headline, markdown_table, report
     from ..sweep import run_study
 
     t0 = time.perf_counter()
-    results = run_study(cfg, out=out, progress=progress)
+    results = run_study(cfg, progress=progress)
     rep = report(results)
     print(rep.table)
     if rep.efficiency is not None and rep.efficiency.ratios:
         print("\n" + format_headline(rep.efficiency))
+    print("\n" + format_findings(rep.findings))
+    if replicate:
+        second = heldout(cfg)
+        held = report(run_study(second, progress=progress))
+        print(f"\nHeld-out split ({second.output}):\n" + format_findings(held.findings))
+        splits = [(_split_name(cfg), rep.findings), (_split_name(second), held.findings)]
+        print("\n" + format_replication(splits))
+        path = results / "report" / "replication.md"
+        path.write_text(_replication_markdown(splits, markdown_table), encoding="utf-8")
+        print(f"\nreplication table: {path}; held-out report: {held.files['results.md'].parent}")
     print(f"\nstudy took {time.perf_counter() - t0:.0f} s; records in {results}")
     print(f"accuracy vs FLOPs plot: {rep.files['accuracy_vs_flops.png']}")
     print(f"tables and other plots: {rep.files['results.md'].parent}")
     return 0
+
+
+def _split_name(cfg: StudyConfig) -> str:
+    first = cfg.dataset.start
+    return f"problems {first}-{first + (cfg.dataset.limit or 0) - 1}, seed {','.join(map(str, cfg.seeds))}"
+
+
+def _replication_markdown(splits, markdown_table) -> str:
+    from ..findings import replication
+
+    names = [name for name, _ in splits]
+    return "\n".join([
+        "# Do the findings replicate?", "",
+        "The same study on two disjoint splits of the built-in test problems, with different seeds "
+        "(`treesearch demo --replicate`). Verdicts come from each split's intervals (its results.md has the "
+        "numbers); a finding replicates when both splits reach the same verdict.", "",
+        markdown_table(["", "claim", "tested on", *names, "replicates"],
+                       [(f.key, f.claim, f.subject,
+                         *[f"**{g.verdict}**: {g.evidence}" if g is not None else "not tested" for g in same], ok)
+                        for f, same, ok in replication(splits)]),
+        ""])
 
 
 if __name__ == "__main__":
