@@ -56,8 +56,12 @@ def _verdict(diffs: Sequence[uncertainty.Difference], sign: int) -> str:
     return PARTLY if any(s > 0 for s in signs) else UNSURE
 
 
+def _eq(d: uncertainty.Difference) -> str:
+    return d.p_text if d.p_text.startswith("<") else f"= {d.p_text}"
+
+
 def _comparisons_text(pairs: Sequence[efficiency.Comparison]) -> str:
-    return "; ".join(f"b={p.budget}: {p.diff.text} (p = {p.diff.p_value:.2g})" for p in pairs)
+    return "; ".join(f"b={p.budget}: {p.diff.text} (p {_eq(p.diff)})" for p in pairs)
 
 
 def findings(records: Sequence[Record], headline: Sequence[efficiency.RatioRow],
@@ -88,7 +92,7 @@ def findings(records: Sequence[Record], headline: Sequence[efficiency.RatioRow],
             d, budgets = gap
             out.append(Finding("a2", f"the smaller policy gains more from {rebase} over {sampling} at equal FLOPs",
                                f"{models[0]} vs {models[-1]}", {1: HOLDS, -1: FAILS, 0: UNSURE}[d.verdict],
-                               f"gain difference {d.text} points (p = {d.p_value:.2g}), averaged over "
+                               f"gain difference {d.text} points (p {_eq(d)}), averaged over "
                                f"budgets {', '.join(map(str, budgets))}"))
     # (b) The small policy with REBASE beats the large one with sampling at equal FLOPs.
     if rebase is not None and len(models) >= 2:
@@ -152,7 +156,7 @@ def _verifier_findings(matrix: ProblemMatrix, sweep: Sequence[efficiency.SweepPo
         out.append(Finding("v", f"{algorithm} is more accurate with the exact checker than with "
                                 f"{100 * worst.flip_rate:.0f} % of its verdicts flipped", f"{model}, budget {budget}",
                            {1: HOLDS, -1: FAILS, 0: UNSURE}[d.verdict],
-                           f"{d.text} points (p = {d.p_value:.2g}); accuracy at flip rates "
+                           f"{d.text} points (p {_eq(d)}); accuracy at flip rates "
                            + ", ".join(f"{100 * p.flip_rate:.0f} %: {100 * p.accuracy:.1f}" for p in pts)))
     return out
 

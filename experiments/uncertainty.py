@@ -137,7 +137,12 @@ class Difference:
     @property
     def text(self) -> str:
         """In percentage points: "+1.5 [-4.0, +7.0]"."""
-        return f"{100 * self.delta:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
+        return f"{100 * self.delta + 0.0:+.1f} [{100 * self.low + 0.0:+.1f}, {100 * self.high + 0.0:+.1f}]"
+
+    @property
+    def p_text(self) -> str:
+        """The p-value to two digits; below 1e-4 (the randomization test's floor is 5e-5) as "< 1e-4"."""
+        return "< 1e-4" if self.p_value < 1e-4 else f"{self.p_value:.2g}"
 
 
 def difference(diffs: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED) -> Difference:
