@@ -265,7 +265,8 @@ def verifier_sweep(records: Sequence[Record], rule: str) -> list[SweepPoint]:
     for r in records:
         rate = flip_rate_of(r.verifier)
         c = r.verdict(rule)
-        if rate is not None and c is not None:
+        # Right-only flips (a judge that never accepts a wrong step) are another axis than the sweep's.
+        if rate is not None and c is not None and (r.verifier or {}).get("flip", "both") == "both":
             groups[(r.model, r.algorithm, r.budget, rate)][r.problem_id].append(c)
             methods.setdefault((r.model, r.algorithm, r.budget, rate), r.method)
     # Only settings measured at two error rates or more make a sweep.

@@ -7,6 +7,11 @@ eat the gain (the "imperfect verifier" axis of inference scaling). Both cost no 
 A flip is decided per step by a hash of (seed, question, steps up to that step), so the
 same chain always gets the same scores: the prefix cache, resumed runs and repeated
 scoring of a node all agree, and different chains flip independently.
+
+``flip="right"`` flips only verdicts that say right: a judge that rejects right steps but never
+accepts wrong ones, the imperfect verifier of the repeated-sampling scaling law
+(experiments.builtin.scaling_law). It uses the same draws, so its flips are exactly the
+right-verdict flips of ``flip="both"`` at the same rate and seed.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from .registry import register_prm
 #: A step checker: per step, is the chain right up to and including that step?
 Checker = Callable[[str, Sequence[str]], Sequence[bool]]
 BUILTIN_CHECKER = "experiments.builtin.task:on_gold_path"
+FLIPS = ("both", "right")  # which verdicts a flip may invert: any, or only "right" ones
 
 
 def flip_draw(seed: int, question: str, steps: Sequence[str]) -> float:
@@ -39,12 +45,14 @@ class CheckerPRM:
     """Scores ``right`` where the checker accepts the chain up to a step, ``wrong`` where it does not.
 
     With ``flip_rate`` p > 0 each step's verdict is inverted with probability p
-    (deterministically per chain prefix, see :func:`flip_draw`).
+    (deterministically per chain prefix, see :func:`flip_draw`); with ``flip="right"`` only
+    verdicts True are (a right step is rejected with probability p, a wrong one never accepted).
     """
 
     check: Checker
     flip_rate: float = 0.0
     seed: int = 0
+    flip: str = "both"
     right: float = 0.9
     wrong: float = 0.1
     num_parameters: int = 0
@@ -52,6 +60,8 @@ class CheckerPRM:
     def __post_init__(self) -> None:
         if not 0.0 <= self.flip_rate <= 1.0:
             raise ValueError(f"flip_rate must lie in [0, 1], got {self.flip_rate}")
+        if self.flip not in FLIPS:
+            raise ValueError(f"flip must be one of {FLIPS}, got {self.flip!r}")
         if not (math.isfinite(self.right) and math.isfinite(self.wrong)):
             raise ValueError("right and wrong scores must be finite")
 
@@ -62,7 +72,12 @@ class CheckerPRM:
             raise ValueError(f"checker returned {len(raw)} verdicts for {len(steps)} steps")
         if self.flip_rate == 0.0:
             return raw
-        return [v != (flip_draw(self.seed, question, steps[:k + 1]) < self.flip_rate) for k, v in enumerate(raw)]
+        out = []
+        for k, v in enumerate(raw):
+            if v or self.flip == "both":
+                v = v != (flip_draw(self.seed, question, steps[:k + 1]) < self.flip_rate)
+            out.append(v)
+        return out
 
     def score(self, chains: Sequence[Chain]) -> list[ChainScores]:
         out = []
@@ -98,5 +113,6 @@ def _builtin_oracle(**kwargs) -> CheckerPRM:
 
 @register_prm("noisy_oracle")
 def _noisy_oracle(flip_rate: float = 0.2, **kwargs) -> CheckerPRM:
-    """The built-in checker with each step's verdict flipped with probability ``flip_rate``."""
+    """The built-in checker with each step's verdict flipped with probability ``flip_rate``
+    (only right verdicts with ``flip="right"``)."""
     return CheckerPRM(_resolve(BUILTIN_CHECKER), flip_rate=flip_rate, **kwargs)

@@ -86,6 +86,8 @@ def test_verifier_sweep_groups_by_flip_rate():
         records.append(rec(f"p{i}", "rebase-noisy0.2", 16, i < 1, {"type": "noisy_oracle", "flip_rate": 0.2}))
         records.append(rec(f"p{i}", "rebase-oracle", 8, True, {"type": "builtin_oracle"}))  # one rate only: no sweep
         records.append(rec(f"p{i}", "rebase", 16, True, {"type": "likelihood"}))
+        records.append(rec(f"p{i}", "rebase-right0.2", 16, True,  # right-only flips: not pooled into the sweep
+                           {"type": "noisy_oracle", "flip_rate": 0.2, "flip": "right"}))
     pts = verifier_sweep(records, RULE)
     assert [(p.budget, p.flip_rate, p.accuracy, p.n) for p in pts] == [(16, 0.0, 0.75, 4), (16, 0.2, 0.25, 4)]
 

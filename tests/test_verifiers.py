@@ -14,6 +14,7 @@ from experiments.cli import main as cli
 from reward_models import CallablePRM, Chain, LabelledChain, load_prm
 from reward_models.evaluation import SiblingGroup, sibling_pairs
 from reward_models.likelihood import LikelihoodHead, LikelihoodPRM, chain_scores
+from reward_models.oracle import flip_draw
 from reward_models.prm_benchmarks import BenchmarkFormatError, evaluate_benchmark, read_benchmark
 from reward_models.training import fit_likelihood_head
 
@@ -63,6 +64,54 @@ def test_noisy_oracle_flips_at_its_rate_and_is_deterministic_per_chain():
 def test_oracle_rejects_a_flip_rate_outside_0_1():
     with pytest.raises(ValueError, match="flip_rate"):
         load_prm({"type": "noisy_oracle", "flip_rate": 1.5})
+
+
+def _right_and_wrong_prefixes() -> list[Chain]:
+    """Every prefix of each gold chain (all steps right) and of a copy with one step off by one
+    (its steps from the corrupted one on are wrong)."""
+    chains = []
+    for p in PROBLEMS:
+        bad = list(p.solution_steps)
+        bad[0] = off_by(bad[0], 1)
+        for steps in (p.solution_steps, bad):
+            chains += [Chain(p.question, tuple(steps[:k + 1])) for k in range(len(steps))]
+    return chains
+
+
+def test_noisy_oracle_flip_right_rejects_right_steps_at_its_rate_and_never_accepts_wrong_ones():
+    chains = _right_and_wrong_prefixes()
+    truth = [task.on_gold_path(c.question, c.steps)[-1] for c in chains]
+    n_right, n_wrong = sum(truth), len(truth) - sum(truth)
+    assert n_right > 700 and n_wrong > 700
+    rate = 0.3
+    right_only = [r.scores[-1] for r in load_prm({"type": "noisy_oracle", "flip_rate": rate, "flip": "right"}).score(chains)]
+    both = [r.scores[-1] for r in load_prm({"type": "noisy_oracle", "flip_rate": rate}).score(chains)]
+    assert all(s == 0.1 for s, t in zip(right_only, truth) if not t)  # a wrong step is never scored right
+    rejected = sum(s == 0.1 for s, t in zip(right_only, truth) if t) / n_right
+    assert abs(rejected - rate) < 4 * math.sqrt(rate * (1 - rate) / n_right)
+    # The same draws as flip="both": on right steps the two agree exactly; "both" also accepts wrong ones.
+    assert [s for s, t in zip(right_only, truth) if t] == [s for s, t in zip(both, truth) if t]
+    accepted = sum(s == 0.9 for s, t in zip(both, truth) if not t) / n_wrong
+    assert abs(accepted - rate) < 4 * math.sqrt(rate * (1 - rate) / n_wrong)
+
+
+def test_noisy_oracle_default_flips_both_ways_as_before():
+    """Existing records stay reproducible: the default is flip="both", each verdict inverted where
+    its prefix's draw falls under the rate."""
+    chains = _right_and_wrong_prefixes()[:300]
+    default = load_prm({"type": "noisy_oracle", "flip_rate": 0.2})
+    assert default.flip == "both"
+    assert default.score(chains) == load_prm({"type": "noisy_oracle", "flip_rate": 0.2, "flip": "both"}).score(chains)
+    for c in chains:
+        truth = task.on_gold_path(c.question, c.steps)
+        expected = [v != (flip_draw(0, c.question, c.steps[:k + 1]) < 0.2) for k, v in enumerate(truth)]
+        assert default.verdicts(c.question, c.steps) == expected
+
+
+@pytest.mark.parametrize("flip", ["wrong", "", "Right", None])
+def test_oracle_rejects_an_unknown_flip(flip):
+    with pytest.raises(ValueError, match=r"flip must be one of \('both', 'right'\)"):
+        load_prm({"type": "noisy_oracle", "flip_rate": 0.1, "flip": flip})
 
 
 # ---- sibling pairs, by hand --------------------------------------------------------------------
