@@ -861,6 +861,18 @@ def findings_markdown(found: Sequence[Finding]) -> list[str]:
                            [(f.key, f.claim, f.subject, f"**{f.verdict}**", f.evidence) for f in found])]
 
 
+RATIO_COLUMNS = ["model", "method", "baseline", "budget", "target", "baseline_flops", "method_flops",
+                 "reached_at_first_budget", "ratio", "low", "high", "not_reached"]
+
+
+def _ratio_dict(r: efficiency.RatioRow) -> dict[str, Any]:
+    """A ratio row; low 0 = "not reached" at that end of the interval; NaN ratio = not reached."""
+    ci = r.interval
+    return dict(zip(RATIO_COLUMNS, (r.model, r.method, r.baseline, r.budget, r.target, r.baseline_flops,
+                                    r.method_flops.flops, r.method_flops.bound, r.ratio,
+                                    *((ci.low, ci.high, ci.not_reached) if ci else (math.nan,) * 3))))
+
+
 COMPARISON_COLUMNS = ["model", "method", "budget", "paper_flops", "b_model", "b_method", "b_budget_low", "b_budget_high",
                       "flops_ratio", "problems", "delta", "low", "high", "p_value"]
 
@@ -954,6 +966,7 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
                                            [f.name for f in fields(Finding)])
     res.files["comparisons.csv"] = _write_csv(out / "comparisons.csv", [_comparison_dict(p) for p in eff.paired],
                                               COMPARISON_COLUMNS)
+    res.files["ratios.csv"] = _write_csv(out / "ratios.csv", [_ratio_dict(r) for r in eff.ratios], RATIO_COLUMNS)
     res.difficulty = difficulty.difficulty_study(
         records, rule, {(r.model, r.method, r.budget) for r in choices if r.rule == rule and r.paper_flops > 0})
     if res.difficulty is not None:

@@ -123,3 +123,26 @@ def test_findings_from_a_study_where_search_clearly_wins():
     b = found[("b", "small vs large")]
     assert b.verdict == HOLDS and b.evidence.startswith("b=4: +20.0 [") and "b=2" not in b.evidence
     assert ("c", "small") not in found  # no MCTS in this study
+
+
+def test_report_writes_intervals_to_csv(tmp_path):
+    import csv
+
+    from experiments.records import RecordWriter
+    from experiments.report import report
+
+    records = [rec(i, m, b, i < (30 + 10 * b + (25 if m == "rebase" else 0)), 100 * b)
+               for i in range(100) for m in ("sampling", "rebase") for b in (1, 2)]
+    with RecordWriter(tmp_path / "records.jsonl") as w:
+        w.write(records)
+    res = report(tmp_path, plots=False)
+    [ratio] = [r for r in csv.DictReader(open(res.files["ratios.csv"])) if r["budget"] == "2"]
+    # rebase reaches sampling's 50 % already at budget 1 (65 %, in every resample too): at most 100 FLOPs
+    assert (ratio["method"], float(ratio["ratio"]), ratio["reached_at_first_budget"]) == ("rebase", 2.0, "True")
+    assert (float(ratio["low"]), float(ratio["high"]), float(ratio["not_reached"])) == (
+        pytest.approx(2.0), pytest.approx(2.0), 0.0)
+    [row] = [r for r in csv.DictReader(open(res.files["table.csv"]))
+             if (r["method"], r["budget"], r["rule"]) == ("sampling", "1", RULE)]
+    assert (float(row["low"]), float(row["high"])) == pytest.approx(wilson(40, 100))
+    comparisons = list(csv.DictReader(open(res.files["comparisons.csv"])))
+    assert [(c["budget"], float(c["delta"])) for c in comparisons] == [("1", 0.25), ("2", 0.25)]
