@@ -28,6 +28,7 @@ instead always answer, falling back to an unaccepted candidate.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -350,15 +351,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--problems", type=int, default=PROBLEMS, help=f"test problems (default {PROBLEMS})")
     ap.add_argument("--out", default=OUTPUT, help=f"results directory (default {OUTPUT})")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = ap.parse_args(argv)
-    from ..cli import quiet_libraries
+    if args.problems < 1:
+        ap.error(f"--problems must be at least 1, got {args.problems}")
+    from ..cli import guarded, quiet_libraries
 
     quiet_libraries()
+    flags = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--debug")
+    return guarded(ap.prog, args.debug, lambda: _run(args.problems, args.out, not args.no_progress),
+                   resume=f"{ap.prog} {flags}".strip(), results=args.out)
+
+
+def _run(problems: int, out_dir: str, progress: bool) -> int:
     from ..records import load_dir
     from ..sweep import run_study
 
     t0 = time.perf_counter()
-    out = run_study(study(args.problems, args.out), progress=not args.no_progress)
+    out = run_study(study(problems, out_dir), progress=progress)
     verdicts = [judge(c) for c in measure(load_dir(out))]
     text = table(verdicts)
     (out / "scaling_law.md").write_text(text + "\n", encoding="utf-8")
@@ -367,7 +377,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntook {time.perf_counter() - t0:.0f} s; table and figure: {out / 'scaling_law.md'}, "
           f"{out / 'scaling_law.png'}")
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
