@@ -24,6 +24,8 @@ class CompletionsStub:
         self.policy, self.model, self.api_key, self.delay = policy, model, api_key, delay
         self.faults: list[str] = []  # consumed one per completion request: "503", "429", "malformed", "cut", "truncated"
         self.die_after: int | None = None  # answer this many completions, then stop listening (a crash)
+        self.hold_after: int | None = None  # answer this many, then keep the next waiting until release is set
+        self.held, self.release = threading.Event(), threading.Event()
         self.answered = 0
         self.prompts: list[tuple[int, ...]] = []  # every completion's prompt, in arrival order
         self.in_flight = self.peak = 0
@@ -54,6 +56,9 @@ class CompletionsStub:
                 if not stub._authorized(self):
                     return
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if stub.hold_after is not None and stub.answered >= stub.hold_after:
+                    stub.held.set()  # a test waits for this, then acts on a client that is mid-request
+                    stub.release.wait()
                 with stub._lock:
                     if stub.die_after is not None and stub.answered >= stub.die_after:
                         threading.Thread(target=stub.stop, daemon=True).start()

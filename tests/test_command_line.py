@@ -128,6 +128,14 @@ def test_run_lock_in_process(tmp_path):
 
 
 # ---- Ctrl-C and resume --------------------------------------------------------------------------
+def _wait_for(condition, limit: float = 120.0) -> None:
+    """Poll until ``condition()`` (an event the child signals); the limit only guards against a hang."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, "the child process never got there"
+        time.sleep(0.02)
+
+
 def test_ctrl_c_stops_promptly_and_a_rerun_completes_exactly(tmp_path, problems):
     from test_sweep import N_RECORDS, comparable, make_config
 
@@ -137,18 +145,22 @@ def test_ctrl_c_stops_promptly_and_a_rerun_completes_exactly(tmp_path, problems)
     cfg = make_config(tmp_path, problems)
     config = tmp_path / "study.yaml"
     dump_config(cfg, config)
-    env = {**os.environ, "TEST_SWEEP_SLOW": "1",
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = {**os.environ, "TEST_SWEEP_SLOW": "1", "TEST_SWEEP_GATE": str(gate),
            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "experiments", "run", str(config), "--no-progress"], env=env,
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     path = tmp_path / "out" / "records.jsonl"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (path.exists() and path.stat().st_size > 0):
-        time.sleep(0.02)
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
-    assert time.monotonic() - sent < 3.0
+    try:  # once some records are written, hold the run inside a policy call and interrupt it there
+        _wait_for(lambda: path.exists() and path.stat().st_size > 0)
+        (gate / "hold").touch()
+        _wait_for(lambda: (gate / "held").exists())
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        (gate / "hold").unlink(missing_ok=True)
+        proc.kill()
     assert proc.returncode == 130
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     kept = len(load_dir(tmp_path / "out"))

@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -208,19 +207,21 @@ def test_a_run_whose_server_dies_keeps_its_records_and_resumes_to_an_uninterrupt
 
 
 def test_ctrl_c_keeps_the_records_in_one_line(stubs, tmp_path):
-    stub = stubs(delay=0.05)
+    stub = stubs()
+    stub.hold_after = 20  # some problems done and recorded, then the run waits on the server
     config = study(tmp_path, stub.url)
     data = yaml.safe_load(config.read_text())
     data["dataset"]["limit"] = 40
     config.write_text(yaml.safe_dump(data))
     proc = subprocess.Popen([sys.executable, "-m", "experiments", "run", str(config), "--no-progress"],
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    out = tmp_path / "out" / "records.jsonl"
-    deadline = time.monotonic() + 120
-    while (not out.exists() or len(out.read_text().splitlines()) < 2) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:  # interrupt it while it waits for an answer: an event, not a race with the clock
+        assert stub.held.wait(timeout=120), "the run never reached the held request"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        stub.release.set()
+        proc.kill()
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert proc.returncode == 130 and len(lines) == 1, err
     assert "interrupted" in lines[0] and "records kept" in lines[0] and "resumes" in lines[0]

@@ -38,8 +38,16 @@ def _script(question: str, steps: tuple[str, ...], k: int, seed: int) -> str:
 
 
 class _SlowPolicy(ScriptedPolicy):
+    """Paced, so a test can kill the process mid-run; with TEST_SWEEP_GATE=DIR it also stops while
+    DIR/hold exists, after writing DIR/held (the test interrupts it there: no race with the clock)."""
+
     def expand(self, requests):
-        time.sleep(0.05)  # so a test can kill the process mid-run
+        time.sleep(0.05)
+        gate = os.environ.get("TEST_SWEEP_GATE")
+        if gate and os.path.exists(os.path.join(gate, "hold")):
+            open(os.path.join(gate, "held"), "w").close()
+            while os.path.exists(os.path.join(gate, "hold")):
+                time.sleep(0.05)
         return super().expand(requests)
 
 

@@ -245,6 +245,7 @@ class EventLoop:
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(_quiet_interrupts)
 
     def run(self, coro: Awaitable[T]) -> T:
         return self._loop.run_until_complete(coro)
@@ -254,17 +255,32 @@ class EventLoop:
         return self._loop.is_closed()
 
     def close(self, last: Awaitable[Any] | None = None) -> None:
-        """Cancel what an interrupted ``run`` left pending (Ctrl-C), run ``last`` (closing clients), close."""
-        if self.closed:
-            return
-        pending = asyncio.all_tasks(self._loop)
-        for task in pending:
-            task.cancel()
-        if pending:
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        if last is not None:
-            self._loop.run_until_complete(last)
-        self._loop.close()
+        """Cancel what an interrupted ``run`` left pending (Ctrl-C), run ``last`` (closing clients), close.
+        ``last`` is discarded unrun when the loop is closed already or the cancelling fails."""
+        try:
+            if self.closed:
+                return
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if last is not None:
+                coro, last = last, None
+                self._loop.run_until_complete(coro)
+        finally:
+            if asyncio.iscoroutine(last):
+                last.close()
+            self._loop.close()
+
+
+def _quiet_interrupts(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Ctrl-C lands inside whichever request task is running; that task and the gather waiting on it
+    end with the interrupt, which the CLI already reports in one line, so asyncio's "exception was
+    never retrieved" for them is noise. Anything else goes to the default handler."""
+    if isinstance(context.get("exception"), (KeyboardInterrupt, asyncio.CancelledError)):
+        return
+    loop.default_exception_handler(context)
 
 
 def gather(coros: Sequence[Awaitable[T]]) -> Awaitable[list[T]]:
