@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = command("eval-prm", help="how well a PRM tells a right step from a wrong one",
                         description="Sibling pairwise accuracy and step AUC on steps the built-in policies sample "
                                     "(test problems, judged by the task's checker), per policy and depth; and the "
-                                    "ProcessBench / PRMBench metrics on local JSONL files.")
+                                    "ProcessBench / PRMBench metrics on local files as published (ProcessBench's JSON "
+                                    "arrays or JSON Lines; PRMBench's JSON Lines).")
     ev.add_argument("--prm", required=True, help="PRM type (likelihood, value_head, builtin_oracle, noisy_oracle, ...) "
                                                  "or pkg.mod:factory")
     ev.add_argument("--prm-path", help="PRM checkpoint directory")
@@ -100,8 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--problems", type=int, default=100, help="test problems of levels 2-5 per policy")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--jsonl", action="append", default=[], metavar="FORMAT:PATH",
-                    help="also evaluate on a local file, FORMAT processbench or prmbench (repeatable)")
+                    help="also evaluate on a local file, FORMAT processbench or prmbench (repeatable; the name "
+                         "says --jsonl, ProcessBench's .json arrays are read too)")
     ev.add_argument("--threshold", type=float, default=0.5, help="score below which a step counts as wrong")
+    ev.add_argument("--strict", action="store_true",
+                    help="refuse a PRMBench file whose error_steps point past the chain (default: drop those entries, "
+                         "as PRMBench's evaluator does, and count them)")
     ev.add_argument("--json", metavar="PATH", help="also write the numbers to this JSON file")
 
     solve = command("solve", help="answer one question and print the search tree and the votes")
@@ -284,7 +289,8 @@ def _eval_prm(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from reward_models.prm_benchmarks import FORMATS, BenchmarkFormatError, evaluate_benchmark, read_benchmark
+    from reward_models.prm_benchmarks import (FORMATS, BenchmarkFormatError, benchmark_averages, evaluate_benchmark,
+                                              read_benchmark)
 
     from .builders import load_prm_for
 
@@ -295,10 +301,17 @@ def _eval_prm(args: argparse.Namespace) -> int:
             raise ConfigError(f"--jsonl {item!r}: expected FORMAT:PATH with FORMAT one of {', '.join(FORMATS)}")
         files.append((fmt, path))
     names = [] if args.policies == "none" else [n for n in args.policies.split(",") if n]
-    try:
-        benchmarks = [(fmt, path, read_benchmark(path, fmt)) for fmt, path in files]  # bad files fail before any work
-    except BenchmarkFormatError as e:
-        raise ConfigError(str(e)) from None
+    benchmarks, failed = [], []
+    for fmt, path in files:  # every file is read before any model loads; a bad file does not stop the others
+        try:
+            benchmarks.append(read_benchmark(path, fmt, strict=args.strict))
+        except (BenchmarkFormatError, OSError) as e:
+            failed.append(str(e))
+    if files and not benchmarks:
+        raise ConfigError(failed[0] if len(failed) == 1 else
+                          f"none of the {len(files)} --jsonl files could be read: " + " | ".join(failed))
+    for e in failed:
+        print(f"treesearch eval-prm: {e}", file=sys.stderr)
     from .preflight import check_prm
 
     spec = _prm_spec(args)
@@ -318,16 +331,26 @@ def _eval_prm(args: argparse.Namespace) -> int:
         print(f"built-in task: sibling steps of {len(problems)} test problems (levels 2-5), judged by the checker\n")
         print(format_rows(rows))
         out["builtin"] = [dataclasses.asdict(r) for r in rows]
-    for fmt, path, chains in benchmarks:
-        res = evaluate_benchmark(prm, chains, threshold=args.threshold)
-        print(f"\n{fmt} {path}: {res.chains} chains, {res.judged_steps} judged steps; step AUC {res.step_auc:.3f}; "
-              f"first error found {res.error_accuracy:.3f} (erroneous), none flagged {res.correct_accuracy:.3f} "
-              f"(correct), F1 {res.f1:.3f}; PRMScore {res.prm_score:.3f} (threshold {args.threshold})")
-        out.setdefault("benchmarks", []).append({"format": fmt, "path": path, **dataclasses.asdict(res)})
+    results = []
+    for bench in benchmarks:
+        res = evaluate_benchmark(prm, bench.chains, threshold=args.threshold, fmt=bench.fmt)
+        results.append(res)
+        print(f"\n{bench.fmt} {bench.path}: " + res.summary(args.threshold))
+        if bench.dropped_entries:
+            print(f"  {bench.dropped_entries} error_steps entries in {bench.records_with_dropped} record(s) point past "
+                  "their chain: dropped, as PRMBench's evaluator does (--strict refuses the file instead)")
+        out.setdefault("benchmarks", []).append({"format": bench.fmt, "path": str(bench.path),
+                                                 "dropped_entries": bench.dropped_entries,
+                                                 **dataclasses.asdict(res)})
+    for line in benchmark_averages(results):
+        print(line)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(out, f, indent=2, default=str)
         print(f"\nwrote {args.json}")
+    if failed:
+        print(f"\n{len(failed)} of {len(files)} --jsonl file(s) could not be read (errors above)", file=sys.stderr)
+        return 2
     return 0
 
 

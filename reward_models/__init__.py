@@ -8,7 +8,7 @@ name (``load_prm("value_head", path=...)``) or config dict, or wrap any function
 from treesearch.protocols import Chain, ChainScores, ProcessRewardModel
 
 from .base import CheckpointPRM, Encoding, ModelPRM, PieceTokenizer, PRMSpec, encode_chain, non_embedding_parameters
-from .batching import BatchScorer, PrefixCache, ScorerStats
+from .batching import BatchScorer, ContextLimitError, PrefixCache, ScorerStats
 from .callable import CallablePRM
 from .classification import ClassificationPRM
 from .llemma import LlemmaPRM
@@ -17,6 +17,7 @@ from .registry import available_prms, load_prm, register_prm
 from .self_score import SelfScorePRM
 from .likelihood import LikelihoodHead, LikelihoodPRM
 from .oracle import CheckerPRM
+from . import baselines  # registers the trivial verifiers: constant, random, position
 from .step_tag import StepTagPRM, TaggedLMPRM
 from .value_head import ValueHeadFormat, ValueHeadModel, ValueHeadPRM
 from .training import (LabelledChain, MonteCarloRollouts, TrainConfig, fit_likelihood_head, monte_carlo_labels,
@@ -25,9 +26,10 @@ from .evaluation import (SampledSolution, SiblingGroup, roc_auc, score_solutions
                          sibling_scores, step_auc)
 
 __all__ = [
+    "baselines",
     "Chain", "ChainScores", "ProcessRewardModel",
     "CheckpointPRM", "Encoding", "ModelPRM", "PieceTokenizer", "PRMSpec", "encode_chain", "non_embedding_parameters",
-    "BatchScorer", "PrefixCache", "ScorerStats",
+    "BatchScorer", "ContextLimitError", "PrefixCache", "ScorerStats",
     "CallablePRM", "CheckerPRM", "ClassificationPRM", "LikelihoodHead", "LikelihoodPRM", "LlemmaPRM", "OutcomeRM",
     "SelfScorePRM",
     "StepTagPRM", "TaggedLMPRM", "ValueHeadFormat", "ValueHeadModel", "ValueHeadPRM",

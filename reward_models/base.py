@@ -30,17 +30,21 @@ from treesearch.kv_cache import PrefixKVStore, forward_with_cache
 from treesearch.ledger import non_embedding_parameters
 from treesearch.protocols import Chain, ChainScores, ProcessRewardModel
 
-from .batching import BatchScorer, PrefixCache
+from .batching import BatchScorer, ContextLimitError, PrefixCache
 from .encoding import Encoding, PieceTokenizer, encode_chain
 
 __all__ = [
     "Chain", "ChainScores", "ProcessRewardModel", "Encoding", "PieceTokenizer", "ModelPRM", "CheckpointPRM",
-    "PRMSpec", "encode_chain", "resolve_device", "resolve_dtype", "non_embedding_parameters", "softcapped",
+    "PRMSpec", "ContextLimitError", "encode_chain", "config_context_limit", "resolve_device", "resolve_dtype",
+    "non_embedding_parameters", "softcapped",
 ]
 
 CUDA_BATCH_TOKENS = 16384  # default token budget per forward pass on a GPU
 CPU_BATCH_TOKENS = 1024  # ... and on a CPU
 KV_CACHE_BYTES = 1024**3  # default bound of a PRM's prefix KV store
+#: Config fields that bound a model's positions (the smallest present wins, as in vLLM's max_model_len).
+POSITION_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "max_seq_len", "seq_length",
+                   "n_ctx")
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,12 @@ class PRMSpec:
     cache: bool = True  # keep step scores by chain prefix: no chain is scored twice
     incremental: bool = True  # score a child by extending its scored parent's KV, not from the question on
     kv_cache_bytes: int = KV_CACHE_BYTES  # bound of the prefix KV store that makes that possible
+    max_positions: int | None = None  # context limit; None: the model config's (max_position_embeddings...)
+
+    def __post_init__(self) -> None:
+        m = self.max_positions
+        if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 1):
+            raise ValueError(f"max_positions must be an integer >= 1 (or None: the model config's), got {m!r}")
 
     @classmethod
     def of(cls, owner: str, path, options: dict) -> PRMSpec:
@@ -78,11 +88,15 @@ class ModelPRM(ABC):
     ``prefix_filling``: a step's score depends only on the chain up to it (true for causal
     models read at step positions), so scoring one chain also caches every prefix. Outcome
     RMs and bidirectional models must set it False.
+    ``context_limit``: the most positions the model reads (None: unknown). Past it a rotary model
+    does not fail, it extrapolates, so the scorer refuses a longer chain with
+    :class:`ContextLimitError` before any forward pass rather than score it silently.
     """
 
     prefix_filling: bool = True
     causal: bool = True
     num_parameters: int = 0
+    context_limit: int | None = None
 
     def __init__(self, *, device: torch.device = torch.device("cpu"), pad_token_id: int = 0,
                  max_batch_tokens: int | None = None, max_batch_size: int = 256, padding_side: str = "right",
@@ -119,6 +133,11 @@ class ModelPRM(ABC):
     def score(self, chains: Sequence[Chain]) -> list[ChainScores]:
         return self.scorer.score(chains)
 
+    def chain_length(self, chain: Chain) -> int:
+        """Tokens the PRM reads for ``chain``, question included (what ``context_limit`` bounds; with
+        incremental scoring the parent's stored positions count too)."""
+        return len(self.encode(chain))
+
     @property
     def cache(self):
         return self.scorer.cache
@@ -151,6 +170,7 @@ class CheckpointPRM(ModelPRM):
                          max_batch_size=spec.max_batch_size, padding_side=spec.padding_side, cache=spec.cache,
                          incremental=spec.incremental, kv_cache_bytes=spec.kv_cache_bytes)
         self.num_parameters = self.count_parameters()
+        self.context_limit = spec.max_positions or config_context_limit(getattr(self.model, "config", None))
 
     def load(self, spec: PRMSpec, model: torch.nn.Module | None, tokenizer):
         """(model on its device in eval mode, tokenizer, device)."""
@@ -182,6 +202,16 @@ def load_checkpoint(spec: PRMSpec, model_class: str | None, model: torch.nn.Modu
         if spec.dtype is not None and spec.dtype != "auto":
             model = model.to(resolve_dtype(spec.dtype, dev))
     return model.eval(), resolve_tokenizer(tokenizer, spec.path, spec.trust_remote_code), dev
+
+
+def config_context_limit(config) -> int | None:
+    """The most positions a transformers config says its model was trained for; None when it does not say."""
+    if config is None:
+        return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    found = [getattr(text, k, None) for k in POSITION_FIELDS]
+    found = [v for v in found if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    return min(found) if found else None
 
 
 def auto_class(name: str | None):

@@ -21,6 +21,10 @@ Why it looks like this:
 * On ``torch.cuda.OutOfMemoryError`` the failing batch is halved and retried, down to one
   chain, which re-raises. The lowered token budget is kept for later calls, so a long
   search does not hit the same wall on every step (``reset_budget()`` restores it).
+* A chain longer than the backend's ``context_limit`` is refused (:class:`ContextLimitError`)
+  when it is encoded, before any forward pass of its request: past its trained positions a
+  rotary model extrapolates without error, so its score would silently be of something else.
+  The whole encoding counts, also when a child only feeds its new step on its parent's KV.
 * Left and right padding give the same scores: position ids come from the attention
   mask, and read-out positions are shifted by each row's left padding. With right
   padding a causal model needs no attention mask at all (pads only follow real tokens).
@@ -47,6 +51,10 @@ Key = tuple[str, tuple[str, ...]]
 
 def chain_key(chain: Chain) -> Key:
     return (chain.question, tuple(chain.steps))
+
+
+class ContextLimitError(ValueError):
+    """A chain longer than the PRM's context limit (raised before any forward pass)."""
 
 
 class PrefixCache:
@@ -109,6 +117,8 @@ class ScoringBackend(Protocol):
     pad_token_id: int
 
     def encode(self, chain: Chain) -> Encoding: ...
+
+    # Optional: ``context_limit`` (int or None), the most positions the model reads.
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                  position_ids: torch.Tensor, cache=None) -> torch.Tensor: ...
@@ -220,7 +230,7 @@ class BatchScorer:
 
         jobs = []
         for key in to_run:
-            enc = self.backend.encode(chains[groups[key][0]])
+            enc = self._encode(chains, groups[key][0])
             if len(enc.readout) != len(key[1]):
                 raise RuntimeError(f"{type(self.backend).__name__}.encode gave {len(enc.readout)} "
                                    f"read-outs for {len(key[1])} steps")
@@ -246,6 +256,20 @@ class BatchScorer:
             for j in groups[key]:
                 results[j] = ChainScores(list(scores), processed_tokens=0)
         return results  # type: ignore[return-value]
+
+    def _encode(self, chains: Sequence[Chain], i: int) -> Encoding:
+        """``chains[i]``'s encoding; ContextLimitError when it is longer than the backend reads."""
+        enc = self.backend.encode(chains[i])
+        limit = getattr(self.backend, "context_limit", None)
+        if limit is not None and len(enc) > limit:
+            b = self.backend
+            path = getattr(getattr(b, "spec", None), "path", None)
+            name = type(b).__name__ + (f" ({path})" if path else "")
+            raise ContextLimitError(
+                f"{name} has a context limit of {limit} tokens, but chain {i} of this request (its question and "
+                f"{len(chains[i].steps)} step(s)) is {len(enc)} tokens: lower the search's max_solution_tokens (or "
+                f"shorten the question), or pass the PRM option max_positions if the model really reads longer inputs")
+        return enc
 
     def _combine(self, local: Sequence[float]) -> list[float]:
         combine = getattr(self.backend, "combine", None)
@@ -362,7 +386,7 @@ class BatchScorer:
         """Per chain, the reduced read-out values of each step before ``finalize`` ([steps, ...]).
 
         No cache: this is for fitting what ``finalize`` does (a head on likelihood features)."""
-        jobs = [_Job((c.question, tuple(c.steps)), self.backend.encode(c)) for c in chains]
+        jobs = [_Job((c.question, tuple(c.steps)), self._encode(chains, i)) for i, c in enumerate(chains)]
         index = {id(j): i for i, j in enumerate(jobs)}
         out: list[torch.Tensor | None] = [None] * len(jobs)
         for batch in self._pack(sorted(jobs, key=lambda j: -j.size), _Job.size.fget, self._budget):

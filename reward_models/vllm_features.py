@@ -137,6 +137,8 @@ def _vllm(adapter: str, path: str, **kwargs: Any):
     engine = {k: kwargs.pop(k) for k in ENGINE_KEYS if k in kwargs}
     dtype = kwargs.get("dtype", "float32")
     prm = adapter_without_backbone(adapter, path, kwargs)
+    if engine.get("max_model_len"):  # the engine refuses longer prompts: refuse them first, naming the PRM
+        prm.context_limit = min(engine["max_model_len"], prm.context_limit or engine["max_model_len"])
     prm.features = VllmTokenOutputs(path, POOLING_TASKS[adapter], dtype=dtype,
                                     trust_remote_code=kwargs.get("trust_remote_code", False), **engine)
     return prm

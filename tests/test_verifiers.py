@@ -1,6 +1,7 @@
 """Verifier quality: reference oracles, sibling pairs, benchmark readers, the likelihood PRM and eval-prm."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -143,7 +144,7 @@ def _fooled(q, steps):
 
 
 def test_processbench_metrics_by_hand():
-    chains = read_benchmark(DATA / "processbench_tiny.jsonl", "processbench")
+    chains = read_benchmark(DATA / "processbench_tiny.jsonl", "processbench").chains
     assert [c.first_error for c in chains] == [-1, 0, 1, -1]
     assert chains[1].right == (False, None, None) and chains[2].right == (True, False, None)
     res = evaluate_benchmark(CallablePRM(_fooled), chains)
@@ -154,11 +155,13 @@ def test_processbench_metrics_by_hand():
 
 
 def test_prmbench_metrics_by_hand():
-    chains = read_benchmark(DATA / "prmbench_tiny.jsonl", "prmbench")
+    chains = read_benchmark(DATA / "prmbench_tiny.jsonl", "prmbench").chains
     assert [c.right for c in chains] == [(True, False), (False, True)]
-    res = evaluate_benchmark(CallablePRM(_fooled), chains)
+    res = evaluate_benchmark(CallablePRM(_fooled), chains, fmt="prmbench")
     assert res.error_accuracy == 1.0 and math.isnan(res.correct_accuracy) and math.isnan(res.f1)
     assert res.step_auc == 1.0 and res.prm_score == 1.0
+    assert res.summary(0.5).startswith("2 chains, 4 judged steps: PRMScore 1.000; step AUC 1.000")
+    assert "F1" not in res.summary(0.5) and not res.notes  # only PRMBench's metric, nothing undefined
 
 
 @pytest.mark.parametrize("fmt, line, message", [
@@ -168,14 +171,14 @@ def test_prmbench_metrics_by_hand():
     ("processbench", '{"problem": "q", "steps": ["a", 7], "label": -1}', r"field 'steps'\[1\] must be str"),
     ("processbench", '{"problem": "q", "steps": ["a"], "label": true}', "field 'label' must be int"),
     ("processbench", '{"problem": "q", "steps": [', "invalid JSON"),
-    ("prmbench", '{"modified_question": "q", "modified_process": ["a"], "error_steps": [0]}', "1-based"),
+    ("prmbench", '{"modified_question": "q", "modified_process": ["a"], "error_steps": ["1"]}', "1-based"),
     ("prmbench", '{"modified_question": "q", "modified_process": ["a"]}', "field 'error_steps' is missing"),
 ])
 def test_benchmark_readers_name_file_line_and_field(tmp_path, fmt, line, message):
     path = tmp_path / "bad.jsonl"
     good = (DATA / f"{fmt}_tiny.jsonl").read_text().splitlines()[0]
     path.write_text(good + "\n" + line + "\n")
-    with pytest.raises(BenchmarkFormatError, match=f"{path}:2: .*{message}"):
+    with pytest.raises(BenchmarkFormatError, match=f"{path}: 1 bad record.*{path}:2: .*{message}"):
         read_benchmark(path, fmt)
 
 
@@ -237,8 +240,20 @@ def test_eval_prm_on_a_benchmark_file(capsys, tmp_path):
     assert cli(["eval-prm", "--prm", "builtin_oracle", "--policies", "none",
                 "--jsonl", f"processbench:{DATA / 'processbench_tiny.jsonl'}", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "4 chains, 9 judged steps; step AUC 1.000" in text and "F1 1.000" in text
-    assert out.exists()
+    assert "4 chains, 9 judged steps: erroneous 1.000, correct 1.000, F1 1.000; step AUC 1.000" in text
+    assert "PRMScore" not in text and out.exists()
+
+
+def test_eval_prm_reads_every_file_it_can(capsys, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"problem": "q"}\n')
+    code = cli(["eval-prm", "--prm", "position", "--policies", "none",
+                "--jsonl", f"processbench:{bad}", "--jsonl", f"processbench:{DATA / 'processbench_gsm8k_excerpt.json'}",
+                "--jsonl", f"prmbench:{DATA / 'prmbench_circular_excerpt.jsonl'}"])
+    out, err = capsys.readouterr()
+    assert code == 2 and f"{bad}: 1 bad record(s)" in err and "1 of 3 --jsonl file(s) could not be read" in err
+    assert "processbench_gsm8k_excerpt.json: 4 chains" in out and "prmbench_circular_excerpt.jsonl: 4 chains" in out
+    assert "1 error_steps entries in 1 record(s) point past their chain: dropped" in out
 
 
 def test_eval_prm_on_builtin_siblings_with_the_oracle(capsys):
@@ -260,3 +275,74 @@ def test_eval_prm_user_errors_are_one_line_with_status_2(capsys, args, message):
     assert cli(base + args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+# ---- the benchmark files as published ------------------------------------------------------------
+def test_processbench_as_published_is_a_json_array_and_reads_like_json_lines(tmp_path):
+    published = read_benchmark(DATA / "processbench_gsm8k_excerpt.json", "processbench")
+    assert [c.first_error for c in published.chains] == [1, 1, 1, -1]
+    assert published.chains[0].source.endswith("processbench_gsm8k_excerpt.json: item 1")
+    lines = tmp_path / "gsm8k.jsonl"
+    lines.write_text("".join(json.dumps(o) + "\n" for o in json.loads(published.path.read_text())))
+    as_lines = read_benchmark(lines, "processbench")
+    assert [(c.question, c.steps, c.right) for c in as_lines.chains] == [
+        (c.question, c.steps, c.right) for c in published.chains]
+
+
+def test_prmbench_entries_past_the_chain_are_dropped_as_its_evaluator_does(capsys):
+    path = DATA / "prmbench_circular_excerpt.jsonl"
+    bench = read_benchmark(path, "prmbench")
+    assert (len(bench.chains), bench.dropped_entries, bench.records_with_dropped) == (4, 1, 1)
+    third = bench.chains[2]  # error_steps [16, 34] on 33 steps: step 16 is wrong, 34 is ignored
+    assert len(third.steps) == 33 and [i for i, r in enumerate(third.right) if not r] == [15]
+    with pytest.raises(BenchmarkFormatError, match=f"{path}:3: field 'error_steps' holds 34; .*1..33"):
+        read_benchmark(path, "prmbench", strict=True)
+
+
+def test_every_bad_record_of_a_file_is_reported(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    good = (DATA / "processbench_tiny.jsonl").read_text().splitlines()[0]
+    path.write_text("\n".join([good] + ['{"problem": "q", "steps": ["a"]}'] * 7 + ["{"]) + "\n")
+    with pytest.raises(BenchmarkFormatError) as e:
+        read_benchmark(path, "processbench")
+    message = str(e.value)
+    assert message.startswith(f"{path}: 8 bad record(s) as processbench: {path}:2: field 'label' is missing")
+    assert message.endswith("(and 3 more)") and f"{path}:6:" in message and f"{path}:7:" not in message
+    path.write_text("problem,steps\n")
+    with pytest.raises(BenchmarkFormatError, match="expected a JSON array of objects .* or JSON Lines"):
+        read_benchmark(path, "processbench")
+
+
+def test_an_absent_class_gives_nan_with_a_note(tmp_path):
+    path = tmp_path / "all_right.jsonl"
+    path.write_text(json.dumps({"modified_question": "q", "modified_process": ["a", "b"], "error_steps": []}) + "\n")
+    res = evaluate_benchmark(CallablePRM(lambda q, steps: [0.9] * len(steps)),
+                             read_benchmark(path, "prmbench").chains, fmt="prmbench")
+    assert math.isnan(res.prm_score) and "no wrong steps: PRMScore" in res.summary(0.5)
+    assert "PRMScore NaN" in res.summary(0.5)
+
+
+def test_chains_past_the_prms_context_are_left_out_and_counted():
+    class Short(CallablePRM):
+        context_limit = 2
+
+        def chain_length(self, chain):
+            return len(chain.steps)
+
+    chains = read_benchmark(DATA / "processbench_tiny.jsonl", "processbench").chains
+    res = evaluate_benchmark(Short(_fooled), chains)
+    longer = sum(len(c.steps) > 2 for c in chains)
+    assert longer > 0 and (res.chains, res.too_long) == (len(chains) - longer, longer)
+    assert f"{longer} chain(s) longer than the PRM's context left out" in res.summary(0.5)
+
+
+def test_trivial_verifiers():
+    chain = Chain("q", ("a", "b", "c"))
+    assert load_prm("constant").score([chain])[0].scores == [1.0, 1.0, 1.0]
+    assert load_prm("constant", score=0.0).score([chain])[0].scores == [0.0, 0.0, 0.0]
+    assert load_prm("position", decay=0.5).score([chain])[0].scores == [1.0, 0.5, 0.25]
+    r = load_prm("random", seed=3).score([chain, chain])
+    assert r[0].scores == r[1].scores and len(set(r[0].scores)) == 3 and all(0 <= x < 1 for x in r[0].scores)
+    assert load_prm("random", seed=4).score([chain])[0].scores != r[0].scores
+    with pytest.raises(ValueError, match="decay"):
+        load_prm("position", decay=0.0)
