@@ -168,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def guarded(prog: str, debug: bool, command, resume: str | None = None, results: str | None = None) -> int:
     """Run ``command``; a user error is one line and status 2, a server that stopped answering one line
     and status 1, Ctrl-C one line and status 130; the last two say what is kept and how to resume."""
+    from reward_models.batching import ContextLimitError
     from treesearch.serving import ServerError
 
     from .datasets import DatasetError
@@ -188,6 +189,12 @@ def guarded(prog: str, debug: bool, command, resume: str | None = None, results:
             raise
         print(f"{prog}: error: {e}{_kept(results)}" + (f"; `{resume}` resumes" if resume else ""), file=sys.stderr)
         return 1
+    except ContextLimitError as e:  # a chain outgrew the PRM: the config's limits need changing, then resume
+        if debug:
+            raise
+        print(f"{prog}: error: {e}{_kept(results)}" + (f"; then `{resume}` resumes" if resume else ""),
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         if debug:
             raise

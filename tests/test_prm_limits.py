@@ -145,3 +145,16 @@ def test_a_served_prm_refuses_before_sending_and_a_servers_own_refusal_is_one_li
         prm.close()
     finally:
         double.stop()
+
+
+def test_a_search_that_outgrows_the_prm_ends_in_one_line(capsys, tmp_path):
+    from experiments.cli import guarded
+    from reward_models import ContextLimitError
+
+    def search():
+        raise ContextLimitError("P has a context limit of 64 tokens, but chain 0 of this request is 65 tokens: "
+                                "lower the search's max_solution_tokens")
+
+    assert guarded("treesearch run", False, search, resume="treesearch run x.yaml", results=str(tmp_path)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "context limit of 64" in err[0] and "then `treesearch run x.yaml` resumes" in err[0]
