@@ -10,7 +10,6 @@ from typing import Any, Callable
 
 from treesearch import imports
 from treesearch.algorithms import make_algorithm
-from treesearch.runner import SearchLimits
 from treesearch.voting import normalized_equal
 
 from .config import AUTO, ConfigError, DatasetConfig, MethodConfig, PolicyConfig, StudyConfig, resolve_device
@@ -91,9 +90,15 @@ def load_problems(d: DatasetConfig) -> list:
 
     if d.fields is not None:
         f = d.fields
-        problems = ds.load_jsonl(d.name, f.question, f.answer, id_field=f.id, level_field=f.level)
-        return ds.select(problems, start=d.start, limit=d.limit, shuffle_seed=d.shuffle_seed)
-    return ds.load_dataset(d.name, start=d.start, limit=d.limit, shuffle_seed=d.shuffle_seed, options=d.options)
+        every = ds.load_jsonl(d.name, f.question, f.answer, id_field=f.id, level_field=f.level)
+        problems = ds.select(every, start=d.start, limit=d.limit, shuffle_seed=d.shuffle_seed)
+    else:
+        problems = ds.load_dataset(d.name, start=d.start, limit=d.limit, shuffle_seed=d.shuffle_seed,
+                                   options=d.options)
+    if not problems:  # a run of nothing would write a resolved.yaml that then blocks the corrected config
+        raise ds.DatasetError(f"dataset {d.name}: no problems selected (start {d.start}, limit {d.limit}); "
+                              "is the file empty, or start past its end?")
+    return problems
 
 
 def grader_of(d: DatasetConfig) -> Grader:

@@ -371,6 +371,8 @@ def _solve(args: argparse.Namespace) -> int:
     from .config import DatasetConfig
     from .sweep import close_model
 
+    if not args.question.strip():
+        raise ConfigError("question: it is empty; give the question to answer as the last argument")
     prm_spec = _prm_spec(args) if args.prm else None
     policy_cfg = PolicyConfig(name="policy", path=args.policy, backend=args.backend,
                               options=dict(args.backend_opt), dtype=args.dtype, device=args.device,

@@ -54,7 +54,9 @@ def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], path: 
 def _gsm8k_final(solution: str, path: Path, lineno: int) -> str:
     """The text after the last '#### ', thousands separators dropped (GSM8K writes '1,600')."""
     if "####" not in solution:
-        raise DatasetError(f"{path}:{lineno}: field 'answer' has no '####' final-answer marker")
+        raise DatasetError(f"{path}:{lineno}: field 'answer' has no '####' final-answer marker (read as GSM8K, whose "
+                           "answers end in '#### <number>'; for a plain final answer map the file's fields in the "
+                           "config: dataset: {name: FILE, fields: {question: question, answer: answer}})")
     final = solution.rsplit("####", 1)[1].strip().replace(",", "")
     if not final:
         raise DatasetError(f"{path}:{lineno}: field 'answer' has an empty final answer after '####'")

@@ -29,6 +29,9 @@ def preflight(cfg: StudyConfig, source: str = "<config>") -> None:
         grader_of(cfg.dataset)
     except ConfigError as e:
         raise ConfigError(f"{source}: dataset.grader: {e}") from None
+    if os.path.exists(cfg.output) and not os.path.isdir(cfg.output):
+        raise ConfigError(f"{source}: output: {cfg.output} is a file; the results go in a directory (give another "
+                          "path, or --out DIR)")
 
 
 def check_policy(p: PolicyConfig, where: str) -> None:

@@ -233,17 +233,17 @@ def run_study(config: StudyConfig, out: str | Path | None = None, limit: int | N
         cfg.dataset = dataclasses.replace(cfg.dataset, limit=limit)
     validate(cfg)
     preflight(cfg)
+    problems = load_problems(cfg.dataset)  # before anything is written: a bad dataset leaves no resolved.yaml
     shard = shard or current_shard()
     results = Path(cfg.output)
     results.mkdir(parents=True, exist_ok=True)
     with RunLock(results, shard.rank, shard.world):
         _write_resolved(cfg, results, shard, allow_config_change)
-        _sweep(cfg, results, shard, progress)
+        _sweep(cfg, problems, results, shard, progress)
     return results
 
 
-def _sweep(cfg: StudyConfig, results: Path, shard: Shard, progress: bool) -> None:
-    problems = load_problems(cfg.dataset)
+def _sweep(cfg: StudyConfig, problems: list, results: Path, shard: Shard, progress: bool) -> None:
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"dataset {cfg.dataset.name!r} has repeated problem ids; records are keyed by id")

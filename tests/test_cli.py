@@ -83,3 +83,35 @@ def problems(tmp_path_factory):
     data.write_text("".join(json.dumps({"id": f"p{i}", "question": f"question {i}", "answer": str(i % 3),
                                         "level": 1 + i % 2}) + "\n" for i in range(4)))
     return data
+
+
+def test_first_run_bad_inputs_are_one_line_with_the_fix(tmp_path, capsys, problems):
+    """An output path that is a file, an empty dataset, a plain JSONL read as GSM8K, an empty question."""
+    from test_sweep import make_config
+
+    def one_line(args) -> str:
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        return err[0]
+
+    cfg = config_to_dict(make_config(tmp_path, problems))
+    (tmp_path / "afile").write_text("")
+    cfg["output"] = str(tmp_path / "afile")
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert "output: " + str(tmp_path / "afile") + " is a file" in one_line(["run", str(path), "--no-progress"])
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    cfg["output"] = str(tmp_path / "out")
+    cfg["dataset"] = {"name": str(empty), "fields": {"question": "question", "answer": "answer"}}
+    path.write_text(yaml.safe_dump(cfg))
+    for command in ("check", "run"):
+        assert "no problems selected" in one_line([command, str(path)])
+    assert not (tmp_path / "out" / "resolved.yaml").exists()  # nothing left that would block a corrected config
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text('{"question": "1+1?", "answer": "2"}\n')
+    cfg["dataset"] = {"name": str(plain)}
+    path.write_text(yaml.safe_dump(cfg))
+    assert "fields: {question: question, answer: answer}" in one_line(["check", str(path)])
+    assert "question: it is empty" in one_line(["solve", "--policy", str(tmp_path), "--method", "greedy", " "])
