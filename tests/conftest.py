@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny random Llama and a character tokenizer, built locally (no downloads)."""
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -37,3 +39,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child process a test will Ctrl-C: a background job of a non-interactive shell
+    (CI scripts, nohup) starts with SIGINT ignored, and a Python started so never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import interruptible
 from experiments.cli import main
 from experiments.config import dump_config
 from experiments.records import DirectoryInUse, RunLock, load_dir
@@ -150,7 +151,8 @@ def test_ctrl_c_stops_promptly_and_a_rerun_completes_exactly(tmp_path, problems)
     env = {**os.environ, "TEST_SWEEP_SLOW": "1", "TEST_SWEEP_GATE": str(gate),
            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "experiments", "run", str(config), "--no-progress"], env=env,
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
     path = tmp_path / "out" / "records.jsonl"
     try:  # once some records are written, hold the run inside a policy call and interrupt it there
         _wait_for(lambda: path.exists() and path.stat().st_size > 0)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import interruptible
 from completions_stub import CompletionsStub
 from experiments.cli import main
 from treesearch.algorithms import Rebase
@@ -214,7 +215,7 @@ def test_ctrl_c_keeps_the_records_in_one_line(stubs, tmp_path):
     data["dataset"]["limit"] = 40
     config.write_text(yaml.safe_dump(data))
     proc = subprocess.Popen([sys.executable, "-m", "experiments", "run", str(config), "--no-progress"],
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=interruptible)
     try:  # interrupt it while it waits for an answer: an event, not a race with the clock
         assert stub.held.wait(timeout=120), "the run never reached the held request"
         proc.send_signal(signal.SIGINT)
