@@ -167,6 +167,7 @@ class StudyConfig:
     store_steps: bool = False  # keep every candidate's step text in the records (large files)
     fsync: bool = False  # os.fsync after each chunk (survives power loss, not only process kill)
     description: str = ""
+    setup: str = ""  # the command that creates the local files the study points at, shown when they are missing
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,7 +332,7 @@ def _unique(names: list[str], key: str, what: str, fail: Callable[[str, str], No
 # Resume safety: which settings change what a record means
 # ---------------------------------------------------------------------------------------------
 #: Keys that may change between runs into the same directory without changing existing records.
-_RUNTIME_KEYS = {"output", "problems_per_chunk", "store_steps", "fsync", "description", "seeds",
+_RUNTIME_KEYS = {"output", "problems_per_chunk", "store_steps", "fsync", "description", "setup", "seeds",
                  "dataset.start", "dataset.limit", "dataset.shuffle_seed", "prm.device", "gpus_per_process",
                  "policies[].device", "policies[].max_batch_rows", "methods[].budgets", "methods[].subsample",
                  "methods[].model_budgets", "methods[].models", "methods[].prm.device"}

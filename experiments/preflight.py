@@ -19,12 +19,17 @@ from .config import ConfigError, PolicyConfig, StudyConfig
 
 def preflight(cfg: StudyConfig, source: str = "<config>") -> None:
     """Raise ``ConfigError`` for the first thing ``run_study`` could not load."""
-    for i, p in enumerate(cfg.policies):
-        check_policy(p, f"{source}: policies[{i}]")
-    specs = [("prm", cfg.prm)] + [(f"methods[{i}].prm", m.prm) for i, m in enumerate(cfg.methods)]
-    for key, spec in specs:
-        if spec is not None:
-            check_prm(spec, f"{source}: {key}")
+    try:
+        for i, p in enumerate(cfg.policies):
+            check_policy(p, f"{source}: policies[{i}]")
+        specs = [("prm", cfg.prm)] + [(f"methods[{i}].prm", m.prm) for i, m in enumerate(cfg.methods)]
+        for key, spec in specs:
+            if spec is not None:
+                check_prm(spec, f"{source}: {key}")
+    except ConfigError as e:
+        if cfg.setup and "no such directory" in str(e):  # the study says how its local files are made
+            raise ConfigError(f"{e}; this study's setup creates it: {cfg.setup}") from None
+        raise
     try:
         grader_of(cfg.dataset)
     except ConfigError as e:

@@ -115,3 +115,11 @@ def test_first_run_bad_inputs_are_one_line_with_the_fix(tmp_path, capsys, proble
     path.write_text(yaml.safe_dump(cfg))
     assert "fields: {question: question, answer: answer}" in one_line(["check", str(path)])
     assert "question: it is empty" in one_line(["solve", "--policy", str(tmp_path), "--method", "greedy", " "])
+    # a study that names how its local model is made says so when the model is missing
+    cfg["dataset"] = {"name": str(problems)}
+    cfg["policies"][0]["path"] = str(tmp_path / "not-converted-yet")
+    cfg["policies"][0]["backend"] = "transformers"
+    cfg["setup"] = "python -m experiments.smollm convert DIR"
+    path.write_text(yaml.safe_dump(cfg))
+    line = one_line(["check", str(path)])
+    assert "no such directory" in line and "this study's setup creates it: python -m experiments.smollm convert" in line

@@ -57,7 +57,7 @@ def test_math_verify_grader_is_validated_and_needs_its_package(monkeypatch: pyte
     with pytest.raises(ConfigError, match="unknown grader 'math-verify'"):
         config_from_dict(study("math-verify"))
     monkeypatch.setattr(math_verify, "available", lambda: False)
-    with pytest.raises(ConfigError, match=r"pip install \"treesearch\[math-verify\]\""):
+    with pytest.raises(ConfigError, match=r"pip install \"math-verify>=0.7\""):
         grader_of(DatasetConfig(grader="math_verify"))
     assert crosscheck.main([str(RECORDS.parent)]) == 2
 

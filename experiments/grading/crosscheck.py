@@ -5,7 +5,7 @@
 
 Every distinct (answer, gold) pair in the records (each candidate's answer and each vote's) is
 graded by the project's grader and by Math-Verify (``experiments.grading.math_verify``; needs
-``pip install "treesearch[math-verify]"``). Prints how often they agree, the disagreeing pairs
+``pip install "math-verify>=0.7"``). Prints how often they agree, the disagreeing pairs
 (most frequent first), and per voting rule how many records' verdicts the other grader would flip,
 so a difference between reported numbers can be told apart from a difference between graders.
 """

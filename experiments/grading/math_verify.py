@@ -1,6 +1,6 @@
 """The optional Math-Verify grader, for cross-checks: ``grader: math_verify`` in a config.
 
-Math-Verify (Hugging Face's ``math-verify``, ``pip install "treesearch[math-verify]"``) is the grader
+Math-Verify (Hugging Face's ``math-verify``, ``pip install "math-verify>=0.7"``) is the grader
 many open reproductions report with; grading a study with it as well shows how much of a difference
 between numbers is the grader's (``python -m experiments.grading.crosscheck``). The project's grader
 stays the default.
@@ -15,7 +15,7 @@ import functools
 import importlib.util
 from typing import Any
 
-MISSING = 'grader math_verify needs the math-verify package: pip install "treesearch[math-verify]"'
+MISSING = 'grader math_verify needs the math-verify package: pip install "math-verify>=0.7" (or, in a clone, pip install -e ".[math-verify]")'
 
 
 def available() -> bool:
