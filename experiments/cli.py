@@ -250,6 +250,11 @@ def _report(args: argparse.Namespace) -> int:
                      panels=args.panels)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    from .records import RunLock
+
+    for owner in RunLock.holders(args.results):
+        print(f"treesearch report: note: process {owner.get('pid')} on {owner.get('host')} (since {owner.get('started')}) "
+              f"is still writing to {args.results}: this report is partial", file=sys.stderr)
     print(res.table)
     if res.fits:
         print(f"\nsaturating fits ({res.rule}): acc = a - b·exp(-c·(log10 F - log10 F0))")

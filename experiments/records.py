@@ -363,6 +363,22 @@ class RunLock:
                 self.path.unlink(missing_ok=True)
             self.mine = False
 
+    @classmethod
+    def holders(cls, directory: str | Path) -> list[dict[str, Any]]:
+        """The live runs writing to ``directory`` (any shard): a report read now is partial."""
+        out = []
+        for path in sorted(Path(directory).glob(".lock*")):
+            owner = cls(directory)._owner_of(path)
+            if owner is not None and not cls._stale(owner):
+                out.append(owner)
+        return out
+
+    def _owner_of(self, path: Path) -> dict[str, Any] | None:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
     def _age(self) -> float:
         import time
 
@@ -372,10 +388,7 @@ class RunLock:
             return 0.0
 
     def _owner(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None  # unreadable or half written: treated as stale
+        return self._owner_of(self.path)  # None: unreadable or half written, treated as stale
 
     @staticmethod
     def _stale(owner: dict[str, Any]) -> bool:

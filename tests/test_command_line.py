@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -189,3 +190,14 @@ def test_a_rerun_says_what_it_found(tmp_path, capsys, problems):
     assert f"{done:,} of {N_RECORDS:,} records present; running {N_RECORDS - done:,}" in err
     run_study(cfg, progress=False)
     assert f"all {N_RECORDS:,} records present; nothing to run" in capsys.readouterr().err
+
+
+def test_report_on_a_live_run_says_it_is_partial(tmp_path, capsys):
+    from experiments.records import RunLock
+
+    shutil.copy(Path(__file__).parent / "data" / "report_records.jsonl", tmp_path / "records.jsonl")
+    with RunLock(tmp_path):  # this process holds the directory, as a running sweep does
+        assert main(["report", str(tmp_path), "--no-plots"]) == 0
+        assert "is still writing to" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--no-plots"]) == 0
+    assert "still writing" not in capsys.readouterr().err
