@@ -23,6 +23,7 @@ from .budget_forcing import BudgetForcing
 from .dvts import DVTS
 from .lookahead import Lookahead
 from .mcts import MCTS
+from .particle_filtering import ParticleFiltering
 from .rebase import Rebase, allocate_widths
 from .sampling import Greedy, Sampling
 
@@ -35,8 +36,24 @@ ALGORITHMS: dict[str, type] = {
     "lookahead": Lookahead,
     "dvts": DVTS,
     "budget_forcing": BudgetForcing,
+    "particle_filtering": ParticleFiltering,
 }
 REQUIRED = ("budget_param", "needs_prm")
+
+
+def register_algorithm(name: str):
+    """Class decorator: configs name the algorithm ``name`` (from a plug-in module: ``plugins:`` in the
+    config, or ``--plugin``). The class declares ``budget_param`` and ``needs_prm`` like the built-ins."""
+    def add(cls: type) -> type:
+        missing = [a for a in REQUIRED if not hasattr(cls, a)]
+        if missing:
+            raise TypeError(f"algorithm {name!r} does not declare {' and '.join(missing)}")
+        if name in ALGORITHMS:
+            raise ValueError(f"algorithm {name!r} is registered already")
+        ALGORITHMS[name] = cls
+        return cls
+
+    return add
 
 
 def algorithm_class(name: str) -> type:
@@ -74,5 +91,6 @@ def make_algorithm(name: str, **params: Any):
         raise ValueError(f"bad parameters for {name!r}: {e}") from None
 
 
-__all__ = ["ALGORITHMS", "BeamSearch", "BudgetForcing", "DVTS", "Greedy", "Lookahead", "MCTS", "Rebase", "Sampling",
-           "algorithm_class", "allocate_widths", "independent_samples", "make_algorithm", "parameters"]
+__all__ = ["ALGORITHMS", "BeamSearch", "BudgetForcing", "DVTS", "Greedy", "Lookahead", "MCTS", "ParticleFiltering",
+           "Rebase", "Sampling", "algorithm_class", "allocate_widths", "independent_samples", "make_algorithm",
+           "parameters", "register_algorithm"]
