@@ -10,7 +10,6 @@ from typing import Any, Callable
 
 from treesearch import imports
 from treesearch.algorithms import make_algorithm
-from treesearch.voting import normalized_equal
 
 from .config import AUTO, ConfigError, DatasetConfig, MethodConfig, PolicyConfig, StudyConfig, resolve_device
 
@@ -104,20 +103,16 @@ def load_problems(d: DatasetConfig) -> list:
 def grader_of(d: DatasetConfig) -> Grader:
     """The answer equivalence a dataset config names ("auto": what its registered dataset says)."""
     from .datasets import default_grader
+    from .graders import make_grader
 
     kind = d.grader
     if callable(kind):
         return kind
     if kind == AUTO:
         kind = default_grader(d.name)
-    if kind == "exact":
-        return normalized_equal
-    if kind == "math":
-        from .grading import grade
-        return grade
-    if kind == "math_verify":  # the optional outside grader, for cross-checks
-        from .grading import math_verify
-        if not math_verify.available():
-            raise ConfigError(math_verify.MISSING)
-        return math_verify.grade
-    return import_path(kind)
+    if ":" in kind:
+        return import_path(kind)
+    try:
+        return make_grader(kind)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

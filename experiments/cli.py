@@ -43,6 +43,9 @@ def _key_value(text: str) -> tuple[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    common.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import a module (or a .py file) first, so the algorithms, backends, PRMs, datasets and "
+                             "graders it registers can be named (repeatable; a config's plugins: key does the same)")
     ap = argparse.ArgumentParser(prog="treesearch", parents=[common], description=(
         "Reward-guided tree search over LLM reasoning steps: sweeps of search methods x budgets x models "
         "with compute accounting (Wu et al. 2024, Inference Scaling Laws)."))
@@ -160,9 +163,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .grading.crosscheck import main as crosscheck
         return crosscheck(argv[1:])
     args = build_parser().parse_args(argv)
-    return guarded(f"treesearch {args.command}", args.debug, lambda: COMMANDS[args.command](args),
+    return guarded(f"treesearch {args.command}", args.debug, lambda: _with_plugins(args),
                    resume=f"treesearch {' '.join(argv)}" if args.command == "run" else None,
                    results=_results_dir(args) if args.command == "run" else None)
+
+
+def _with_plugins(args: argparse.Namespace) -> int:
+    from treesearch.imports import load_plugins
+
+    try:
+        load_plugins(args.plugin)
+    except ValueError as e:
+        raise ConfigError(f"--plugin: {e}") from None
+    return COMMANDS[args.command](args)
 
 
 def guarded(prog: str, debug: bool, command, resume: str | None = None, results: str | None = None) -> int:

@@ -168,6 +168,7 @@ class StudyConfig:
     fsync: bool = False  # os.fsync after each chunk (survives power loss, not only process kill)
     description: str = ""
     setup: str = ""  # the command that creates the local files the study points at, shown when they are missing
+    plugins: list[str] = field(default_factory=list)  # modules or .py files (relative to the config) to import first
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,11 +184,19 @@ def load_config(path: str | Path) -> StudyConfig:
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    return config_from_dict(data, source=str(path))
+    return config_from_dict(data, source=str(path), base=path.parent)
 
 
-def config_from_dict(data: Any, source: str = "<config>") -> StudyConfig:
+def config_from_dict(data: Any, source: str = "<config>", base: str | Path = ".") -> StudyConfig:
+    """Map and validate; the config's plug-ins are imported first, so the names they register validate."""
+    from treesearch.imports import load_plugins
+
     cfg = from_plain(StudyConfig, data, "", source)
+    try:
+        load_plugins(cfg.plugins, base)
+    except ValueError as e:
+        raise ConfigError(f"{source}: plugins: {e}") from None
+    cfg.plugins = [str((Path(base) / p).resolve()) if p.endswith(".py") else p for p in cfg.plugins]
     validate(cfg, source)
     return cfg
 
@@ -280,8 +289,11 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
     d = cfg.dataset
     if d.start < 0 or (d.limit is not None and d.limit < 0):
         fail("dataset.limit" if d.start >= 0 else "dataset.start", "must be >= 0")
-    if not callable(d.grader) and d.grader not in (AUTO, "math", "exact", "math_verify") and ":" not in d.grader:
-        fail("dataset.grader", f"unknown grader {d.grader!r}: use auto, math, exact, math_verify or 'pkg.mod:fn'")
+    from .graders import available_graders
+
+    if not callable(d.grader) and d.grader not in (AUTO, *available_graders()) and ":" not in d.grader:
+        fail("dataset.grader", f"unknown grader {d.grader!r}: use auto, {', '.join(available_graders())} or "
+                               "'pkg.mod:fn'")
 
 
 def _validate_method(m: MethodConfig, k: str, fail: Callable[[str, str], None]) -> None:
@@ -332,7 +344,7 @@ def _unique(names: list[str], key: str, what: str, fail: Callable[[str, str], No
 # Resume safety: which settings change what a record means
 # ---------------------------------------------------------------------------------------------
 #: Keys that may change between runs into the same directory without changing existing records.
-_RUNTIME_KEYS = {"output", "problems_per_chunk", "store_steps", "fsync", "description", "setup", "seeds",
+_RUNTIME_KEYS = {"output", "problems_per_chunk", "store_steps", "fsync", "description", "setup", "plugins", "seeds",
                  "dataset.start", "dataset.limit", "dataset.shuffle_seed", "prm.device", "gpus_per_process",
                  "policies[].device", "policies[].max_batch_rows", "methods[].budgets", "methods[].subsample",
                  "methods[].model_budgets", "methods[].models", "methods[].prm.device"}

@@ -140,6 +140,19 @@ DATASETS: dict[str, NamedDataset] = {
 }
 
 
+def register_dataset(name: str, grader: str = "math") -> Callable:
+    """Decorator: a loader ``fn(**options) -> list[Problem]`` configs can name as ``dataset: {name: NAME}``
+    (from a plug-in module: ``plugins:`` in the config, or ``--plugin``); ``grader`` is what
+    ``grader: auto`` means for it."""
+    def add(load: Callable[..., list[Problem]]) -> Callable[..., list[Problem]]:
+        if name in DATASETS:
+            raise ValueError(f"dataset {name!r} is registered already")
+        DATASETS[name] = NamedDataset(load, grader=grader)
+        return load
+
+    return add
+
+
 def default_grader(name: str) -> str:
     """What ``grader: auto`` means for a dataset: its registered grader, else "math" (a path)."""
     named = DATASETS.get(str(name))

@@ -1,0 +1,55 @@
+"""The plug-in contract from the command line: a module that registers an algorithm, a policy backend,
+a PRM, a dataset and a grader, listed under ``plugins:`` and named in a config, checks and runs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from experiments.cli import main
+from experiments.records import load_dir
+
+PLUGIN = Path(__file__).with_name("plugin_example.py")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def study(tmp_path: Path, **extra) -> Path:
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump({
+        "policies": [{"name": "doubler", "backend": "plugin_doubler", "num_parameters": 1000}],
+        "methods": [{"name": "best", "algorithm": "plugin_best_first_step", "budgets": [2, 4]}],
+        "prm": {"type": "plugin_parity"},
+        "dataset": {"name": "plugin_numbers", "options": {"n": 4}},
+        "output": str(tmp_path / "out"), **extra}))
+    return config
+
+
+def test_every_kind_of_plug_in_checks_and_runs_from_the_cli(tmp_path, capsys):
+    config = study(tmp_path, plugins=[str(PLUGIN)])
+    assert main(["check", str(config)]) == 0
+    assert "4 problems, 1 policies: 2 searched settings" in capsys.readouterr().out
+    assert main(["run", str(config), "--no-progress"]) == 0
+    records = load_dir(tmp_path / "out")
+    assert len(records) == 8 and {r.algorithm for r in records} == {"plugin_best_first_step"}
+    assert all(r.votes["weighted/last"].correct for r in records)  # the parity PRM picks the even (right) answer
+
+
+def test_a_plug_in_named_on_the_command_line(tmp_path):
+    """In a fresh process (this one may have imported the plug-in already): without --plugin the
+    config's names are unknown; with it they check."""
+    config = study(tmp_path)
+    command = [sys.executable, "-m", "experiments", "check", str(config)]
+    without = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert without.returncode == 2 and "unknown search algorithm 'plugin_best_first_step'" in without.stderr
+    plugged = subprocess.run(command + ["--plugin", str(PLUGIN)], capture_output=True, text=True, cwd=ROOT)
+    assert plugged.returncode == 0, plugged.stderr
+
+
+def test_a_missing_plug_in_is_one_line(tmp_path, capsys):
+    assert main(["check", str(study(tmp_path, plugins=["no_such_plugin_module"]))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "plugins: plugin 'no_such_plugin_module': cannot import it" in err[0]
+    assert main(["check", str(study(tmp_path, plugins=["missing.py"]))]) == 2
+    assert "plugins: plugin 'missing.py': no such file" in capsys.readouterr().err
