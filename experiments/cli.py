@@ -16,7 +16,6 @@ processes, 1 thread 82 s and 2 threads 173 s (OpenMP threads spin waiting for a 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any, Sequence
 
@@ -27,6 +26,7 @@ from treesearch.runner import SearchLimits
 
 from .config import (AUTO, ConfigError, MethodConfig, PolicyConfig, StudyConfig, VotingConfig, config_to_dict,
                      load_config, validate)
+from .console import guarded, quiet_libraries
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -145,14 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def quiet_libraries() -> None:
-    """Before torch/transformers load: one CPU thread (see above), no weight-loading bars, no
-    library chatter meant for developers."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -176,55 +168,6 @@ def _with_plugins(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise ConfigError(f"--plugin: {e}") from None
     return COMMANDS[args.command](args)
-
-
-def guarded(prog: str, debug: bool, command, resume: str | None = None, results: str | None = None) -> int:
-    """Run ``command``; a user error is one line and status 2, a server that stopped answering one line
-    and status 1, Ctrl-C one line and status 130; the last two say what is kept and how to resume."""
-    from reward_models.batching import ContextLimitError
-    from treesearch.serving import ServerError
-
-    from .datasets import DatasetError
-    from .records import RecordsError
-
-    try:
-        return command()
-    except (ConfigError, DatasetError, RecordsError, FileNotFoundError) as e:
-        if debug:
-            raise
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # the output went to `head` or a closed pager: not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except ServerError as e:
-        if debug:
-            raise
-        print(f"{prog}: error: {e}{_kept(results)}" + (f"; `{resume}` resumes" if resume else ""), file=sys.stderr)
-        return 1
-    except ContextLimitError as e:  # a chain outgrew the PRM: the config's limits need changing, then resume
-        if debug:
-            raise
-        print(f"{prog}: error: {e}{_kept(results)}" + (f"; then `{resume}` resumes" if resume else ""),
-              file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        print(f"\n{prog}: interrupted{_kept(results)}" + (f"; `{resume}` resumes" if resume else ""), file=sys.stderr)
-        return 130
-
-
-def _kept(results: str | None) -> str:
-    """"; N records kept in DIR", for the last line of a stopped run."""
-    if results is None:
-        return ""
-    from .records import RecordsError, load_dir
-
-    try:
-        return f"; {len(load_dir(results)):,} records kept in {results}"
-    except (RecordsError, OSError):
-        return f"; the records in {results} are kept"
 
 
 def _results_dir(args: argparse.Namespace) -> str | None:

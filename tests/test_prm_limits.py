@@ -148,7 +148,7 @@ def test_a_served_prm_refuses_before_sending_and_a_servers_own_refusal_is_one_li
 
 
 def test_a_search_that_outgrows_the_prm_ends_in_one_line(capsys, tmp_path):
-    from experiments.cli import guarded
+    from experiments.console import guarded
     from reward_models import ContextLimitError
 
     def search():

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = ap.parse_args(argv)
-    from ..cli import guarded, quiet_libraries
+    from ..console import guarded, quiet_libraries
 
     quiet_libraries()
     cfg = study(args.profile or "default")

@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.problems < 1:
         ap.error(f"--problems must be at least 1, got {args.problems}")
-    from ..cli import guarded, quiet_libraries
+    from ..console import guarded, quiet_libraries
 
     quiet_libraries()
     flags = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--debug")
