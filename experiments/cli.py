@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
 
     chk = command("check", help="validate a config and show what a run would do")
-    chk.add_argument("config")
-    chk.add_argument("--limit", type=int)
+    chk.add_argument("config", help="the study's YAML config")
+    chk.add_argument("--limit", type=int, help="plan for the first N problems only (as run --limit)")
 
     ev = command("eval-prm", help="how well a PRM tells a right step from a wrong one",
                         description="Sibling pairwise accuracy and step AUC on steps the built-in policies sample "
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--policies", default="small,large",
                     help="built-in policies whose sibling steps to judge (comma list; 'none' to skip)")
     ev.add_argument("--problems", type=int, default=100, help="test problems of levels 2-5 per policy")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=int, default=0, help="seed of the built-in policies' sibling samples")
     ev.add_argument("--jsonl", action="append", default=[], metavar="FORMAT:PATH",
                     help="also evaluate on a local file, FORMAT processbench or prmbench (repeatable; the name "
                          "says --jsonl, ProcessBench's .json arrays are read too)")
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", metavar="PATH", help="also write the numbers to this JSON file")
 
     solve = command("solve", help="answer one question and print the search tree and the votes")
-    solve.add_argument("question")
+    solve.add_argument("question", help="the question to answer (quote it)")
     solve.add_argument("--policy", required=True, help="local checkpoint directory of a causal LM")
     solve.add_argument("--backend", default=DEFAULT_BACKEND,
                        help="policy backend: transformers (CPU default), vllm (GPU), openai (a server: "
@@ -130,16 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--prm-opt", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                        help="other load_prm arguments (repeatable)")
     solve.add_argument("--step-format", default="paper", help="step format preset: paper, newline, paragraph")
-    solve.add_argument("--device", default=AUTO)
-    solve.add_argument("--dtype", default="float32")
-    solve.add_argument("--temperature", type=float, default=1.0)
-    solve.add_argument("--top-p", type=float, default=1.0)
-    solve.add_argument("--prompt-template", default="{question}\n")
+    solve.add_argument("--device", default=AUTO, help="cpu, cuda, cuda:N or auto (a GPU when there is one)")
+    solve.add_argument("--dtype", default="float32", help="the policy's weights: float32, bfloat16, float16 or auto")
+    solve.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (greedy ignores it)")
+    solve.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    solve.add_argument("--prompt-template", default="{question}\n",
+                       help="how the question is written before the first step ({question} is replaced)")
     solve.add_argument("--chat-template", action="store_true", help="wrap the question in the tokenizer's chat template")
     solve.add_argument("--num-parameters", type=float, help="override N for FLOPs")
-    solve.add_argument("--max-step-tokens", type=int, default=256)
-    solve.add_argument("--max-solution-tokens", type=int, default=1024)
-    solve.add_argument("--seed", type=int, default=0)
+    solve.add_argument("--max-step-tokens", type=int, default=256, help="cap on one step's tokens")
+    solve.add_argument("--max-solution-tokens", type=int, default=1024, help="cap on a whole solution's tokens")
+    solve.add_argument("--seed", type=int, default=0, help="the search's seed (the same seed, the same tree)")
     solve.add_argument("--grader", default="math", help="answer equivalence for voting: math, exact or math_verify")
     solve.add_argument("--width", type=int, default=80, help="characters of step text per tree line")
     return ap
