@@ -237,11 +237,11 @@ def _check(args: argparse.Namespace) -> int:
     if args.limit is not None:
         cfg.dataset = dataclasses.replace(cfg.dataset, limit=args.limit)
     preflight(cfg, args.config)
-    print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
     from .builders import load_problems
     from .sweep import plan
 
-    problems = load_problems(cfg.dataset)
+    problems = load_problems(cfg.dataset)  # errors first, then the resolved config and the plan
+    print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
     jobs = [j for pol in cfg.policies for j in plan(cfg, pol, problems, done=set())]
     print(f"# {len(problems)} problems, {len(cfg.policies)} policies: {len(jobs)} searched settings "
           f"(model, method, budget, seed), {sum(j.num_records for j in jobs)} records")

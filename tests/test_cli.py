@@ -91,9 +91,9 @@ def test_first_run_bad_inputs_are_one_line_with_the_fix(tmp_path, capsys, proble
 
     def one_line(args) -> str:
         assert main(args) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1, err
-        return err[0]
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.strip().splitlines()) == 1, (out, err)  # the error, and no plan before it
+        return err.strip()
 
     cfg = config_to_dict(make_config(tmp_path, problems))
     (tmp_path / "afile").write_text("")
