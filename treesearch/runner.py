@@ -161,10 +161,11 @@ class Runner:
                 lead = work.leads[i] if work.leads is not None else ""
                 lead_ids = self._encode_lead(lead)
                 used = (0 if node.is_root else node.path_tokens) + len(lead_ids)
-                # A node expanded again behind a lead (budget forcing's "Wait") draws afresh: its seed
-                # also counts the node's children, so a retry is not the same draw as the first try.
+                # A node expanded again behind a lead (budget forcing's "Wait") or asked to redraw
+                # (rounds of adaptive sampling) draws afresh: its seed also counts the node's children,
+                # so a retry is not the same draw as the first try.
                 seed = mix(p.seed, node.id)
-                if lead and node.children:
+                if (lead or work.redraw) and node.children:
                     seed = mix(seed, len(node.children))
                 requests.append(ExpandRequest(
                     prefix_ids=p.tree.prefix_ids(node) + lead_ids, width=width, seed=seed, greedy=work.greedy,

@@ -20,12 +20,15 @@ class Expand:
     ``leads[i]`` (optional) is fixed text each child of ``nodes[i]`` starts with: the policy
     continues after it, and the child's step is lead + continuation (budget forcing writes
     "Wait" or "The answer is" this way). Its tokens are processed, not generated.
+    ``redraw``: a node expanded again draws afresh (its seed also counts the children it has, as
+    with a lead); off by default, so a search that re-expands a node on purpose keeps its draws.
     """
 
     nodes: Sequence[Node]
     widths: Sequence[int]
     greedy: bool = False
     leads: Sequence[str] | None = None
+    redraw: bool = False
 
     def __post_init__(self) -> None:
         if len(self.nodes) != len(self.widths):
@@ -54,14 +57,14 @@ SearchAlgorithm = Callable[[Tree], Search]
 
 
 def expand(nodes: Sequence[Node], widths: Sequence[int] | int, greedy: bool = False,
-           leads: Sequence[str] | None = None) -> Generator[Work, object, list[list[Node]]]:
+           leads: Sequence[str] | None = None, redraw: bool = False) -> Generator[Work, object, list[list[Node]]]:
     """``children = yield from expand(nodes, w)``: typed sugar around ``yield Expand``."""
     if isinstance(widths, int):
         widths = [widths] * len(nodes)
     if not nodes:
         return []
     return (yield Expand(list(nodes), list(widths), greedy,
-                         list(leads) if leads is not None else None))  # type: ignore[return-value]
+                         list(leads) if leads is not None else None, redraw))  # type: ignore[return-value]
 
 
 def score(nodes: Sequence[Node]) -> Generator[Work, object, list[float]]:

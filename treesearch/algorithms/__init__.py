@@ -18,6 +18,7 @@ import inspect
 from typing import Any
 
 from ..imports import import_path
+from .adaptive import AdaptiveSampling
 from .beam import BeamSearch
 from .budget_forcing import BudgetForcing
 from .dvts import DVTS
@@ -37,6 +38,7 @@ ALGORITHMS: dict[str, type] = {
     "dvts": DVTS,
     "budget_forcing": BudgetForcing,
     "particle_filtering": ParticleFiltering,
+    "adaptive_sampling": AdaptiveSampling,
 }
 REQUIRED = ("budget_param", "needs_prm")
 
@@ -91,6 +93,6 @@ def make_algorithm(name: str, **params: Any):
         raise ValueError(f"bad parameters for {name!r}: {e}") from None
 
 
-__all__ = ["ALGORITHMS", "BeamSearch", "BudgetForcing", "DVTS", "Greedy", "Lookahead", "MCTS", "ParticleFiltering",
-           "Rebase", "Sampling", "algorithm_class", "allocate_widths", "independent_samples", "make_algorithm",
-           "parameters", "register_algorithm"]
+__all__ = ["ALGORITHMS", "AdaptiveSampling", "BeamSearch", "BudgetForcing", "DVTS", "Greedy", "Lookahead", "MCTS",
+           "ParticleFiltering", "Rebase", "Sampling", "algorithm_class", "allocate_widths", "independent_samples",
+           "make_algorithm", "parameters", "register_algorithm"]
