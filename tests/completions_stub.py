@@ -59,6 +59,8 @@ class CompletionsStub:
                 if stub.hold_after is not None and stub.answered >= stub.hold_after:
                     stub.held.set()  # a test waits for this, then acts on a client that is mid-request
                     stub.release.wait()
+                    self.close_connection = True  # never answered: no model work left running at teardown
+                    return
                 with stub._lock:
                     if stub.die_after is not None and stub.answered >= stub.die_after:
                         threading.Thread(target=stub.stop, daemon=True).start()

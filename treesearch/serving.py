@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Hashable, Sequence, TypeVar
@@ -248,7 +249,30 @@ class EventLoop:
         self._loop.set_exception_handler(_quiet_interrupts)
 
     def run(self, coro: Awaitable[T]) -> T:
-        return self._loop.run_until_complete(coro)
+        """Run ``coro`` to its end. Ctrl-C cancels it (every request task is cancelled and awaited, so
+        nothing half-sent is left for the garbage collector to warn about) and then raises
+        KeyboardInterrupt, rather than landing inside whichever HTTP call happened to be running."""
+        task = asyncio.ensure_future(coro, loop=self._loop)
+        interrupted = []
+
+        def interrupt() -> None:
+            interrupted.append(True)
+            task.cancel()
+
+        try:
+            self._loop.add_signal_handler(signal.SIGINT, interrupt)
+            handled = True
+        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread, or no signals here
+            handled = False
+        try:
+            return self._loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if interrupted:
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            if handled:
+                self._loop.remove_signal_handler(signal.SIGINT)
 
     @property
     def closed(self) -> bool:
