@@ -28,10 +28,6 @@ def _run(alg, answer_of, limits=SearchLimits()):
     return policy, res
 
 
-def _widths(policy):
-    return [[r.width for r in call] for call in policy.calls]
-
-
 # ---- the Beta posterior ----------------------------------------------------------------------
 @pytest.mark.parametrize("leader,runner_up,expected", [
     (0, 0, 1 / 2),      # Beta(1, 1): uniform
@@ -125,7 +121,7 @@ def test_unanimous_answers_stop_after_the_first_round(rule):
     policy, res = _run(AdaptiveSampling(n=16, batch=4, rule=rule), lambda k: "42")
     assert len(res.candidates) == 4 and [c.answer for c in res.candidates] == ["42"] * 4
     # One round: 4 first steps from the root, then their 4 answers at depth 2; nothing more is drawn.
-    assert _widths(policy) == [[4], [1, 1, 1, 1]]
+    assert policy.widths() == [[4], [1, 1, 1, 1]]
     assert sorted(c.steps[0] for c in res.candidates) == [f"Step 1 {k}\n" for k in range(4)]
 
 
@@ -134,7 +130,7 @@ def test_unanimous_answers_stop_after_the_first_round(rule):
 def test_alternating_answers_run_to_the_cap_and_the_last_round_is_cut_to_fit(rule, n, batch, rounds):
     policy, res = _run(AdaptiveSampling(n=n, batch=batch, rule=rule), lambda k: "AB"[k % 2])
     assert len(res.candidates) == n
-    assert _widths(policy) == [w for r in rounds for w in ([r], [1] * r)]
+    assert policy.widths() == [w for r in rounds for w in ([r], [1] * r)]
     assert len({c.node_id for c in res.candidates}) == n
 
 
@@ -143,7 +139,7 @@ def test_the_search_stops_at_the_first_decisive_round():
     # 6/8 = 0.75 after two rounds. The cap of 16 is never reached.
     answers = "AABBAAAA" + "B" * 8
     policy, res = _run(AdaptiveSampling(n=16, batch=4), lambda k: answers[k])
-    assert len(res.candidates) == 8 and _widths(policy) == [[4], [1] * 4, [4], [1] * 4]
+    assert len(res.candidates) == 8 and policy.widths() == [[4], [1] * 4, [4], [1] * 4]
     assert sorted(c.answer for c in res.candidates) == ["A"] * 6 + ["B"] * 2
     # The beta rule wants more: after round 2 it is Beta(7, 3) = P(Bin(9) >= 3) = 0.910 < 0.95;
     # round 3 adds 4 B: Beta(7, 7) = 1/2; round 4 adds 4 B: the runner-up leads, and the cap ends it.
@@ -187,7 +183,7 @@ def test_each_round_draws_new_first_steps():
 def test_a_solution_that_answers_in_its_first_step_needs_no_completion():
     policy = ScriptedPolicy(lambda q, steps, k, seed: "The answer is 3")
     [res] = Runner(policy, None, progress=False).run(["q"], AdaptiveSampling(n=8, batch=4))
-    assert len(res.candidates) == 4 and _widths(policy) == [[4]]
+    assert len(res.candidates) == 4 and policy.widths() == [[4]]
 
 
 def test_through_the_runner_by_registry_name():

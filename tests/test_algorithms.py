@@ -5,7 +5,7 @@ from treesearch.algorithms import (DVTS, MCTS, BeamSearch, BudgetForcing, Greedy
                                    allocate_widths,
                                    make_algorithm)
 from treesearch.runner import Runner, SearchLimits
-from treesearch.testing import ScriptedPolicy, ScriptedPRM
+from treesearch.testing import ScriptedPRM, ScriptedPolicy, depth_script
 
 
 # ---- REBASE allocation ------------------------------------------------------------------
@@ -28,18 +28,8 @@ def test_allocate_widths_rejects_bad_input():
         allocate_widths([0.1], -1, 0.1)
 
 
-def _depth_script(answer_at: int, finished=lambda k: False):
-    """Steps 'Step d k'; at depth ``answer_at`` (or when ``finished(k)`` at depth 1) the step answers."""
-    def script(question, steps, k, seed):
-        d = len(steps) + 1
-        if d >= answer_at or (d == 1 and finished(k)):
-            return f"The answer is {k}"
-        return f"Step {d} {k}"
-    return script
-
-
 def test_rebase_budget_is_decremented_by_completed_solutions():
-    policy = ScriptedPolicy(_depth_script(3, finished=lambda k: k in (1, 3)))
+    policy = ScriptedPolicy(depth_script(3, finished=lambda k: k in (1, 3)))
     prm = ScriptedPRM(lambda q, steps: 0.5)
     [res] = Runner(policy, prm, progress=False).run(["q"], Rebase(width=4, temperature=0.1))
     widths = [[r.width for r in call] for call in policy.calls]
@@ -51,14 +41,14 @@ def test_rebase_budget_is_decremented_by_completed_solutions():
 
 
 def test_rebase_all_terminal_stops_after_one_round():
-    policy = ScriptedPolicy(_depth_script(1))
+    policy = ScriptedPolicy(depth_script(1))
     [res] = Runner(policy, ScriptedPRM(lambda q, s: 1.0), progress=False).run(["q"], Rebase(width=5))
     assert len(policy.calls) == 1 and len(res.candidates) == 5
 
 
 def test_rebase_follows_the_reward():
     """Children of the high-reward node get the budget (T small)."""
-    policy = ScriptedPolicy(_depth_script(3))
+    policy = ScriptedPolicy(depth_script(3))
     prm = ScriptedPRM(lambda q, steps: 0.9 if steps[0].startswith("Step 1 0") else 0.1)
     [res] = Runner(policy, prm, progress=False).run(["q"], Rebase(width=4, temperature=0.1))
     second = policy.calls[1]
@@ -68,7 +58,7 @@ def test_rebase_follows_the_reward():
 
 @pytest.mark.parametrize("alg", [Rebase(width=4), Sampling(n=4), BeamSearch(n=4, beam_width=2)])
 def test_depth_cap_ends_paths_without_losing_budget(alg):
-    policy = ScriptedPolicy(_depth_script(100))
+    policy = ScriptedPolicy(depth_script(100))
     prm = ScriptedPRM(lambda q, s: 0.5)
     [res] = Runner(policy, prm, limits=SearchLimits(max_depth=3), progress=False).run(["q"], alg)
     assert len(res.candidates) == 4
@@ -85,7 +75,7 @@ def test_token_cap_truncates_the_last_step():
 
 
 def test_sampling_and_greedy():
-    policy = ScriptedPolicy(_depth_script(3))
+    policy = ScriptedPolicy(depth_script(3))
     res = Runner(policy, None, progress=False).run(["a", "b", "c"], Sampling(n=6))
     assert [len(r.candidates) for r in res] == [6, 6, 6]
     assert [len(c) for c in policy.calls] == [3, 18, 18]  # the three problems share every batch
@@ -107,7 +97,7 @@ def test_wall_time_includes_the_final_scoring(monkeypatch):
             clock[0] += len(chains)
             return super().score(chains)
 
-    policy = ScriptedPolicy(_depth_script(2))
+    policy = ScriptedPolicy(depth_script(2))
     res = Runner(policy, SlowPRM(lambda q, steps: 0.5), progress=False).run(["a", "b"], Sampling(n=3))
     # No time passes while sampling; the final scoring of 2 x 3 chains takes 6 s, 3 s per problem.
     assert [r.wall_time for r in res] == [pytest.approx(3.0), pytest.approx(3.0)]
@@ -115,7 +105,7 @@ def test_wall_time_includes_the_final_scoring(monkeypatch):
 
 def test_beam_search_keeps_top_n_over_m():
     scores = {"Step 1 0": 0.1, "Step 1 1": 0.9, "Step 1 2": 0.5, "Step 1 3": 0.7}
-    policy = ScriptedPolicy(_depth_script(3))
+    policy = ScriptedPolicy(depth_script(3))
     prm = ScriptedPRM(lambda q, steps: scores.get(steps[0].strip(), 0.5) if len(steps) == 1 else 0.5)
     Runner(policy, prm, progress=False).run(["q"], BeamSearch(n=4, beam_width=2))
     second = policy.calls[1]
@@ -145,7 +135,7 @@ def test_mcts_selection_and_backup_by_hand():
 
 
 def test_mcts_rollouts_add_candidates_but_are_not_selected():
-    policy = ScriptedPolicy(_depth_script(3))
+    policy = ScriptedPolicy(depth_script(3))
     prm = ScriptedPRM(lambda q, steps: 0.5)
     [res] = Runner(policy, prm, progress=False).run(["q"], MCTS(expansions=2, root_width=2, rollout=True))
     # root -> 2 kids, each rolled out to depth 3; second expansion picks a kid (not a rollout node)
@@ -165,7 +155,7 @@ def test_make_algorithm_registry():
 
 # ---- fidelity fixes ----------------------------------------------------------------------
 def test_beam_returns_n_when_the_remainder_is_not_a_multiple_of_the_width():
-    policy = ScriptedPolicy(_depth_script(3, finished=lambda k: k == 0))
+    policy = ScriptedPolicy(depth_script(3, finished=lambda k: k == 0))
     [res] = Runner(policy, ScriptedPRM(lambda q, s: 0.5), progress=False).run(["q"], BeamSearch(n=6, beam_width=4))
     # 6 first steps, one answers: 5 missing -> ceil(5/4) = 2 beams with 4 + 1 children (was 1 beam x 4).
     assert [r.width for r in policy.calls[1]] == [4, 1]
@@ -202,7 +192,7 @@ def test_mcts_spends_every_expansion_past_a_favourite_terminal_child():
 
 
 def test_mcts_stops_when_every_leaf_is_finished():
-    policy = ScriptedPolicy(_depth_script(1))
+    policy = ScriptedPolicy(depth_script(1))
     [res] = Runner(policy, ScriptedPRM(lambda q, s: 0.5), progress=False).run(["q"], MCTS(expansions=8, root_width=3))
     assert len(policy.calls) == 1 and len(res.candidates) == 3
 
@@ -217,7 +207,7 @@ def test_lookahead_values_a_step_by_its_greedy_rollout():
             return own[steps[0].strip()]
         return ahead.get(steps[0].strip(), 0.5) if len(steps) == 2 else 0.5
 
-    policy = ScriptedPolicy(_depth_script(3))
+    policy = ScriptedPolicy(depth_script(3))
     [res] = Runner(policy, ScriptedPRM(prm_fn), progress=False, score_candidates=False).run(
         ["q"], Lookahead(n=4, beam_width=2, k=1))
     calls = policy.calls
@@ -239,7 +229,7 @@ def test_lookahead_with_k_0_is_beam_search():
     prm = ScriptedPRM(lambda q, steps: scores.get(steps[0].strip(), 0.5) if len(steps) == 1 else 0.5)
     trees = []
     for alg in (Lookahead(n=4, beam_width=2, k=0), BeamSearch(n=4, beam_width=2)):
-        policy = ScriptedPolicy(_depth_script(3))
+        policy = ScriptedPolicy(depth_script(3))
         [res] = Runner(policy, prm, progress=False).run(["q"], alg)
         trees.append([(r.prefix_ids, r.width) for call in policy.calls for r in call])
     assert trees[0] == trees[1]
@@ -261,7 +251,7 @@ def test_dvts_deals_first_steps_to_subtrees_and_returns_only_finished():
 
 def test_dvts_subtree_follows_its_best_step():
     prm = ScriptedPRM(lambda q, steps: 0.9 if steps[0].startswith("Step 1 2") else 0.1)
-    policy = ScriptedPolicy(_depth_script(3))
+    policy = ScriptedPolicy(depth_script(3))
     [res] = Runner(policy, prm, progress=False).run(["q"], DVTS(n=4, beam_width=4))
     second = [policy._parse(r.prefix_ids)[1] for r in policy.calls[1]]
     assert second == [("Step 1 2\n",)] and policy.calls[1][0].width == 4

@@ -8,7 +8,7 @@ from treesearch.algorithms import ALGORITHMS, ParticleFiltering, make_algorithm
 from treesearch.algorithms.particle_filtering import (effective_sample_size, multinomial_resample, particle_weights,
                                                       round_rng, systematic_resample)
 from treesearch.runner import Runner, SearchLimits
-from treesearch.testing import ScriptedPolicy, ScriptedPRM
+from treesearch.testing import ScriptedPRM, ScriptedPolicy, depth_script
 
 
 class FixedU:
@@ -21,23 +21,9 @@ class FixedU:
         return self.u
 
 
-def _depth_script(answer_at, finished=lambda k: False):
-    """Steps 'Step d k'; at depth ``answer_at`` (or when ``finished(k)`` at depth 1) the step answers."""
-    def script(question, steps, k, seed):
-        d = len(steps) + 1
-        if d >= answer_at or (d == 1 and finished(k)):
-            return f"The answer is {k}"
-        return f"Step {d} {k}"
-    return script
-
-
 def _by_first_step(best, high=0.9, low=0.1):
     """A PRM that scores every step of the lineage starting with ``best`` high, every other low."""
     return ScriptedPRM(lambda q, steps: high if steps[0].strip() == best else low)
-
-
-def _widths(policy):
-    return [[r.width for r in call] for call in policy.calls]
 
 
 def _first_steps(res):
@@ -96,21 +82,21 @@ def test_round_rng_is_a_stable_hash_of_seed_question_and_round():
 def test_no_resampling_while_ess_stays_above_the_threshold():
     # weights softmax([0.9, 0.1, 0.1, 0.1] / 0.5) = [0.623, 0.126 x 3]: ESS 2.30, above 0.3 * 4 = 1.2
     def run(ess_threshold):
-        policy = ScriptedPolicy(_depth_script(3))
+        policy = ScriptedPolicy(depth_script(3))
         alg = ParticleFiltering(particles=4, temperature=0.5, resampling="systematic", ess_threshold=ess_threshold)
         [res] = Runner(policy, _by_first_step("Step 1 0"), progress=False).run(["q"], alg)
         return policy, res
 
     policy, res = run(0.3)
-    assert _widths(policy) == [[4], [1, 1, 1, 1], [1, 1, 1, 1]]
+    assert policy.widths() == [[4], [1, 1, 1, 1], [1, 1, 1, 1]]
     assert sorted(_first_steps(res)) == ["Step 1 0", "Step 1 1", "Step 1 2", "Step 1 3"]  # lineages stay distinct
     policy, res = run(1.0)  # resampling every round: particle 0 (weight 0.623) gets >= 2 of the 4 points
-    assert _widths(policy)[1][0] >= 2 and len(set(_first_steps(res))) < 4
+    assert policy.widths()[1][0] >= 2 and len(set(_first_steps(res))) < 4
 
 
 @pytest.mark.parametrize("resampling", ["multinomial", "systematic"])
 def test_resampling_concentrates_on_the_particle_the_prm_prefers(resampling):
-    policy = ScriptedPolicy(_depth_script(3))
+    policy = ScriptedPolicy(depth_script(3))
     alg = ParticleFiltering(particles=4, temperature=0.1, resampling=resampling)  # weights [1, e^-8 x 3] (about)
     [res] = Runner(policy, _by_first_step("Step 1 2"), progress=False).run(["q"], alg)
     second = policy.calls[1]
@@ -123,11 +109,11 @@ def test_resampling_concentrates_on_the_particle_the_prm_prefers(resampling):
 def test_finished_particles_are_kept_and_not_resampled_away():
     # Particle 1 answers at depth 1 with a score of 0; the open ones score 0.9. Were it in the
     # resampling pool its weight e^-9 would lose it; it is set aside and comes back.
-    policy = ScriptedPolicy(_depth_script(3, finished=lambda k: k == 1))
+    policy = ScriptedPolicy(depth_script(3, finished=lambda k: k == 1))
     prm = ScriptedPRM(lambda q, steps: 0.0 if steps[-1].startswith("The answer") and len(steps) == 1 else 0.9)
     alg = ParticleFiltering(particles=4, temperature=0.1, resampling="systematic")
     [res] = Runner(policy, prm, progress=False).run(["q"], alg)
-    assert _widths(policy) == [[4], [1, 1, 1], [1, 1, 1]]  # 3 open particles stay 3
+    assert policy.widths() == [[4], [1, 1, 1], [1, 1, 1]]  # 3 open particles stay 3
     assert sorted(len(c.steps) for c in res.candidates) == [1, 3, 3, 3]
     assert ("The answer is 1\n",) in [c.steps for c in res.candidates]
 
@@ -136,7 +122,7 @@ def test_finished_particles_are_kept_and_not_resampled_away():
 @pytest.mark.parametrize("resampling,ess_threshold", [("multinomial", 1.0), ("systematic", 1.0),
                                                       ("multinomial", 0.5)])
 def test_as_many_finished_candidates_as_particles(particles, resampling, ess_threshold):
-    policy = ScriptedPolicy(_depth_script(4, finished=lambda k: k % 3 == 0))
+    policy = ScriptedPolicy(depth_script(4, finished=lambda k: k % 3 == 0))
     prm = ScriptedPRM(lambda q, steps: (sum(map(ord, "".join(steps))) % 10) / 10)  # uneven, deterministic
     alg = ParticleFiltering(particles=particles, resampling=resampling, ess_threshold=ess_threshold, temperature=0.2)
     [res] = Runner(policy, prm, progress=False).run(["q"], alg)
@@ -146,7 +132,7 @@ def test_as_many_finished_candidates_as_particles(particles, resampling, ess_thr
 
 
 def test_depth_cap_ends_the_particles_without_losing_any():
-    policy = ScriptedPolicy(_depth_script(100))
+    policy = ScriptedPolicy(depth_script(100))
     alg = ParticleFiltering(particles=4)
     [res] = Runner(policy, ScriptedPRM(lambda q, s: 0.5), limits=SearchLimits(max_depth=3),
                    progress=False).run(["q"], alg)
@@ -159,7 +145,7 @@ def test_reruns_grow_the_same_tree_and_batching_does_not_change_it():
     alg = ParticleFiltering(particles=6, temperature=0.3)
 
     def tree(questions):
-        policy = ScriptedPolicy(_depth_script(4))
+        policy = ScriptedPolicy(depth_script(4))
         res = Runner(policy, prm, progress=False).run(questions, alg)
         return [(n.parent.id if n.parent else None, n.text) for n in res[0].tree.nodes]
 
@@ -172,7 +158,7 @@ def test_registry_attributes_and_validation():
     assert make_algorithm("particle_filtering", particles=4) == ParticleFiltering(particles=4)
     assert ParticleFiltering.budget_param == "particles" and ParticleFiltering.needs_prm
     assert ParticleFiltering.independent_samples is False
-    policy = ScriptedPolicy(_depth_script(3))
+    policy = ScriptedPolicy(depth_script(3))
     [res] = Runner(policy, ScriptedPRM(lambda q, s: 0.5), progress=False).run(
         ["q"], make_algorithm("particle_filtering", particles=4))
     assert len(res.candidates) == 4 and all(len(c.step_scores) == 3 for c in res.candidates)
@@ -193,4 +179,4 @@ def test_bad_parameters_name_the_field(params, field):
 
 def test_needs_a_prm():
     with pytest.raises(RuntimeError, match="needs a process reward model"):
-        Runner(ScriptedPolicy(_depth_script(3)), None, progress=False).run(["q"], ParticleFiltering(particles=2))
+        Runner(ScriptedPolicy(depth_script(3)), None, progress=False).run(["q"], ParticleFiltering(particles=2))

@@ -23,6 +23,10 @@ class ScriptedPolicy:
     num_parameters: int = 1000
     calls: list[list[ExpandRequest]] = field(default_factory=list)
 
+    def widths(self) -> list[list[int]]:
+        """The width of every request, call by call: how a search spent its expansions."""
+        return [[r.width for r in call] for call in self.calls]
+
     def encode_prompt(self, question: str) -> tuple[int, ...]:
         return _ids(question + self.step_format.delimiter)
 
@@ -68,6 +72,16 @@ class ScriptedPRM:
         return [ChainScores([self.fn(c.question, c.steps[: i + 1]) for i in range(len(c.steps))],
                             processed_tokens=sum(len(s) for s in c.steps))
                 for c in chains]
+
+
+def depth_script(answer_at: int, finished: Callable[[int], bool] = lambda k: False) -> StepScript:
+    """Steps 'Step d k'; at depth ``answer_at`` (or when ``finished(k)`` at depth 1) the step answers k."""
+    def script(question: str, steps: tuple[str, ...], k: int, seed: int) -> str:
+        d = len(steps) + 1
+        if d >= answer_at or (d == 1 and finished(k)):
+            return f"The answer is {k}"
+        return f"Step {d} {k}"
+    return script
 
 
 def _ids(text: str) -> tuple[int, ...]:
