@@ -368,12 +368,13 @@ class RunLock:
         """The live runs writing to ``directory`` (any shard): a report read now is partial."""
         out = []
         for path in sorted(Path(directory).glob(".lock*")):
-            owner = cls(directory)._owner_of(path)
+            owner = cls._owner_of(path)
             if owner is not None and not cls._stale(owner):
                 out.append(owner)
         return out
 
-    def _owner_of(self, path: Path) -> dict[str, Any] | None:
+    @staticmethod
+    def _owner_of(path: Path) -> dict[str, Any] | None:
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):

@@ -225,12 +225,13 @@ def evaluate_benchmark(prm: ProcessRewardModel, chains: Sequence[JudgedChain], t
     """Score every chain once and compute the metrics (NaN, with a note, where a class is absent).
     Chains longer than the PRM's context are left out and counted: a truncated or extrapolated
     input would give a score of something else."""
-    fitting = [c for c in chains if fits_context(prm, Chain(c.question, c.steps))]
+    pairs = [(c, Chain(c.question, c.steps)) for c in chains]
+    pairs = [(c, chain) for c, chain in pairs if fits_context(prm, chain)]
+    fitting = [c for c, _ in pairs]
     too_long = len(chains) - len(fitting)
     scores: list[list[float]] = []
-    for i in range(0, len(fitting), batch_size):
-        part = fitting[i:i + batch_size]
-        scores.extend(r.scores for r in prm.score([Chain(c.question, c.steps) for c in part]))
+    for i in range(0, len(pairs), batch_size):
+        scores.extend(r.scores for r in prm.score([chain for _, chain in pairs[i:i + batch_size]]))
     flat_s, flat_y = [], []
     hits = {True: [], False: []}
     tp = fp = fn = tn = 0  # "right" is the positive class
