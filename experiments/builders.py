@@ -8,20 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from treesearch import imports
 from treesearch.algorithms import make_algorithm
 
 from .config import AUTO, ConfigError, DatasetConfig, MethodConfig, PolicyConfig, StudyConfig, resolve_device
 
 Grader = Callable[[str, str], bool]
-
-
-def import_path(spec: str) -> Any:
-    """``"pkg.module:attr"`` -> the attribute; a ``ConfigError`` saying what was wrong."""
-    try:
-        return imports.import_path(spec)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
 
 
 def policy_spec(p: PolicyConfig, device: str | None = None):
@@ -105,14 +96,9 @@ def grader_of(d: DatasetConfig) -> Grader:
     from .datasets import default_grader
     from .graders import make_grader
 
-    kind = d.grader
-    if callable(kind):
-        return kind
-    if kind == AUTO:
-        kind = default_grader(d.name)
-    if ":" in kind:
-        return import_path(kind)
+    if callable(d.grader):
+        return d.grader
     try:
-        return make_grader(kind)
+        return make_grader(default_grader(d.name) if d.grader == AUTO else d.grader)
     except ValueError as e:
         raise ConfigError(str(e)) from None

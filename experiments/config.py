@@ -75,7 +75,8 @@ class FieldMap:
 
 @dataclass
 class DatasetConfig:
-    """Problems: a named set (``experiments.datasets.DATASETS``: "gsm8k", "math500", "builtin")
+    """Problems: a named set (``experiments.datasets.available_datasets()``: "gsm8k", "math500", "builtin";
+    an import path ``pkg.mod:loader`` names a plug-in's loader)
     or a JSONL path.
 
     ``grader`` decides correctness and answer equivalence in voting: "math" (the safe
@@ -97,7 +98,7 @@ class DatasetConfig:
 class MethodConfig:
     """One search method: a label, an algorithm, fixed params and the budgets to sweep.
 
-    ``algorithm`` is a registry name (``treesearch.algorithms.ALGORITHMS``) or the import path
+    ``algorithm`` is a registry name (``treesearch.algorithms.available_algorithms()``) or the import path
     of a class (``my_pkg.search:MySearch``) that declares ``budget_param`` and ``needs_prm``.
     ``budget_param`` is the parameter a budget sets ("auto": the one the algorithm declares,
     e.g. n for sampling and beam, width for REBASE, expansions for MCTS, none for greedy).
@@ -245,12 +246,12 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
     _unique([m.name for m in cfg.methods], "methods", "name", fail)
     names = {p.name for p in cfg.policies}
     for i, m in enumerate(cfg.methods):
-        _validate_method(m, f"methods[{i}]", fail)
+        _validate_method(m, f"methods[{i}]", fail, source)
         for model, budgets in m.model_budgets.items():
             if model not in names:
                 fail(f"methods[{i}].model_budgets.{model}", f"no policy named {model!r}; policies: {sorted(names)}")
             _validate_method(dataclasses.replace(m, budgets=budgets, model_budgets={}),
-                             f"methods[{i}].model_budgets.{model}", fail)
+                             f"methods[{i}].model_budgets.{model}", fail, source)
         if algorithm_class(m.algorithm).needs_prm and cfg.prm is None and m.prm is None:
             fail("prm", f"method {m.name!r} ({m.algorithm}) searches with a PRM; give one "
                         f"(prm: {{type: NAME, path: DIR}}, or the method's own prm)")
@@ -289,14 +290,16 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
     d = cfg.dataset
     if d.start < 0 or (d.limit is not None and d.limit < 0):
         fail("dataset.limit" if d.start >= 0 else "dataset.start", "must be >= 0")
-    from .graders import available_graders
+    if not callable(d.grader) and d.grader != AUTO:
+        from .graders import grader_entry
 
-    if not callable(d.grader) and d.grader not in (AUTO, *available_graders()) and ":" not in d.grader:
-        fail("dataset.grader", f"unknown grader {d.grader!r}: use auto, {', '.join(available_graders())} or "
-                               "'pkg.mod:fn'")
+        try:  # a registered name or an import path (building it, with its imports, is preflight's)
+            grader_entry(d.grader)
+        except ValueError as e:
+            fail("dataset.grader", f"{e} (or auto)")
 
 
-def _validate_method(m: MethodConfig, k: str, fail: Callable[[str, str], None]) -> None:
+def _validate_method(m: MethodConfig, k: str, fail: Callable[[str, str], None], source: str) -> None:
     try:
         cls = algorithm_class(m.algorithm)
     except ValueError as e:
@@ -324,8 +327,11 @@ def _validate_method(m: MethodConfig, k: str, fail: Callable[[str, str], None]) 
         fail(f"{k}.subsample", "only an algorithm with independent samples (sampling), its budget setting the "
                                "number of samples, can derive small budgets from a large run")
     for b in m.budgets:
+        params = m.params_for(b)
+        if dataclasses.is_dataclass(cls):  # its fields type its options: a wrong type or a typo fails by name
+            from_plain(cls, params, f"{k}.params", source)
         try:
-            make_algorithm(m.algorithm, **m.params_for(b))
+            make_algorithm(m.algorithm, **params)
         except ValueError as e:
             fail(f"{k}.params", str(e))
 

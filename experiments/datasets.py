@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from treesearch.jsonl import read_objects
+from treesearch.registry import Registry
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SHIPPED: dict[str, Path] = {
@@ -130,33 +131,49 @@ class NamedDataset:
     ``load_dataset``) and the grader a config's ``grader: auto`` means for it."""
 
     load: Callable[..., list[Problem]]
-    grader: str = "math"  # "math" (symbolic equivalence) or "exact" (normalized strings)
+    grader: str = "math"  # "math" (symbolic equivalence), "exact" (normalized strings) or another grader's name
 
 
-DATASETS: dict[str, NamedDataset] = {
-    "builtin": NamedDataset(_builtin, grader="exact"),  # integer answers: string equality is exact
-    "gsm8k": NamedDataset(lambda: load_gsm8k(SHIPPED["gsm8k"])),
-    "math500": NamedDataset(lambda: load_math500(SHIPPED["math500"])),
-}
+#: Named datasets; an import path ``pkg.mod:loader`` names a loader (its ``grader`` attribute, if any, is its
+#: ``auto`` grader).
+_REGISTRY: Registry[NamedDataset] = Registry(
+    "dataset", wrap=lambda load: load if isinstance(load, NamedDataset) else
+    NamedDataset(load, getattr(load, "grader", "math")))
+_REGISTRY.add("builtin", NamedDataset(_builtin, grader="exact"))  # integer answers: string equality is exact
+_REGISTRY.add("gsm8k", NamedDataset(lambda: load_gsm8k(SHIPPED["gsm8k"])))
+_REGISTRY.add("math500", NamedDataset(lambda: load_math500(SHIPPED["math500"])))
 
 
-def register_dataset(name: str, grader: str = "math") -> Callable:
+def register_dataset(name: str, grader: str = "math", *, overwrite: bool = False) -> Callable:
     """Decorator: a loader ``fn(**options) -> list[Problem]`` configs can name as ``dataset: {name: NAME}``
     (from a plug-in module: ``plugins:`` in the config, or ``--plugin``); ``grader`` is what
     ``grader: auto`` means for it."""
     def add(load: Callable[..., list[Problem]]) -> Callable[..., list[Problem]]:
-        if name in DATASETS:
-            raise ValueError(f"dataset {name!r} is registered already")
-        DATASETS[name] = NamedDataset(load, grader=grader)
+        _REGISTRY.add(name, NamedDataset(load, grader=grader), overwrite=overwrite)
         return load
 
     return add
 
 
+def available_datasets() -> list[str]:
+    return _REGISTRY.names()
+
+
+def named(name: str) -> NamedDataset | None:
+    """The dataset registered as ``name`` or named by import path; None for anything else (a file path)."""
+    key = str(name)
+    if key in _REGISTRY.names() or (":" in key and not Path(key).is_file()):
+        try:
+            return _REGISTRY.get(key)
+        except ValueError as e:
+            raise DatasetError(f"dataset {key!r}: {e}") from None
+    return None
+
+
 def default_grader(name: str) -> str:
     """What ``grader: auto`` means for a dataset: its registered grader, else "math" (a path)."""
-    named = DATASETS.get(str(name))
-    return named.grader if named is not None else "math"
+    entry = named(name)
+    return entry.grader if entry is not None else "math"
 
 
 def _load_path(path: Path) -> list[Problem]:
@@ -175,9 +192,10 @@ def load_dataset(name_or_path: str | Path, start: int = 0, limit: int | None = N
     """A named dataset ('builtin', 'gsm8k', 'math500'; ``options`` go to its loader) or a
     MATH500/GSM8K-format JSONL by path."""
     key = str(name_or_path)
-    if key in DATASETS:
+    entry = named(key)
+    if entry is not None:
         try:
-            problems = DATASETS[key].load(**(options or {}))
+            problems = entry.load(**(options or {}))
         except TypeError as e:
             raise DatasetError(f"dataset {key!r} does not take options {sorted(options or {})}: {e}") from None
     elif options:
@@ -185,5 +203,6 @@ def load_dataset(name_or_path: str | Path, start: int = 0, limit: int | None = N
     elif Path(key).is_file():
         problems = _load_path(Path(key))
     else:
-        raise DatasetError(f"unknown dataset {key!r}: not one of {sorted(DATASETS)} and not a file")
+        raise DatasetError(f"unknown dataset {key!r}: not one of {available_datasets()}, not an import path "
+                           "'pkg.mod:loader' and not a file")
     return select(problems, start=start, limit=limit, shuffle_seed=shuffle_seed)

@@ -13,7 +13,7 @@ import dataclasses
 import os
 from typing import Any
 
-from .builders import grader_of, import_path, policy_spec
+from .builders import grader_of, policy_spec
 from .config import ConfigError, PolicyConfig, StudyConfig
 
 
@@ -40,18 +40,14 @@ def preflight(cfg: StudyConfig, source: str = "<config>") -> None:
 
 
 def check_policy(p: PolicyConfig, where: str) -> None:
-    from treesearch.backends import available_policies, backend
+    from treesearch.backends import backend
     from treesearch.backends import check_policy as backend_check
 
-    if not callable(p.backend) and p.backend not in available_policies():
-        if ":" not in p.backend:
-            raise ConfigError(f"{where}.backend: unknown policy backend {p.backend!r}; registered: "
-                              f"{available_policies()} (or an import path 'package.module:factory')")
-        try:
-            import_path(p.backend)
-        except ConfigError as e:
-            raise ConfigError(f"{where}.backend: {e}") from None
-    try:  # a plug-in named by import path is checked as a registered one is
+    try:  # the registry's answer for an unknown name or an import path that fails
+        entry = backend(p.backend)
+    except ValueError as e:
+        raise ConfigError(f"{where}.backend: {e}") from None
+    try:  # the entry checks the rest, a plug-in's as a built-in's
         backend_check(p.backend, policy_spec(p, device="cpu"))
     except ImportError as e:
         raise ConfigError(f"{where}.backend: {e}") from None
@@ -61,7 +57,7 @@ def check_policy(p: PolicyConfig, where: str) -> None:
             raise ConfigError(f"{where}.options: {e}") from None
         policy_key = key in {f.name for f in dataclasses.fields(PolicyConfig)}
         raise ConfigError(f"{where}.{'' if policy_key else 'options.'}{key}: {rest}") from None
-    if p.path or backend(p.backend).needs_path:
+    if p.path or entry.needs_path:
         _check_model_dir(p.path, f"{where}.path", p.trust_remote_code)
 
 
@@ -81,31 +77,22 @@ def _check_model_dir(path: str | None, where: str, trust_remote_code: bool = Fal
 
 
 def check_prm(spec: dict[str, Any], where: str) -> None:
-    from reward_models import available_prms
-    from reward_models.registry import check_prm as factory_check
+    from reward_models.registry import check_prm as entry_check
+    from reward_models.registry import prm_type
+    from treesearch.serving import ServerError
 
     kind = spec.get("type")
     if not isinstance(kind, str):
-        raise ConfigError(f"{where}.type: required (one of {available_prms()} or 'pkg.mod:factory')")
-    if kind not in available_prms():
-        if ":" not in kind:
-            raise ConfigError(f"{where}.type: unknown PRM type {kind!r}; registered: {available_prms()} "
-                              f"(or an import path 'package.module:factory')")
-        try:
-            import_path(kind)
-        except ConfigError as e:
-            raise ConfigError(f"{where}.type: {e}") from None
-    if kind == "callable" and isinstance(spec.get("fn"), str):
-        try:
-            import_path(spec["fn"])
-        except ConfigError as e:
-            raise ConfigError(f"{where}.fn: {e}") from None
-    from treesearch.serving import ServerError
-
-    try:  # what the factory itself can tell without loading (vllm: the adapter, the package; a server's answer)
-        factory_check(spec)
-    except (ValueError, ImportError, ServerError) as e:
-        raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(f"{where}.type: required (a registered PRM type or 'pkg.mod:factory')")
+    try:  # the registry's answer for an unknown type or an import path that fails
+        prm_type(kind)
+    except ValueError as e:
+        raise ConfigError(f"{where}.type: {e}") from None
+    try:  # what the entry itself can tell without loading (vllm: the adapter, the package; a server's answer)
+        entry_check(spec)
+    except (ValueError, ImportError, ServerError) as e:  # "key: why" names one of the PRM's options
+        key, _, rest = str(e).partition(": ")
+        raise ConfigError(f"{where}.{key}: {rest}" if rest and key.isidentifier() else f"{where}: {e}") from None
     path = spec.get("path")
     if isinstance(path, str) and not os.path.exists(path):
         raise ConfigError(f"{where}.path: no such file or directory {path!r}")

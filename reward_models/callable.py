@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from treesearch.imports import import_path
 from treesearch.protocols import Chain, ChainScores
 
 from .registry import register_prm
@@ -48,12 +49,18 @@ def _name(fn: object) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__name__
 
 
-@register_prm("callable")
+def _check(fn: StepScorer | str | None = None, **_: object) -> None:
+    """The function an import path names must import (``fn: ...`` names the key in the error)."""
+    if fn is None:
+        raise ValueError("fn: required (a function, or an import path 'pkg.module:function')")
+    if isinstance(fn, str):
+        try:
+            import_path(fn)
+        except ValueError as e:
+            raise ValueError(f"fn: {e}") from None
+
+
+@register_prm("callable", check=_check)
 def _callable(fn: StepScorer | str, **kwargs) -> CallablePRM:
     """``fn`` may be an import path ``"pkg.module:function"`` (for YAML configs)."""
-    if isinstance(fn, str):
-        import importlib
-
-        mod, _, attr = fn.partition(":")
-        fn = getattr(importlib.import_module(mod), attr)
-    return CallablePRM(fn, **kwargs)
+    return CallablePRM(import_path(fn) if isinstance(fn, str) else fn, **kwargs)

@@ -22,11 +22,12 @@ from typing import Callable, Sequence
 
 from treesearch.protocols import Chain, ChainScores
 
-from .registry import register_prm
+from .registry import Reference, register_prm
 
 #: A step checker: per step, is the chain right up to and including that step?
 Checker = Callable[[str, Sequence[str]], Sequence[bool]]
 BUILTIN_CHECKER = "experiments.builtin.task:on_gold_path"
+NOISY_FLIP_RATE = 0.2  # noisy_oracle's default
 FLIPS = ("both", "right")  # which verdicts a flip may invert: any, or only "right" ones
 
 
@@ -105,14 +106,14 @@ def _checker(check: Checker | str, **kwargs) -> CheckerPRM:
     return CheckerPRM(_resolve(check), **kwargs)
 
 
-@register_prm("builtin_oracle")
+@register_prm("builtin_oracle", reference=lambda **_: Reference(0.0))
 def _builtin_oracle(**kwargs) -> CheckerPRM:
     """The built-in task's exact checker (``task.on_gold_path``): the ceiling of any verifier."""
     return CheckerPRM(_resolve(BUILTIN_CHECKER), **kwargs)
 
 
-@register_prm("noisy_oracle")
-def _noisy_oracle(flip_rate: float = 0.2, **kwargs) -> CheckerPRM:
+@register_prm("noisy_oracle", reference=lambda flip_rate=NOISY_FLIP_RATE, flip="both", **_: Reference(flip_rate, flip))
+def _noisy_oracle(flip_rate: float = NOISY_FLIP_RATE, **kwargs) -> CheckerPRM:
     """The built-in checker with each step's verdict flipped with probability ``flip_rate``
     (only right verdicts with ``flip="right"``)."""
     return CheckerPRM(_resolve(BUILTIN_CHECKER), flip_rate=flip_rate, **kwargs)

@@ -164,7 +164,6 @@ def read_logprob(feats: torch.Tensor, next_ids: torch.Tensor) -> torch.Tensor:
 
 # ---- vllm_server -------------------------------------------------------------------------------
 
-@register_prm("vllm_server")
 def _vllm_server(adapter: str, path: str, *, endpoint: str = "pooling", model: str | None = None,
                  encoding_format: str = "base64", **kwargs: Any):
     """The ``adapter`` PRM (its own options in ``kwargs``) with its model on a vLLM server."""
@@ -212,7 +211,7 @@ def _check_vllm_server(adapter: str | None = None, endpoint: str = "pooling", mo
     pool.served_model(model)
 
 
-_vllm_server.check = _check_vllm_server
+register_prm("vllm_server", check=_check_vllm_server)(_vllm_server)
 
 
 # ---- http: a verifier service ------------------------------------------------------------------
@@ -339,7 +338,6 @@ def _check_http_numbers(num_parameters: Any, max_batch_chains: Any) -> None:
         raise ValueError(f"max_batch_chains must be an integer >= 1, got {max_batch_chains!r}")
 
 
-@register_prm("http")
 def _http(**kwargs: Any) -> HttpPRM:
     return HttpPRM(**kwargs)
 
@@ -380,7 +378,7 @@ async def _probe(pool: ServerPool, timeout: float = 10.0) -> None:
         await pool.aclose()
 
 
-_http.check = _check_http
+register_prm("http", check=_check_http)(_http)
 
 
 # ---- answers -------------------------------------------------------------------------------------

@@ -130,7 +130,6 @@ def backbone_dir(path: str) -> str:
     return shadow
 
 
-@register_prm("vllm")
 def _vllm(adapter: str, path: str, **kwargs: Any):
     """The ``adapter`` PRM (its own options in ``kwargs``) with its backbone on a vLLM engine."""
     _check(adapter)
@@ -171,4 +170,4 @@ def _check(adapter: str | None = None, **options: Any) -> None:
         raise ValueError(f"PRM type 'vllm' needs the 'vllm' package, which is not installed: {INSTALL}")
 
 
-_vllm.check = _check
+register_prm("vllm", check=_check)(_vllm)

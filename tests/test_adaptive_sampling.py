@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from treesearch.algorithms import ALGORITHMS, AdaptiveSampling, independent_samples, make_algorithm, parameters
+from treesearch.algorithms import AdaptiveSampling, algorithm_class, independent_samples, make_algorithm, parameters
 from treesearch.algorithms.adaptive import beta_leader_probability, decisive, vote_counts
 from treesearch.runner import Runner, SearchLimits
 from treesearch.testing import ScriptedPolicy
@@ -188,7 +188,7 @@ def test_a_solution_that_answers_in_its_first_step_needs_no_completion():
 
 def test_through_the_runner_by_registry_name():
     alg = make_algorithm("adaptive_sampling", n=8)
-    assert alg == AdaptiveSampling(n=8) and ALGORITHMS["adaptive_sampling"] is AdaptiveSampling
+    assert alg == AdaptiveSampling(n=8) and algorithm_class("adaptive_sampling") is AdaptiveSampling
     assert alg.budget_param == "n" and not alg.needs_prm and not independent_samples(AdaptiveSampling)
     assert parameters(AdaptiveSampling) == ["n", "batch", "rule", "threshold", "confidence", "min_samples"]
     policy = ScriptedPolicy(_script(lambda k: "7"))

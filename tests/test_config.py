@@ -100,8 +100,11 @@ def test_meaning_checks_name_the_key():
         config_from_dict(_with("methods", [{**rebase, "subsample": True}], _with("prm", {"type": "llemma"})))
     with pytest.raises(ConfigError, match=r"methods\[0\]\.params\.n: set by the budget"):
         config_from_dict(_with("methods.0.params", {"n": 3}))
-    with pytest.raises(ConfigError, match=r"methods\[0\]\.params: bad parameters for 'sampling'"):
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.params\.widht: unknown key"):
         config_from_dict(_with("methods.0.params", {"widht": 3}))
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.params\.temperature: expected a number, got str"):
+        config_from_dict(_with("methods", [{"name": "r", "algorithm": "rebase", "budgets": [4],
+                                            "params": {"temperature": "hot"}}], _with("prm", {"type": "llemma"})))
     with pytest.raises(ConfigError, match=r"methods\[0\]\.budgets: greedy has no budget parameter"):
         config_from_dict(_with("methods", [{"name": "g", "algorithm": "greedy", "budgets": [4]}]))
     with pytest.raises(ConfigError, match=r"policies\[1\]\.name: duplicate name 'p'"):

@@ -101,11 +101,17 @@ def test_load_dataset_by_path_and_errors(tmp_path: Path) -> None:
         load_dataset("no-such-dataset")
 
 
-def test_named_loaders_are_pluggable(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The hook the built-in synthetic task will use: register a loader under a name."""
+def test_named_loaders_are_pluggable() -> None:
+    """A loader registered under a name (the built-in task's hook too), or named by import path."""
     toy = [Problem(id=str(i), question=f"{i}+1", answer=str(i + 1)) for i in range(5)]
-    monkeypatch.setitem(datasets.DATASETS, "toy", datasets.NamedDataset(lambda: toy))
-    assert [p.id for p in load_dataset("toy", start=1, limit=2)] == ["1", "2"]
+    datasets.register_dataset("test_toy", grader="exact", overwrite=True)(lambda: toy)
+    assert [p.id for p in load_dataset("test_toy", start=1, limit=2)] == ["1", "2"]
+    assert datasets.default_grader("test_toy") == "exact" and "test_toy" in datasets.available_datasets()
+    assert len(load_dataset("test_datasets:toy_loader")) == 3  # an import path names a loader too
+
+
+def toy_loader() -> list[Problem]:
+    return [Problem(id=str(i), question=f"{i}+1", answer=str(i + 1)) for i in range(3)]
 
 
 def test_select_slices_and_shuffles_deterministically() -> None:

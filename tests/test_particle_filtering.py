@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from treesearch.algorithms import ALGORITHMS, ParticleFiltering, make_algorithm
+from treesearch.algorithms import ParticleFiltering, algorithm_class, make_algorithm
 from treesearch.algorithms.particle_filtering import (effective_sample_size, multinomial_resample, particle_weights,
                                                       round_rng, systematic_resample)
 from treesearch.runner import Runner, SearchLimits
@@ -154,7 +154,7 @@ def test_reruns_grow_the_same_tree_and_batching_does_not_change_it():
 
 
 def test_registry_attributes_and_validation():
-    assert ALGORITHMS["particle_filtering"] is ParticleFiltering
+    assert algorithm_class("particle_filtering") is ParticleFiltering
     assert make_algorithm("particle_filtering", particles=4) == ParticleFiltering(particles=4)
     assert ParticleFiltering.budget_param == "particles" and ParticleFiltering.needs_prm
     assert ParticleFiltering.independent_samples is False

@@ -16,7 +16,8 @@ RUNTIME = {"runtime": True}
 
 class Registry(Generic[T]):
     """``kind`` names the table in errors ("policy backend"); ``builtins`` are modules that register
-    on import, loaded on first lookup; ``wrap`` turns an object named by import path into an entry."""
+    on import, loaded on first lookup; ``wrap`` turns an object named by import path into an entry (ValueError, phrased
+    after the name, for one that cannot be: "is not a class")."""
 
     def __init__(self, kind: str, builtins: tuple[str, ...] = (), wrap: Callable[[Any], T] = lambda obj: obj):
         self.kind, self._builtins, self._wrap = kind, builtins, wrap
@@ -40,7 +41,11 @@ class Registry(Generic[T]):
         if name in self._entries:
             return self._entries[name]
         if ":" in name:
-            return self._wrap(import_path(name))
+            obj = import_path(name)
+            try:
+                return self._wrap(obj)
+            except ValueError as e:  # the wrapper says what the object lacks ("is not a class")
+                raise ValueError(f"{name!r} {e}") from None
         raise ValueError(f"unknown {self.kind} {name!r}; registered: {sorted(self._entries)} "
                          f"(or give an import path 'package.module:factory')")
 

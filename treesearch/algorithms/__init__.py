@@ -9,7 +9,7 @@ An algorithm class says what the harness needs to know about it:
   the first b of a run at budget n are the run at budget b (a sweep may derive small budgets
   from a large run) and their hit rate estimates pass@1.
 
-Configs name an algorithm by its registry name (``ALGORITHMS``) or by import path
+Configs name an algorithm by its registry name (``available_algorithms()``) or by import path
 (``"my_pkg.search:MySearch"``), so a new algorithm needs no library edit.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..imports import import_path
+from ..registry import Registry
 from .adaptive import AdaptiveSampling
 from .beam import BeamSearch
 from .budget_forcing import BudgetForcing
@@ -28,51 +28,48 @@ from .particle_filtering import ParticleFiltering
 from .rebase import Rebase, allocate_widths
 from .sampling import Greedy, Sampling
 
-ALGORITHMS: dict[str, type] = {
-    "greedy": Greedy,
-    "sampling": Sampling,
-    "beam": BeamSearch,
-    "rebase": Rebase,
-    "mcts": MCTS,
-    "lookahead": Lookahead,
-    "dvts": DVTS,
-    "budget_forcing": BudgetForcing,
-    "particle_filtering": ParticleFiltering,
-    "adaptive_sampling": AdaptiveSampling,
-}
 REQUIRED = ("budget_param", "needs_prm")
 
 
-def register_algorithm(name: str):
+def _declared(cls: Any) -> type:
+    """``cls`` if it is a class declaring the facts the harness reads, else ValueError saying which are missing."""
+    if not isinstance(cls, type):
+        raise ValueError("is not a class")
+    missing = [a for a in REQUIRED if not hasattr(cls, a)]
+    if missing:
+        raise ValueError(f"does not declare {' and '.join(missing)} (class attributes: the parameter "
+                         f"a budget sets, or None; whether it scores with a PRM while searching)")
+    return cls
+
+
+_REGISTRY: Registry[type] = Registry("search algorithm", wrap=_declared)
+for _name, _cls in (("greedy", Greedy), ("sampling", Sampling), ("beam", BeamSearch), ("rebase", Rebase),
+                    ("mcts", MCTS), ("lookahead", Lookahead), ("dvts", DVTS), ("budget_forcing", BudgetForcing),
+                    ("particle_filtering", ParticleFiltering), ("adaptive_sampling", AdaptiveSampling)):
+    _REGISTRY.add(_name, _cls)
+
+
+def register_algorithm(name: str, *, overwrite: bool = False):
     """Class decorator: configs name the algorithm ``name`` (from a plug-in module: ``plugins:`` in the
     config, or ``--plugin``). The class declares ``budget_param`` and ``needs_prm`` like the built-ins."""
     def add(cls: type) -> type:
-        missing = [a for a in REQUIRED if not hasattr(cls, a)]
-        if missing:
-            raise TypeError(f"algorithm {name!r} does not declare {' and '.join(missing)}")
-        if name in ALGORITHMS:
-            raise ValueError(f"algorithm {name!r} is registered already")
-        ALGORITHMS[name] = cls
+        try:
+            _declared(cls)
+        except ValueError as e:
+            raise TypeError(f"algorithm {name!r} {e}") from None
+        _REGISTRY.add(name, cls, overwrite=overwrite)
         return cls
 
     return add
 
 
+def available_algorithms() -> list[str]:
+    return _REGISTRY.names()
+
+
 def algorithm_class(name: str) -> type:
     """The class a config names: a registry name or an import path ``pkg.module:Class``."""
-    if name in ALGORITHMS:
-        return ALGORITHMS[name]
-    if ":" not in name:
-        raise ValueError(f"unknown search algorithm {name!r}; choose one of {sorted(ALGORITHMS)} "
-                         f"or give an import path 'package.module:Class'")
-    cls = import_path(name)
-    if not isinstance(cls, type) or not callable(cls):
-        raise ValueError(f"{name!r} is not a class")
-    missing = [a for a in REQUIRED if not hasattr(cls, a)]
-    if missing:
-        raise ValueError(f"{name!r} does not declare {' and '.join(missing)} (class attributes: the parameter "
-                         f"a budget sets, or None; whether it scores with a PRM while searching)")
-    return cls
+    return _REGISTRY.get(name)
 
 
 def parameters(cls: type) -> list[str]:
@@ -93,6 +90,6 @@ def make_algorithm(name: str, **params: Any):
         raise ValueError(f"bad parameters for {name!r}: {e}") from None
 
 
-__all__ = ["ALGORITHMS", "AdaptiveSampling", "BeamSearch", "BudgetForcing", "DVTS", "Greedy", "Lookahead", "MCTS",
-           "ParticleFiltering", "Rebase", "Sampling", "algorithm_class", "allocate_widths", "independent_samples",
-           "make_algorithm", "parameters", "register_algorithm"]
+__all__ = ["AdaptiveSampling", "BeamSearch", "BudgetForcing", "DVTS", "Greedy", "Lookahead", "MCTS",
+           "ParticleFiltering", "Rebase", "Sampling", "algorithm_class", "allocate_widths", "available_algorithms",
+           "independent_samples", "make_algorithm", "parameters", "register_algorithm"]
