@@ -1,6 +1,6 @@
 """The study schema: what a YAML config may say, as typed dataclasses, checked strictly.
 
-YAML is mapped onto these dataclasses by ``experiments.config_mapping`` (unknown keys and wrong
+YAML is mapped onto these dataclasses by ``treesearch.config_mapping`` (unknown keys and wrong
 types fail naming the file and the dotted key), ``validate`` checks what types cannot (names,
 ranges, what each algorithm takes), and the resolved config is written back as resolved.yaml.
 The same dataclasses are built directly from Python (the built-in demo does), and ``validate``
@@ -19,11 +19,11 @@ import yaml
 
 from treesearch.algorithms import algorithm_class, independent_samples, make_algorithm, parameters
 from treesearch.backends import DEFAULT_BACKEND
+from treesearch.config_mapping import ConfigError, describe, error, from_plain, to_plain
 from treesearch.runner import SearchLimits
 from treesearch.step_format import PRESETS
 from treesearch.voting import AGGREGATIONS, RULES
 
-from .config_mapping import ConfigError, describe, error, from_plain, to_plain
 
 DTYPES = ("float32", "float16", "bfloat16", "auto")
 AUTO = "auto"

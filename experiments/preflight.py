@@ -52,7 +52,8 @@ def check_policy(p: PolicyConfig, where: str) -> None:
     except ImportError as e:
         raise ConfigError(f"{where}.backend: {e}") from None
     except ValueError as e:  # "key: why" names a policy key ("path", "num_parameters") or an option's
-        key, _, rest = str(e).partition(": ")
+        key, _, rest = str(e).removeprefix("options: ").partition(": ")  # an options error reads "options[.k]: ..."
+        key = key.removeprefix("options.")
         if not (rest and key.isidentifier()):
             raise ConfigError(f"{where}.options: {e}") from None
         policy_key = key in {f.name for f in dataclasses.fields(PolicyConfig)}

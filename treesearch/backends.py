@@ -21,12 +21,11 @@ runs before any model loads.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib.util
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from .config_mapping import from_plain
 from .prompts import PromptFormat
 from .protocols import Policy
 from .registry import RUNTIME, Registry
@@ -127,38 +126,14 @@ def check_available(name: str | Callable) -> None:
 
 
 def parse_options(name: str | Callable, options: Mapping[str, Any] | Any) -> Any:
-    """A backend's options dataclass from a config mapping; unknown keys and wrong types fail by name."""
+    """A backend's options dataclass from a config mapping; unknown keys and wrong types fail by name
+    (``options.KEY: why``), through the same mapping as the study config."""
     cls = backend(name).options
     if cls is None:
         return dict(options or {})
     if isinstance(options, cls):
         return options
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls) if f.init]
-    for key, value in dict(options or {}).items():
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"known options: {', '.join(known) or 'none'}"
-            raise ValueError(f"unknown option {key!r} for policy backend {name!r}; {hint}")
-        _check_type(name, key, value, hints[key])
-    return cls(**dict(options or {}))
-
-
-def _check_type(name: Any, key: str, value: Any, tp: Any) -> None:
-    allowed = tuple(a for a in typing.get_args(tp) if a is not type(None)) or (tp,)
-    if value is None and type(None) in typing.get_args(tp):
-        return
-    for a in allowed:
-        if a is Any or typing.get_origin(a) is not None:
-            return
-        if a is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return
-        if a is int and isinstance(value, bool):
-            continue
-        if isinstance(a, type) and isinstance(value, a):
-            return
-    want = " or ".join(getattr(a, "__name__", str(a)) for a in allowed)
-    raise ValueError(f"option {key!r} of policy backend {name!r} must be {want}, got {type(value).__name__} {value!r}")
+    return from_plain(cls, dict(options or {}), "options", "")
 
 
 NEEDS_PARAMETERS = ("num_parameters: required for the {backend} backend when no local model path is given "

@@ -3,7 +3,8 @@
 Why strict: a typo such as ``temprature: 0.1`` silently keeping the default would change every
 number of a week-long sweep, so unknown keys and wrong types fail with the source and the dotted
 key (``policies[0].temprature: unknown key (did you mean 'temperature'?)``). Generic over any
-dataclass tree: the study schema itself lives in ``experiments.config``.
+dataclass tree: the study schema (``experiments.config``) and every plug-in's options dataclass
+(a policy backend's options, an algorithm's fields) are read by this one mapping.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ class ConfigError(ValueError):
 
 
 def error(source: str, key: str, msg: str) -> ConfigError:
-    return ConfigError(f"{source}: {key or '<top level>'}: {msg}")
+    """``source: key: msg`` (no source: ``key: msg``)."""
+    return ConfigError(f"{source}: {key or '<top level>'}: {msg}" if source else f"{key or '<top level>'}: {msg}")
 
 
 def from_plain(tp: Any, value: Any, key: str = "", source: str = "<config>") -> Any:
