@@ -84,7 +84,7 @@ def random_1b(dtype: str) -> str:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from experiments.builtin.tokenizer import build_tokenizer
+    from treesearch.builtin.tokenizer import build_tokenizer
 
     tok = build_tokenizer()
     torch.manual_seed(0)

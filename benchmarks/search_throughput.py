@@ -35,11 +35,11 @@ def load(args) -> tuple[object, object, list[str]]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
     dtype = getattr(torch, args.dtype)
     if args.random_size is None and BUILTIN.exists():
-        from experiments.builtin.task import test_split
+        from treesearch.builtin.task import test_split
         tok = AutoTokenizer.from_pretrained(BUILTIN)
         model = AutoModelForCausalLM.from_pretrained(BUILTIN, dtype=dtype)
         return model.to(args.device).eval(), tok, [p.question for p in test_split(args.problems)]
-    from experiments.builtin.tokenizer import build_tokenizer
+    from treesearch.builtin.tokenizer import build_tokenizer
     tok = build_tokenizer()
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), num_key_value_heads=4, max_position_embeddings=2048,

@@ -186,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.store_steps:
         cfg.store_steps = True
-    from .sweep import parse_shard
+    from .plan import parse_shard
 
     out = run_study(cfg, out=args.out, limit=args.limit, progress=not args.no_progress,
                     allow_config_change=args.allow_config_change,
@@ -207,7 +207,7 @@ def _report(args: argparse.Namespace) -> int:
                      panels=args.panels)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    from .records import RunLock
+    from .run_lock import RunLock
 
     for owner in RunLock.holders(args.results):
         print(f"treesearch report: note: process {owner.get('pid')} on {owner.get('host')} (since {owner.get('started')}) "
@@ -238,7 +238,7 @@ def _check(args: argparse.Namespace) -> int:
         cfg.dataset = dataclasses.replace(cfg.dataset, limit=args.limit)
     preflight(cfg, args.config)
     from .builders import load_problems
-    from .sweep import plan
+    from .plan import plan
 
     problems = load_problems(cfg.dataset)  # errors first, then the resolved config and the plan
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True), end="")

@@ -119,7 +119,7 @@ def select(problems: Sequence[Problem], start: int = 0, limit: int | None = None
 
 def _builtin(n: int = 500, levels: list[int] | None = None) -> list[Problem]:
     """The built-in arithmetic task's fixed test split (options: ``n`` problems, ``levels``)."""
-    from .builtin import task
+    from treesearch.builtin import task
 
     kw = {"levels": tuple(levels)} if levels else {}
     return [Problem(id=p.id, question=p.question, answer=p.answer, level=p.level) for p in task.test_split(n, **kw)]

@@ -21,7 +21,7 @@ from .records import Record
 from .uncertainty import ProblemMatrix
 
 if TYPE_CHECKING:
-    from .report import Row
+    from .analysis import Row
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""The sweep: every (policy, method, budget, seed) over the problems, as resumable records.
+"""Run: the sweep loop, every (policy, method, budget, seed) over the problems, as resumable records.
+
+The stages around it: ``plan`` says what is left to run and which problems this process owns,
+``judging`` turns each finished search into its Record, ``records`` appends it, ``run_lock``
+keeps a second live run out, ``progress`` draws the bar. This module only runs the loop.
 
 One policy is loaded at a time and freed before the next. Problems go through the Runner
 in chunks (cross-problem batching inside a chunk); each chunk's records are appended as one
@@ -16,205 +20,27 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
-import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import yaml
-from tqdm.auto import tqdm
 
 from treesearch.ledger import ComputeLedger
-from treesearch.runner import Runner, SearchResult
+from treesearch.runner import Runner
 from treesearch.seeds import problem_seed
-from treesearch.tree import Tree
-from treesearch.voting import Scored, answer_classes, memoized, vote
 
 from .builders import algorithm_for, grader_of, load_policy, load_prm_for, load_problems, policy_device, runtime_keys
-from .config import (ConfigError, MethodConfig, PolicyConfig, StudyConfig, VotingConfig, config_to_dict,
-                     dump_config, incompatible_keys, validate)
+from .config import (ConfigError, MethodConfig, PolicyConfig, StudyConfig, config_to_dict, dump_config, incompatible_keys,
+                     validate)
+from .judging import build_record, derive_record
+from .plan import Job, Shard, current_shard, plan
 from .preflight import preflight
-from .records import CandidateRecord, Derivation, Record, RecordWriter, RunLock, Vote, load_dir, records_file
+from .progress import Progress
+from .records import RecordWriter, load_dir, records_file
+from .run_lock import RunLock
 
 RESOLVED = "resolved.yaml"
-
-
-# ---------------------------------------------------------------------------------------------
-# Processes
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Shard:
-    """This process's slice of the problems: problem i belongs to rank i % world."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    launched: bool = True  # started together by accelerate/torchrun (False: --shard K/N, e.g. a SLURM array)
-
-    def take(self, items: Sequence[Any]) -> list[Any]:
-        return [x for i, x in enumerate(items) if i % self.world == self.rank]
-
-    def barrier(self) -> None:
-        if self.world > 1 and self.launched:
-            from accelerate import PartialState
-            PartialState().wait_for_everyone()
-
-
-#: Set by torchrun / ``accelerate launch --multi_gpu`` (WORLD_SIZE) or by MPI launchers.
-_WORLD_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-
-
-def current_shard() -> Shard:
-    """The shard accelerate's PartialState assigns; a plain run is one shard.
-
-    accelerate is imported only for multi-process runs (it costs seconds to import). With
-    no GPU the processes talk over gloo on CPU.
-    """
-    if max(int(os.environ.get(v, "1") or 1) for v in _WORLD_VARS) <= 1:
-        return Shard()
-    import torch
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true")
-    return Shard(state.process_index, state.num_processes, state.local_process_index)
-
-
-def parse_shard(text: str) -> Shard:
-    """``"K/N"`` (0 <= K < N): an independent process running shard K of N, as a SLURM array task
-    does (``--shard $SLURM_ARRAY_TASK_ID/4``); it needs no launcher, so a vLLM engine may span GPUs."""
-    k, sep, n = text.partition("/")
-    if not sep or not k.strip().isdigit() or not n.strip().isdigit() or not int(k) < int(n):
-        raise ConfigError(f"--shard {text!r}: expected K/N with 0 <= K < N, e.g. 0/4")
-    if max(int(os.environ.get(v, "1") or 1) for v in _WORLD_VARS) > 1:
-        raise ConfigError("--shard K/N is for independent processes; under accelerate/torchrun the launcher shards")
-    return Shard(int(k), int(n), 0, launched=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# Records
-# ---------------------------------------------------------------------------------------------
-def judge(candidates: Sequence[Scored], gold: str, voting: VotingConfig,
-          grader: Callable[[str, str], bool]) -> dict[str, Any]:
-    """The answer each voting rule picks and whether it is right, plus the oracle (any right):
-    the ``votes``, ``oracle_correct`` and ``num_answered`` fields of a record."""
-    equal = memoized(grader)
-    votes = {}
-    for key, rule, agg in voting.keys():
-        answer = vote(candidates, rule, agg, equal=equal)
-        votes[key] = Vote(answer, answer is not None and equal(answer, gold))
-    classes = answer_classes(candidates, equal)
-    return {"votes": votes, "oracle_correct": any(equal(c[0].answer, gold) for c in classes),
-            "num_answered": sum(len(c) for c in classes)}
-
-
-def _sample_index(tree: Tree) -> dict[int, int]:
-    """node id -> index of the root's child it descends from (the independent sample, for sampling)."""
-    first = {c.id: i for i, c in enumerate(tree.root.children)}
-    out = {}
-    for n in tree.nodes[1:]:
-        path = Tree.path(n)
-        out[n.id] = first[path[0].id]
-    return out
-
-
-def build_record(problem: Any, model: str, method: MethodConfig, budget: int, seed: int, pseed: int,
-                 result: SearchResult, voting: VotingConfig, grader: Callable[[str, str], bool],
-                 dataset: str, store_steps: bool = False, verifier: dict[str, Any] | None = None,
-                 parameter_count: str = "non_embedding", processed_source: str = "model") -> Record:
-    """The record of one search (``pseed``: the problem seed the Runner used)."""
-    samples = _sample_index(result.tree)
-    equal = memoized(grader)  # one memo for the verdicts and the votes: each answer pair graded once
-    cands = tuple(CandidateRecord(
-        answer=c.answer, correct=c.answer is not None and equal(c.answer, problem.answer),
-        step_scores=tuple(float(s) for s in c.step_scores), num_tokens=c.num_tokens, finish_reason=c.finish_reason,
-        sample=samples.get(c.node_id, 0), steps=tuple(c.steps) if store_steps else None) for c in result.candidates)
-    return Record(
-        problem_id=problem.id, model=model, method=method.name, budget=budget, seed=seed, problem_seed=pseed,
-        dataset=dataset, level=problem.level, gold=problem.answer, algorithm=method.algorithm,
-        params=method.params_for(budget), candidates=cands, **judge(result.candidates, problem.answer, voting, equal),
-        ledger=dataclasses.replace(result.ledger), wall_time=result.wall_time, verifier=_plain_spec(verifier),
-        parameter_count=parameter_count, processed_source=processed_source)
-
-
-def _plain_spec(spec: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if spec is None else json.loads(json.dumps(spec, default=str))
-
-
-def derive_record(record: Record, budget: int, method: MethodConfig, voting: VotingConfig,
-                  grader: Callable[[str, str], bool]) -> Record:
-    """The record sampling at ``budget`` would give, from a run at a larger budget: its first
-    ``budget`` samples. Paper FLOPs are exact (their own generated tokens); processed-token
-    counts (full FLOPs) and wall time are scaled by the same token share, an approximation
-    because prompt encoding and PRM caching do not scale linearly."""
-    big = record.budget
-    if budget > big:
-        raise ValueError(f"cannot derive budget {budget} from a run at budget {big}")
-    kept = tuple(c for c in record.candidates if c.sample < budget)
-    full = record.ledger
-    total = sum(c.num_tokens for c in record.candidates)
-    tokens = sum(c.num_tokens for c in kept)
-    exact = total == full.generated_tokens and total > 0
-    share = tokens / total if exact else budget / big
-    ledger = ComputeLedger(
-        policy_params=full.policy_params, prm_params=full.prm_params,
-        generated_tokens=tokens if exact else round(full.generated_tokens * share),
-        policy_processed_tokens=round(full.policy_processed_tokens * share),
-        prm_processed_tokens=round(full.prm_processed_tokens * share),
-        policy_calls=full.policy_calls, prm_calls=full.prm_calls)
-    return dataclasses.replace(
-        record, budget=budget, params=method.params_for(budget), candidates=kept,
-        **judge(kept, record.gold, voting, grader), ledger=ledger, wall_time=record.wall_time * share,
-        derived_from=Derivation(budget=big, share=share, exact_paper_flops=exact))
-
-
-# ---------------------------------------------------------------------------------------------
-# Planning
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class Job:
-    """One searched setting and, per problem, the budgets to record from it.
-
-    A problem whose list holds ``budget`` is searched; otherwise its records are derived
-    from the stored record at ``budget`` (sampling with subsample)."""
-
-    model: str
-    method: MethodConfig
-    budget: int
-    seed: int
-    items: list[tuple[Any, list[int]]] = field(default_factory=list)
-
-    @property
-    def to_search(self) -> list[Any]:
-        return [p for p, bs in self.items if self.budget in bs]
-
-    @property
-    def num_records(self) -> int:
-        return sum(len(bs) for _, bs in self.items)
-
-    @property
-    def cost(self) -> int:
-        """Problems to search x budget: a proxy for the solutions (so tokens) this job generates."""
-        return len(self.to_search) * self.budget
-
-
-def plan(cfg: StudyConfig, policy: PolicyConfig, problems: Sequence[Any], done: set) -> list[Job]:
-    jobs = []
-    for m in cfg.methods:
-        budgets = m.budgets_for(policy.name)
-        if not budgets:  # the method is not run for this policy
-            continue
-        runs = [(max(budgets), sorted(budgets))] if m.subsample else [(b, [b]) for b in budgets]
-        for budget, covered in runs:
-            for seed in cfg.seeds:
-                job = Job(policy.name, m, budget, seed)
-                for p in problems:
-                    missing = [b for b in covered if (p.id, policy.name, m.name, b, seed) not in done]
-                    if missing:
-                        job.items.append((p, missing))
-                if job.items:
-                    jobs.append(job)
-    return jobs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,45 +103,6 @@ def _sweep(cfg: StudyConfig, problems: list, results: Path, shard: Shard, progre
             close_model(prm)
         verifiers.loaded.clear()
         _release()
-
-
-class Progress:
-    """A bar over generated tokens, moving as each problem finishes.
-
-    The total is an estimate: the work left (problems x budget, a proxy for solutions) at the
-    tokens per unit measured so far, so the time estimate follows token throughput, not
-    record counts (budgets differ 32x in cost). The label names the setting running now.
-    """
-
-    def __init__(self, units: int, enabled: bool = True, desc: str = ""):
-        self.units_total, self.units_done, self.tokens = max(1, units), 0, 0
-        self.records = 0
-        self.label = ""
-        self.prefix = f"{desc}: " if desc else ""
-        self.bar = tqdm(total=None, unit="tok", unit_scale=True, disable=not enabled, dynamic_ncols=True,
-                        bar_format="{n_fmt}/{total_fmt} tokens generated [{elapsed}<{remaining}, {rate_fmt}] {desc}")
-
-    def start(self, label: str) -> None:
-        self.label = label
-        self._show()
-
-    def advance(self, units: int, tokens: int) -> None:
-        self.units_done += units
-        self.tokens += tokens
-        if self.units_done:
-            self.bar.total = max(self.tokens, round(self.tokens * self.units_total / self.units_done))
-        self.bar.update(tokens)
-        self._show()
-
-    def wrote(self, n: int) -> None:
-        self.records += n
-        self._show()
-
-    def _show(self) -> None:
-        self.bar.set_description_str(f"{self.prefix}{self.label} | {self.records:,} records", refresh=True)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 class Verifiers:

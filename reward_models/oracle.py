@@ -20,13 +20,14 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from treesearch.builtin.task import on_gold_path
+from treesearch.imports import import_path
 from treesearch.protocols import Chain, ChainScores
 
 from .registry import Reference, register_prm
 
 #: A step checker: per step, is the chain right up to and including that step?
 Checker = Callable[[str, Sequence[str]], Sequence[bool]]
-BUILTIN_CHECKER = "experiments.builtin.task:on_gold_path"
 NOISY_FLIP_RATE = 0.2  # noisy_oracle's default
 FLIPS = ("both", "right")  # which verdicts a flip may invert: any, or only "right" ones
 
@@ -90,14 +91,12 @@ class CheckerPRM:
 
 
 def _resolve(check: Checker | str) -> Checker:
+    """A checker, or the one an import path ``"pkg.module:function"`` names (for YAML configs)."""
     if callable(check):
         return check
-    import importlib
-
-    mod, sep, attr = check.partition(":")
-    if not sep:
+    if not isinstance(check, str):
         raise ValueError(f"check must be a function or an import path 'pkg.module:function', got {check!r}")
-    return getattr(importlib.import_module(mod), attr)
+    return import_path(check)
 
 
 @register_prm("checker")
@@ -108,12 +107,12 @@ def _checker(check: Checker | str, **kwargs) -> CheckerPRM:
 
 @register_prm("builtin_oracle", reference=lambda **_: Reference(0.0))
 def _builtin_oracle(**kwargs) -> CheckerPRM:
-    """The built-in task's exact checker (``task.on_gold_path``): the ceiling of any verifier."""
-    return CheckerPRM(_resolve(BUILTIN_CHECKER), **kwargs)
+    """The built-in task's exact checker (``treesearch.builtin.task.on_gold_path``): the ceiling of any verifier."""
+    return CheckerPRM(on_gold_path, **kwargs)
 
 
 @register_prm("noisy_oracle", reference=lambda flip_rate=NOISY_FLIP_RATE, flip="both", **_: Reference(flip_rate, flip))
 def _noisy_oracle(flip_rate: float = NOISY_FLIP_RATE, **kwargs) -> CheckerPRM:
     """The built-in checker with each step's verdict flipped with probability ``flip_rate``
     (only right verdicts with ``flip="right"``)."""
-    return CheckerPRM(_resolve(BUILTIN_CHECKER), flip_rate=flip_rate, **kwargs)
+    return CheckerPRM(on_gold_path, flip_rate=flip_rate, **kwargs)

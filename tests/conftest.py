@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from experiments.builtin.tokenizer import build_tokenizer
+from treesearch.builtin.tokenizer import build_tokenizer
 
 def char_tokenizer() -> PreTrainedTokenizerFast:
     """The built-in task's character tokenizer (built in memory, no files)."""

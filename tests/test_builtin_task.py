@@ -1,12 +1,11 @@
 """The built-in task: generator, gold checking, tokenizer round-trip, committed checkpoints."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from experiments.builtin import task
-from experiments.builtin.task import (
+from experiments.builtin.models import CHECKPOINTS
+from treesearch.builtin import task
+from treesearch.builtin.task import (
     BuiltinProblem,
     arithmetic_ok,
     check_solution,
@@ -17,11 +16,10 @@ from experiments.builtin.task import (
     parse_step,
     train_split,
 )
-from experiments.builtin.task import test_split as fixed_test_split  # not test_*: pytest would collect it
-from experiments.builtin.tokenizer import build_tokenizer, encode_example
+from treesearch.builtin.task import test_split as fixed_test_split  # not test_*: pytest would collect it
+from treesearch.builtin.tokenizer import build_tokenizer, encode_example
 from treesearch.step_format import StepFormat
 
-CHECKPOINTS = Path(task.__file__).parent / "checkpoints"
 MODELS = ("policy-small", "policy-large", "lm-xl")  # the committed language models
 
 
@@ -133,8 +131,6 @@ def test_prm_probe_tells_a_checker_from_a_blind_scorer() -> None:
 def test_committed_checkpoints_name_a_tokenizer_class_every_supported_transformers_loads():
     """transformers 5 writes "TokenizersBackend", which 4.x (allowed by pyproject) cannot load."""
     import json
-
-    from experiments.builtin.models import CHECKPOINTS
 
     dirs = sorted(p for p in CHECKPOINTS.iterdir() if (p / "tokenizer_config.json").is_file())
     assert len(dirs) >= 4

@@ -16,7 +16,8 @@ import yaml
 from conftest import interruptible
 from experiments.cli import main
 from experiments.config import dump_config
-from experiments.records import DirectoryInUse, RunLock, load_dir
+from experiments.records import load_dir
+from experiments.run_lock import DirectoryInUse, RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +65,7 @@ def one_line_error(capsys) -> str:
     ({"policies.path": str(ROOT / "docs")}, "policies[0].path: "),  # a directory without a model
     ({"prm": {"type": "no_such_prm"}}, "prm.type: unknown PRM type 'no_such_prm'"),
     ({"prm": {"type": "nosuchmodule:make"}}, "prm.type: cannot import 'nosuchmodule'"),
-    ({"prm": {"type": "callable", "fn": "experiments.builtin.task:no_such_fn"}}, "prm.fn: "),
+    ({"prm": {"type": "callable", "fn": "treesearch.builtin.task:no_such_fn"}}, "prm.fn: "),
     ({"prm": {"type": "likelihood", "path": "/no/prm"}}, "prm.path: no such file or directory '/no/prm'"),
     ({"policies.backend": "nosuchpkg.mod:factory"}, "policies[0].backend: cannot import 'nosuchpkg.mod'"),
     ({"dataset": {"name": "nosuchset"}}, "unknown dataset 'nosuchset': not one of ['builtin', 'gsm8k', 'math500']"),
@@ -193,7 +194,7 @@ def test_a_rerun_says_what_it_found(tmp_path, capsys, problems):
 
 
 def test_report_on_a_live_run_says_it_is_partial(tmp_path, capsys):
-    from experiments.records import RunLock
+    from experiments.run_lock import RunLock
 
     shutil.copy(Path(__file__).parent / "data" / "report_records.jsonl", tmp_path / "records.jsonl")
     with RunLock(tmp_path):  # this process holds the directory, as a running sweep does

@@ -140,7 +140,8 @@ def test_incompatible_keys_ignore_runtime_settings():
 
 
 def test_parameter_count_convention_reaches_the_ledger_and_the_table(model, tokenizer):
-    from experiments.report import format_table, parameter_conventions
+    from experiments.analysis import parameter_conventions
+    from experiments.report import format_table
     from treesearch.ledger import non_embedding_parameters, total_parameters
     from treesearch.policy_hf import TransformersPolicy
 

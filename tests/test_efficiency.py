@@ -8,7 +8,8 @@ import pytest
 from experiments.efficiency import compare, flip_rate_of, flops_to_reach, ratio_rows, verifier_sweep
 from experiments.records import Record, Vote
 from treesearch.ledger import ComputeLedger
-from experiments.report import Row, compute_efficiency, format_headline
+from experiments.analysis import Row, compute_efficiency
+from experiments.report import format_headline
 from experiments.uncertainty import mcnemar_p, problem_matrix
 
 RULE = "weighted/last"

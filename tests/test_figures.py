@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from experiments.analysis import Row
+from experiments.plots import _place_labels, _plt, palette
 from experiments.records import Record, RecordWriter, Vote
-from experiments.report import Row, _place_labels, _plt, palette, report
+from experiments.report import report
 from treesearch.ledger import ComputeLedger
 
 LEARNED = {"type": "likelihood", "path": "prm"}

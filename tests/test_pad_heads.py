@@ -9,8 +9,8 @@ import os
 import pytest
 import torch
 
-from experiments.builtin import task
 from experiments.builtin.pad_heads import default_head_dim, main, pad_heads
+from treesearch.builtin import task
 
 CHECKPOINTS = os.path.join(os.path.dirname(__file__), "..", "experiments", "builtin", "checkpoints")
 PROMPTS = [p.question + "\n" for p in task.test_split(12)]  # the built-in prompt template: "{question}\n"

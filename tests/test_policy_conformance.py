@@ -32,7 +32,7 @@ def checkpoint(tmp_path_factory) -> str:
     """A 2-layer random Llama whose head size (64) every vLLM attention backend supports."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from experiments.builtin.tokenizer import build_tokenizer
+    from treesearch.builtin.tokenizer import build_tokenizer
 
     tok = build_tokenizer()
     torch.manual_seed(0)

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from experiments.analysis import Row, fit_saturating, load_reference, pareto, resolve_rule, summarize
 from experiments.records import read_records
-from experiments.report import Row, fit_saturating, load_reference, pareto, report, resolve_rule, summarize
+from experiments.report import report
 from experiments.uncertainty import wilson
 from treesearch.ledger import paper_flops
 

@@ -5,7 +5,7 @@ import pytest
 
 from experiments.cli import main
 from experiments.records import load_dir
-from experiments.sweep import parse_shard
+from experiments.plan import parse_shard
 from test_command_line import builtin_config, one_line_error
 
 

@@ -34,7 +34,7 @@ def test_wilson_intervals_by_hand_and_never_zero_width():
 
 def test_two_seeds_that_agree_still_have_an_interval():
     records = [rec(i, "greedy", 1, i < 3, 100, seed=s) for i in range(4) for s in (0, 1)]
-    from experiments.report import summarize
+    from experiments.analysis import summarize
 
     [row] = [r for r in summarize(records) if r.rule == RULE]
     assert (row.accuracy, row.n_seeds) == (0.75, 2)
@@ -109,7 +109,7 @@ def test_findings_from_a_study_where_search_clearly_wins():
                                    params))
                 records.append(rec(i, "rebase", b, i < round(100 * (base + 0.05 * b + 0.25)), 100 * b * params,
                                    model, params))
-    from experiments.report import compute_efficiency, summarize
+    from experiments.analysis import compute_efficiency, summarize
 
     rows = summarize(records)
     matrix = problem_matrix(records, RULE)

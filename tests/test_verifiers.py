@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.builtin import task
 from experiments.builtin.models import CHECKPOINTS
 from experiments.builtin.siblings import verifier_rows
 from experiments.cli import main as cli
@@ -18,6 +17,7 @@ from reward_models.likelihood import LikelihoodHead, LikelihoodPRM, chain_scores
 from reward_models.oracle import flip_draw
 from reward_models.prm_benchmarks import BenchmarkFormatError, evaluate_benchmark, read_benchmark
 from reward_models.training import fit_likelihood_head
+from treesearch.builtin import task
 
 DATA = Path(__file__).parent / "data"
 PROBLEMS = task.test_split(200)

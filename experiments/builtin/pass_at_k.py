@@ -12,10 +12,10 @@ import argparse
 import time
 
 from treesearch.algorithms import Greedy, Sampling
+from treesearch.builtin.task import test_split
 from treesearch.runner import Runner
 
 from .models import LIMITS, POLICIES, load_policy
-from .task import test_split
 
 
 def pass_at_k(name: str, n: int = 500, k: int = 32, seed: int = 1) -> dict:

@@ -14,7 +14,7 @@ import argparse
 
 from reward_models import Chain, load_prm
 
-from .task import test_split
+from treesearch.builtin.task import test_split
 
 CHECKPOINT = "experiments/builtin/checkpoints/prm"
 CHECKPOINT_TYPE = "likelihood"

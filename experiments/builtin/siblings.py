@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from reward_models.evaluation import SiblingGroup
+from treesearch.builtin import task
 from treesearch.runner import Runner
 from treesearch.tree import Node, Tree
 from treesearch.work import Search, expand
 
-from . import task
 from .models import LIMITS
 
 Checker = Callable[[str, Sequence[str]], Sequence[bool]]

@@ -29,10 +29,9 @@ import torch
 from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from treesearch.builtin.task import LEVELS, BuiltinProblem, grade_steps, parse_answer, parse_step, split_steps, test_split, train_stream
+from treesearch.builtin.tokenizer import build_tokenizer, encode_example, portable_tokenizer_files, prompt_text
 from treesearch.ledger import non_embedding_parameters
-
-from .task import LEVELS, BuiltinProblem, grade_steps, parse_answer, parse_step, split_steps, test_split, train_stream
-from .tokenizer import build_tokenizer, encode_example, portable_tokenizer_files, prompt_text
 
 
 @dataclass(frozen=True)
@@ -285,7 +284,7 @@ tied embeddings, char-level tokenizer (vocab 100), fp32 safetensors.
 **Non-embedding parameters: {metrics['non_embedding_params']:,}.**
 
 Trained from scratch on CPU ({cfg['threads']} torch thread, CPU shared with other jobs) on
-`experiments.builtin.task` train problems (levels 1-5 uniform, fresh problems every batch,
+`treesearch.builtin.task` train problems (levels 1-5 uniform, fresh problems every batch,
 loss on solution tokens only): {metrics['steps']} updates of batch {cfg['batch_size']}
 ({metrics['train_tokens']:,} tokens) in {metrics['train_seconds'] / 60:.1f} min wall time (stopped by the
 {stopped}; the time includes the periodic 100-problem evaluations below). AdamW peak lr

@@ -41,13 +41,12 @@ from reward_models import LabelledChain, SampledSolution, monte_carlo_labels, sc
 from reward_models.likelihood import CHAINS, LikelihoodHead, LikelihoodPRM
 from reward_models.training import fit_likelihood_head
 from treesearch.algorithms import Sampling
+from treesearch.builtin.task import on_gold_path, test_split, train_split
+from treesearch.builtin.tokenizer import build_tokenizer, portable_tokenizer_files
 from treesearch.runner import Runner
 
 from .models import CHECKPOINTS, LIMITS, POLICIES, PRM_DIR, load_policy, policy_dir
 from .siblings import eval_problems, format_rows, sample_groups, verifier_rows
-from .task import on_gold_path, test_split, train_split
-from .tokenizer import build_tokenizer, portable_tokenizer_files
-
 
 REPO = Path(__file__).resolve().parents[2]
 
