@@ -6,11 +6,13 @@ reward models, the grader) happen only here, and only when something is built.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import dataclasses
+from typing import Callable
 
 from treesearch.algorithms import make_algorithm
 
-from .config import AUTO, ConfigError, DatasetConfig, MethodConfig, PolicyConfig, StudyConfig, resolve_device
+from .config import (AUTO, ConfigError, DatasetConfig, MethodConfig, PolicyConfig, PRMConfig, StudyConfig,
+                     resolve_device)
 
 Grader = Callable[[str, str], bool]
 
@@ -59,14 +61,12 @@ def load_policy(p: PolicyConfig, device: str | None = None):
         raise ConfigError(f"policy {p.name!r}: {e}") from None
 
 
-def load_prm_for(spec: dict[str, Any], local_rank: int = 0, gpus_per_process: int = 1):
+def load_prm_for(prm: PRMConfig, local_rank: int = 0, gpus_per_process: int = 1):
     """reward_models.load_prm, with "auto"/"cuda"/"cuda:+k" devices mapped to this process's GPUs."""
     from reward_models import load_prm
 
-    spec = dict(spec)
-    if isinstance(spec.get("device"), str):
-        spec["device"] = resolve_device(spec["device"], local_rank, gpus_per_process)
-    return load_prm(spec)
+    device = resolve_device(prm.device, local_rank, gpus_per_process) if prm.device else None
+    return load_prm(dataclasses.replace(prm, device=device).to_plain())
 
 
 def algorithm_for(m: MethodConfig, budget: int):

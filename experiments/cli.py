@@ -24,8 +24,8 @@ import yaml
 from treesearch.backends import DEFAULT_BACKEND
 from treesearch.runner import SearchLimits
 
-from .config import (AUTO, ConfigError, MethodConfig, PolicyConfig, StudyConfig, VotingConfig, config_to_dict,
-                     load_config, validate)
+from .config import (AUTO, ConfigError, MethodConfig, PolicyConfig, PRMConfig, StudyConfig, VotingConfig,
+                     config_to_dict, load_config, validate)
 from .console import guarded, quiet_libraries
 
 
@@ -250,8 +250,9 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prm_spec(args: argparse.Namespace) -> dict[str, Any]:
-    return {"type": args.prm, **({"path": args.prm_path} if args.prm_path else {}), **dict(args.prm_opt)}
+def _prm_spec(args: argparse.Namespace) -> PRMConfig:
+    return PRMConfig.from_plain({"type": args.prm, **({"path": args.prm_path} if args.prm_path else {}),
+                                 **dict(args.prm_opt)}, "--prm", "treesearch")
 
 
 def _eval_prm(args: argparse.Namespace) -> int:
@@ -289,7 +290,7 @@ def _eval_prm(args: argparse.Namespace) -> int:
         prm = load_prm_for(spec)
     except (ValueError, TypeError, OSError, ImportError) as e:
         raise ConfigError(f"--prm {args.prm}: {e}") from None
-    out: dict[str, Any] = {"prm": spec}
+    out: dict[str, Any] = {"prm": spec.to_plain()}
     if names:
         from .builtin.models import load_policy
         from .builtin.siblings import eval_problems, format_rows, sample_groups, verifier_rows

@@ -115,7 +115,10 @@ class MethodConfig:
     budget_params: dict[int, dict[str, Any]] = field(default_factory=dict)  # per-budget overrides (MCTS root width)
     model_budgets: dict[str, list[int]] = field(default_factory=dict)  # per-policy budgets replacing ``budgets``
     models: list[str] | None = None  # run for these policies only (default: every policy)
-    prm: dict[str, Any] | None = None  # this method's verifier (search and voting), replacing the study's
+    prm: PRMConfig | None = None  # this method's verifier (search and voting), replacing the study's
+
+    def __post_init__(self) -> None:
+        self.prm = prm_config(self.prm, "prm")
 
     def budgets_for(self, model: str) -> list[int]:
         if self.models is not None and model not in self.models:
@@ -131,6 +134,42 @@ class MethodConfig:
         params = {**self.params, **self.budget_params.get(budget, {})}
         key = self.budget_key
         return {**params, key: budget} if key else params
+
+
+@dataclass
+class PRMConfig:
+    """The verifier: a PRM type (a ``reward_models`` registry name or ``pkg.mod:factory``) and its options.
+
+    ``path`` and ``device`` are the harness's too (``check`` looks for the path; "auto"/"cuda:+k"
+    devices follow the shard); every other key is the PRM's own option, given to its factory, whose
+    entry checks it. In YAML all keys sit side by side: ``prm: {type: noisy_oracle, flip_rate: 0.3}``.
+    """
+
+    type: str
+    path: str | None = None
+    device: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_plain(cls, value: Any, key: str = "prm", source: str = "<config>") -> PRMConfig:
+        """The flat YAML form (``{type, path, device, **options}``), each known key typed."""
+        if not isinstance(value, Mapping):
+            raise error(source, key, f"expected a mapping with a 'type' key, got {describe(value)}")
+        if "type" not in value:
+            raise error(source, f"{key}.type", "required (a reward_models registry name or 'pkg.mod:factory')")
+        known = {k: from_plain(tp, value.get(k), f"{key}.{k}", source)
+                 for k, tp in (("type", str), ("path", str | None), ("device", str | None))}
+        return cls(**known, options={k: v for k, v in value.items() if k not in known})
+
+    def to_plain(self) -> dict[str, Any]:
+        """The flat form: what ``reward_models.load_prm`` takes and a record's ``verifier`` keeps."""
+        return {"type": self.type, **({"path": self.path} if self.path is not None else {}),
+                **({"device": self.device} if self.device is not None else {}), **self.options}
+
+
+def prm_config(value: PRMConfig | Mapping[str, Any] | None, key: str = "prm") -> PRMConfig | None:
+    """A Python-built config may give a PRM as its flat mapping."""
+    return PRMConfig.from_plain(value, key, "<config>") if isinstance(value, Mapping) else value
 
 
 @dataclass
@@ -158,7 +197,7 @@ class StudyConfig:
     policies: list[PolicyConfig]
     methods: list[MethodConfig]
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    prm: dict[str, Any] | None = None  # passed to reward_models.load_prm; "auto" devices follow the shard
+    prm: PRMConfig | None = None  # the verifier of every method that names none; "auto" devices follow the shard
     seeds: list[int] = field(default_factory=lambda: [0])
     limits: SearchLimits = field(default_factory=SearchLimits)
     voting: VotingConfig = field(default_factory=VotingConfig)
@@ -170,6 +209,13 @@ class StudyConfig:
     description: str = ""
     setup: str = ""  # the command that creates the local files the study points at, shown when they are missing
     plugins: list[str] = field(default_factory=list)  # modules or .py files (relative to the config) to import first
+
+    def __post_init__(self) -> None:
+        self.prm = prm_config(self.prm, "prm")
+
+    def verifier(self, method: MethodConfig) -> PRMConfig | None:
+        """The PRM that scores ``method``: its own, or the study's."""
+        return method.prm if method.prm is not None else self.prm
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,10 +304,6 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
         for model in m.models or []:
             if model not in names:
                 fail(f"methods[{i}].models", f"no policy named {model!r}; policies: {sorted(names)}")
-        if m.prm is not None and "type" not in m.prm:
-            fail(f"methods[{i}].prm.type", "required (a reward_models registry name or 'pkg.mod:factory')")
-    if cfg.prm is not None and "type" not in cfg.prm:
-        fail("prm.type", "required (a reward_models registry name or 'pkg.mod:factory')")
     for r in cfg.voting.rules:
         if r not in RULES:
             fail("voting.rules", f"unknown rule {r!r}; choose from {list(RULES)}")
@@ -281,9 +323,8 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
     if cfg.gpus_per_process < 1:
         fail("gpus_per_process", f"must be >= 1, got {cfg.gpus_per_process}")
     devices = [(f"policies[{i}].device", p.device) for i, p in enumerate(cfg.policies)]
-    devices += [("prm.device", cfg.prm["device"])] if cfg.prm and isinstance(cfg.prm.get("device"), str) else []
-    devices += [(f"methods[{i}].prm.device", m.prm["device"]) for i, m in enumerate(cfg.methods)
-                if m.prm and isinstance(m.prm.get("device"), str)]
+    devices += [("prm.device", cfg.prm.device)] if cfg.prm and cfg.prm.device else []
+    devices += [(f"methods[{i}].prm.device", m.prm.device) for i, m in enumerate(cfg.methods) if m.prm and m.prm.device]
     for key, dev in devices:
         if dev.startswith("cuda:+") and not (dev[6:].isdigit() and int(dev[6:]) < cfg.gpus_per_process):
             fail(key, f"{dev!r}: 'cuda:+k' needs 0 <= k < gpus_per_process ({cfg.gpus_per_process})")

@@ -17,7 +17,7 @@ from treesearch.runner import SearchResult
 from treesearch.tree import Tree
 from treesearch.voting import Scored, answer_classes, memoized, vote
 
-from .config import MethodConfig, VotingConfig
+from .config import MethodConfig, PRMConfig, VotingConfig
 from .records import CandidateRecord, Derivation, Record, Vote
 
 
@@ -47,7 +47,7 @@ def _sample_index(tree: Tree) -> dict[int, int]:
 
 def build_record(problem: Any, model: str, method: MethodConfig, budget: int, seed: int, pseed: int,
                  result: SearchResult, voting: VotingConfig, grader: Callable[[str, str], bool],
-                 dataset: str, store_steps: bool = False, verifier: dict[str, Any] | None = None,
+                 dataset: str, store_steps: bool = False, verifier: PRMConfig | None = None,
                  parameter_count: str = "non_embedding", processed_source: str = "model") -> Record:
     """The record of one search (``pseed``: the problem seed the Runner used)."""
     samples = _sample_index(result.tree)
@@ -64,8 +64,9 @@ def build_record(problem: Any, model: str, method: MethodConfig, budget: int, se
         parameter_count=parameter_count, processed_source=processed_source)
 
 
-def _plain_spec(spec: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if spec is None else json.loads(json.dumps(spec, default=str))
+def _plain_spec(prm: PRMConfig | None) -> dict[str, Any] | None:
+    """The verifier as a record keeps it: its flat config, JSON-safe (a Python object becomes its text)."""
+    return None if prm is None else json.loads(json.dumps(prm.to_plain(), default=str))
 
 
 def derive_record(record: Record, budget: int, method: MethodConfig, voting: VotingConfig,

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
 
 from .builders import grader_of, policy_spec
-from .config import ConfigError, PolicyConfig, StudyConfig
+from .config import ConfigError, PolicyConfig, PRMConfig, StudyConfig
 
 
 def preflight(cfg: StudyConfig, source: str = "<config>") -> None:
@@ -22,10 +21,10 @@ def preflight(cfg: StudyConfig, source: str = "<config>") -> None:
     try:
         for i, p in enumerate(cfg.policies):
             check_policy(p, f"{source}: policies[{i}]")
-        specs = [("prm", cfg.prm)] + [(f"methods[{i}].prm", m.prm) for i, m in enumerate(cfg.methods)]
-        for key, spec in specs:
-            if spec is not None:
-                check_prm(spec, f"{source}: {key}")
+        prms = [("prm", cfg.prm)] + [(f"methods[{i}].prm", m.prm) for i, m in enumerate(cfg.methods)]
+        for key, prm in prms:
+            if prm is not None:
+                check_prm(prm, f"{source}: {key}")
     except ConfigError as e:
         if cfg.setup and "no such directory" in str(e):  # the study says how its local files are made
             raise ConfigError(f"{e}; this study's setup creates it: {cfg.setup}") from None
@@ -77,23 +76,19 @@ def _check_model_dir(path: str | None, where: str, trust_remote_code: bool = Fal
             raise ConfigError(f"{where}: {path!r} holds no loadable {what}: {first}") from None
 
 
-def check_prm(spec: dict[str, Any], where: str) -> None:
+def check_prm(prm: PRMConfig, where: str) -> None:
     from reward_models.registry import check_prm as entry_check
     from reward_models.registry import prm_type
     from treesearch.serving import ServerError
 
-    kind = spec.get("type")
-    if not isinstance(kind, str):
-        raise ConfigError(f"{where}.type: required (a registered PRM type or 'pkg.mod:factory')")
     try:  # the registry's answer for an unknown type or an import path that fails
-        prm_type(kind)
+        prm_type(prm.type)
     except ValueError as e:
         raise ConfigError(f"{where}.type: {e}") from None
     try:  # what the entry itself can tell without loading (vllm: the adapter, the package; a server's answer)
-        entry_check(spec)
+        entry_check(prm.to_plain())
     except (ValueError, ImportError, ServerError) as e:  # "key: why" names one of the PRM's options
         key, _, rest = str(e).partition(": ")
         raise ConfigError(f"{where}.{key}: {rest}" if rest and key.isidentifier() else f"{where}: {e}") from None
-    path = spec.get("path")
-    if isinstance(path, str) and not os.path.exists(path):
-        raise ConfigError(f"{where}.path: no such file or directory {path!r}")
+    if prm.path is not None and not os.path.exists(prm.path):
+        raise ConfigError(f"{where}.path: no such file or directory {prm.path!r}")

@@ -113,20 +113,17 @@ class Verifiers:
         self.cfg, self.shard = cfg, shard
         self.loaded: dict[str, Any] = {}
 
-    @staticmethod
-    def spec(cfg: StudyConfig, method: MethodConfig) -> dict[str, Any] | None:
-        return method.prm if method.prm is not None else cfg.prm
-
     def key(self, method: MethodConfig) -> str:
-        return json.dumps(self.spec(self.cfg, method), sort_keys=True, default=str)
+        prm = self.cfg.verifier(method)
+        return json.dumps(None if prm is None else prm.to_plain(), sort_keys=True, default=str)
 
     def get(self, method: MethodConfig) -> Any:
-        spec = self.spec(self.cfg, method)
-        if spec is None:
+        prm = self.cfg.verifier(method)
+        if prm is None:
             return None
         key = self.key(method)
         if key not in self.loaded:
-            self.loaded[key] = load_prm_for(spec, self.shard.local_rank, self.cfg.gpus_per_process)
+            self.loaded[key] = load_prm_for(prm, self.shard.local_rank, self.cfg.gpus_per_process)
         return self.loaded[key]
 
 
@@ -172,7 +169,7 @@ def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], verifiers:
             if key not in runners:
                 runners[key] = Runner(policy, verifiers.get(job.method), cfg.limits, progress=False)
             runner = runners[key]
-            verifier = Verifiers.spec(cfg, job.method)
+            verifier = cfg.verifier(job.method)
             _forget_scores(runner.prm)
             algorithm = algorithm_for(job.method, job.budget)
             finished = 0

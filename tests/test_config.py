@@ -63,7 +63,7 @@ def test_llemma_config_has_the_papers_settings():
     assert methods["sampling"].subsample and max(methods["sampling"].budgets) == 256
     assert methods["rebase"].params_for(64) == {"temperature": 0.1, "width": 64}
     assert [methods["mcts"].params_for(b)["root_width"] for b in (32, 64, 128)] == [4, 8, 16]
-    assert cfg.prm["type"] == "llemma" and "weighted" in cfg.voting.rules and cfg.voting.aggregations[0] == "last"
+    assert cfg.prm.type == "llemma" and "weighted" in cfg.voting.rules and cfg.voting.aggregations[0] == "last"
 
 
 def test_unknown_key_names_file_and_key(tmp_path):

@@ -86,7 +86,7 @@ def test_study_is_one_policy_sampling_once_per_verifier():
     assert [p.name for p in cfg.policies] == ["builtin-small"] and cfg.dataset.limit == 7
     assert all(m.algorithm == "sampling" and m.subsample and m.budgets == [1, 2, 4, 8, 16, 32, 64]
                for m in cfg.methods)
-    specs = [m.prm for m in cfg.methods]
+    specs = [m.prm.to_plain() for m in cfg.methods]
     assert {"type": "builtin_oracle"} in specs
     assert {"type": "noisy_oracle", "flip_rate": 0.3, "flip": "right"} in specs
     assert [sl.Verifier.of(s) for s in specs] == list(sl.VERIFIERS)

@@ -43,6 +43,8 @@ def from_plain(tp: Any, value: Any, key: str = "", source: str = "<config>") -> 
                 errors.append(e)
         raise errors[-1] if len(errors) == 1 else error(source, key, f"expected {_type_name(tp)}, got {describe(value)}")
     if dataclasses.is_dataclass(tp):
+        if hasattr(tp, "from_plain"):  # a dataclass with a YAML form of its own (e.g. a PRM's flat options)
+            return tp.from_plain(value, key, source)
         return _dataclass(tp, value, key, source)
     if origin is list:
         if not isinstance(value, (list, tuple)):
@@ -101,9 +103,12 @@ def _dataclass(tp: Any, value: Any, key: str, source: str) -> Any:
 
 
 def to_plain(x: Any) -> Any:
-    """YAML-safe data; Python objects (callables) become their import path."""
+    """YAML-safe data; Python objects (callables) become their import path; a dataclass with a
+    ``to_plain()`` method writes its own form."""
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        x = dataclasses.asdict(x)
+        if hasattr(x, "to_plain"):
+            return to_plain(x.to_plain())
+        x = {f.name: getattr(x, f.name) for f in dataclasses.fields(x)}
     if isinstance(x, dict):
         return {k if isinstance(k, (str, int)) else str(k): to_plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
