@@ -16,11 +16,12 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from . import efficiency, uncertainty
+from .facts import BASELINE_ALGORITHM, MethodFacts, facts_for, method_for
 from .records import PASS_AT_N, Record
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
@@ -263,9 +264,6 @@ def load_reference(name: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 # Compute efficiency against the sampling baseline
 # ---------------------------------------------------------------------------------------------
-BASELINE = efficiency.BASELINE
-
-
 @dataclass
 class Efficiency:
     """The paper's headline quantities: FLOPs ratios to reach the baseline's accuracy and paired
@@ -274,6 +272,7 @@ class Efficiency:
     ratios: list[efficiency.RatioRow]
     paired: list[efficiency.Comparison]
     sweep: list[efficiency.SweepPoint]
+    baseline: str | None = None  # the method the others are measured against
 
     def headline(self) -> list[efficiency.RatioRow]:
         """Per (model, method): the row at the baseline's best accuracy."""
@@ -285,15 +284,21 @@ class Efficiency:
         return list(best.values())
 
 
-def compute_efficiency(records: Sequence[Record], rows: Sequence[Row], rule: str, baseline: str = BASELINE,
-                       matrix: uncertainty.ProblemMatrix | None = None) -> Efficiency:
+def compute_efficiency(records: Sequence[Record], rows: Sequence[Row], rule: str, baseline: str | None = None,
+                       matrix: uncertainty.ProblemMatrix | None = None,
+                       facts: Mapping[str, MethodFacts] | None = None, order: Sequence[str] = ()) -> Efficiency:
+    """Against ``baseline`` (default: the study's sampling method with a real verifier, first in ``order``)."""
+    facts = facts_for(records, facts)
+    baseline = baseline or method_for(facts, BASELINE_ALGORITHM, order)
+    if baseline is None:
+        return Efficiency([], [], efficiency.verifier_sweep(records, rule, facts))
     matrix = matrix if matrix is not None else uncertainty.problem_matrix(records, rule)
     settings = sorted({(r.model, r.method) for r in rows if r.method != baseline and r.rule == rule
                        and len({x.budget for x in rows if x.method == r.method and x.model == r.model}) >= 2})
     methods = sorted({m for _, m in settings})
     ratios = [x for m in methods for x in efficiency.ratio_rows(rows, rule, m, baseline, matrix)]
     pairs = [x for model, m in settings for x in efficiency.compare(matrix, model, m, model, baseline)]
-    return Efficiency(ratios, pairs, efficiency.verifier_sweep(records, rule))
+    return Efficiency(ratios, pairs, efficiency.verifier_sweep(records, rule, facts), baseline)
 
 
 # ---------------------------------------------------------------------------------------------

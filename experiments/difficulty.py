@@ -6,31 +6,34 @@ policy's pass@1 over its sampled solutions, cut into 5 equal-count bins. For eve
 problems. Choosing one setting per bin, the cheapest way to reach every accuracy is a
 multiple-choice knapsack; its exact Pareto frontier is the Minkowski sum of the bins' own
 frontiers, pruned after each bin. That curve, beside the frontier of single settings used
-for every problem, shows what knowing a question's difficulty is worth. The bins are oracle
-bins (the true level or pass@1), as in Snell et al.'s oracle-difficulty experiments.
+for every problem, shows what knowing a question's difficulty is worth. The bins use the true
+difficulty (the level, or pass@1 measured on the problem itself), as in Snell et al.'s
+"oracle difficulty" experiments: an upper bound on what a predicted difficulty could give.
 """
 from __future__ import annotations
 
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from treesearch.algorithms import algorithm_class, independent_samples
-
+from .facts import MethodFacts, facts_for
 from .records import Record
 
 Setting = tuple[str, str, int]  # (model, method, budget)
 N_BINS = 5
 
 
-def difficulty_bins(records: Sequence[Record], n_bins: int = N_BINS) -> tuple[dict[str, str], str]:
-    """problem id -> bin label, and how the bins were made ("level", or "pass@1 of MODEL")."""
+def difficulty_bins(records: Sequence[Record], n_bins: int = N_BINS,
+                    facts: Mapping[str, MethodFacts] | None = None) -> tuple[dict[str, str], str]:
+    """problem id -> bin label, and how the bins were made ("level", or "pass@1 of MODEL", measured on the
+    records of methods whose candidates are independent samples, as ``facts`` say)."""
     levels = {r.problem_id: r.level for r in records}
     if levels and all(v is not None for v in levels.values()):
         return {p: f"level {lv}" for p, lv in levels.items()}, "level"
     hits: dict[str, list[bool]] = defaultdict(list)
-    sampled = [r for r in records if _sampled(r.algorithm)]
+    facts = facts_for(records, facts)
+    sampled = [r for r in records if facts[r.method].independent_samples]
     model = sampled[0].model if sampled else None
     for r in sampled:
         if r.model == model and not r.derived_from:
@@ -44,12 +47,6 @@ def difficulty_bins(records: Sequence[Record], n_bins: int = N_BINS) -> tuple[di
             f"pass@1 of {model}'s samples, {n_bins} equal-count bins, 1 = easiest")
 
 
-def _sampled(algorithm: str) -> bool:
-    """Whether records of this algorithm hold independent samples (their hit rate is pass@1)."""
-    try:
-        return independent_samples(algorithm_class(algorithm))
-    except ValueError:  # an algorithm this process cannot import: not counted
-        return False
 
 
 @dataclass(frozen=True)
@@ -130,9 +127,10 @@ class DifficultyStudy:
         return out
 
 
-def difficulty_study(records: Sequence[Record], rule: str, settings: set[Setting]) -> DifficultyStudy | None:
+def difficulty_study(records: Sequence[Record], rule: str, settings: set[Setting],
+                     facts: Mapping[str, MethodFacts] | None = None) -> DifficultyStudy | None:
     """Both frontiers over ``settings`` (those a user could pick; reference verifiers left out)."""
-    bins, how = difficulty_bins(records)
+    bins, how = difficulty_bins(records, facts=facts)
     if not bins:
         return None
     # One (problem, seed) population for every setting: the pairs the settings all share.

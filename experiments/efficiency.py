@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
 from . import uncertainty
+from .facts import MethodFacts, facts_for
 from .records import Record
 from .uncertainty import ProblemMatrix
 
@@ -58,7 +59,6 @@ def curve(rows: Sequence[Row], model: str, method: str, rule: str) -> list[tuple
                   if r.model == model and r.method == method and r.rule == rule and r.paper_flops > 0)
 
 
-BASELINE = "sampling"  # the method every other is measured against
 
 
 @dataclass(frozen=True)
@@ -230,19 +230,6 @@ def compare(matrix: ProblemMatrix, a_model: str, a_method: str, b_model: str, b_
 # ---------------------------------------------------------------------------------------------
 # Verifier quality
 # ---------------------------------------------------------------------------------------------
-def flip_rate_of(verifier: dict[str, Any] | None) -> float | None:
-    """The error rate of a reference verifier (the exact checker: 0), or None for any other PRM."""
-    if not verifier:
-        return None
-    if "flip_rate" in verifier:
-        return float(verifier["flip_rate"])
-    if verifier.get("type") == "builtin_oracle":
-        return 0.0
-    if verifier.get("type") == "noisy_oracle":
-        return 0.2  # the registered default
-    return None
-
-
 @dataclass(frozen=True)
 class SweepPoint:
     """One reference-verifier error rate: accuracy with its Wilson interval (n = problems)."""
@@ -258,15 +245,18 @@ class SweepPoint:
     method: str = ""  # the study's method name for this rate
 
 
-def verifier_sweep(records: Sequence[Record], rule: str) -> list[SweepPoint]:
-    """Accuracy per (model, algorithm, budget) at each reference-verifier error rate in the records."""
+def verifier_sweep(records: Sequence[Record], rule: str,
+                   facts: Mapping[str, MethodFacts] | None = None) -> list[SweepPoint]:
+    """Accuracy per (model, algorithm, budget) at each reference-verifier error rate in the records
+    (which methods had a reference verifier, with what error, is what ``facts`` say)."""
     groups: dict[tuple[str, str, int, float], dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
     methods: dict[tuple[str, str, int, float], str] = {}
+    facts = facts_for(records, facts)
     for r in records:
-        rate = flip_rate_of(r.verifier)
+        rate = facts[r.method].reference_error
         c = r.verdict(rule)
         # Right-only flips (a judge that never accepts a wrong step) are another axis than the sweep's.
-        if rate is not None and c is not None and (r.verifier or {}).get("flip", "both") == "both":
+        if rate is not None and c is not None and facts[r.method].reference_flip == "both":
             groups[(r.model, r.algorithm, r.budget, rate)][r.problem_id].append(c)
             methods.setdefault((r.model, r.algorithm, r.budget, rate), r.method)
     # Only settings measured at two error rates or more make a sweep.

@@ -9,11 +9,12 @@ the largest "large"); methods by algorithm, leaving out reference verifiers (the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from . import efficiency, uncertainty
+from .facts import BASELINE_ALGORITHM, MethodFacts, facts_for, method_for
 from .records import Record
 from .uncertainty import ProblemMatrix
 
@@ -30,13 +31,6 @@ class Finding:
     subject: str  # the policy or settings it was tested on
     verdict: str
     evidence: str  # the numbers behind the verdict
-
-
-def method_for(records: Sequence[Record], algorithm: str, order: Sequence[str] = ()) -> str | None:
-    """The study's method running ``algorithm`` with a real verifier (first in config order)."""
-    names = {r.method for r in records if r.algorithm == algorithm and efficiency.flip_rate_of(r.verifier) is None}
-    ranked = sorted(names, key=lambda m: (list(order).index(m) if m in order else len(order), m))
-    return ranked[0] if ranked else None
 
 
 def policies_by_size(records: Sequence[Record]) -> list[str]:
@@ -65,13 +59,14 @@ def _comparisons_text(pairs: Sequence[efficiency.Comparison]) -> str:
 
 
 def findings(records: Sequence[Record], headline: Sequence[efficiency.RatioRow],
-             sweep: Sequence[efficiency.SweepPoint], matrix: ProblemMatrix, order: Sequence[str] = ()) -> list[Finding]:
-    """Every finding this study can test (``headline``: the ratio rows at the baseline's best accuracy)."""
+             sweep: Sequence[efficiency.SweepPoint], matrix: ProblemMatrix, order: Sequence[str] = (),
+             facts: Mapping[str, MethodFacts] | None = None) -> list[Finding]:
+    """Every finding this study can test (``headline``: the ratio rows at the baseline's best accuracy).
+    Methods are told apart by algorithm, reference verifiers left out (as ``facts`` say)."""
     out: list[Finding] = []
     models = policies_by_size(records)
-    sampling = efficiency.BASELINE if any(r.method == efficiency.BASELINE for r in records) else method_for(records, "sampling", order)
-    rebase = method_for(records, "rebase", order)
-    mcts = method_for(records, "mcts", order)
+    facts = facts_for(records, facts)
+    sampling, rebase, mcts = (method_for(facts, a, order) for a in (BASELINE_ALGORITHM, "rebase", "mcts"))
     if sampling is None:
         return out
     # (a) REBASE reaches sampling's best accuracy with fewer FLOPs.

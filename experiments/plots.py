@@ -15,7 +15,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from . import difficulty, efficiency
-from .analysis import BASELINE, FitRow, Row, _curves, best_per_model, pareto
+from .facts import BASELINE_ALGORITHM
+from .analysis import FitRow, Row, _curves, best_per_model, pareto
 
 MODEL_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")  # Dark2
 METHOD_MARKERS = "os^DvPXh<>"
@@ -370,7 +371,7 @@ def compared_curves(rows: Sequence[Row], rule: str, pal: Palette) -> dict[str, d
     """Per model with a sampling curve (its learned-verifier sampling method at two budgets or more): that
     curve and, when there is one, its learned-verifier REBASE curve, keyed by method."""
     curves = _curves(rows, rule)
-    methods = [m for m in (pal.learned.get(BASELINE), pal.learned.get("rebase")) if m is not None]
+    methods = [m for m in (pal.learned.get(BASELINE_ALGORITHM), pal.learned.get("rebase")) if m is not None]
     out = {}
     for model in pal.models:
         mine = {m: curves[(model, m)] for m in methods if len(curves.get((model, m), ())) >= 2}
@@ -390,7 +391,7 @@ def plot_models(rows: Sequence[Row], rule: str, path: Path, pal: Palette | None 
     greedy = {r.model: r for r in rows if r.method == "greedy" and r.rule == rule}
     for model, curves in compared.items():
         for method, pts in curves.items():
-            _curve(ax, pts, pal.model(model), f"{model} {method}", "-" if method != BASELINE else "--",
+            _curve(ax, pts, pal.model(model), f"{model} {method}", "--" if method == pal.learned.get(BASELINE_ALGORITHM) else "-",
                    pal.marker(method), ms=5)
         if model in greedy:
             g = greedy[model]
@@ -430,7 +431,7 @@ def plot_verifier_quality(points: Sequence[efficiency.SweepPoint], rows: Sequenc
         if learned:
             ax.axhline(100 * learned[0].accuracy, ls="--", lw=1, color=color,
                        label=f"{model} {method}, budget {budget}: the study's PRM")
-        if method == BASELINE:
+        if alg == BASELINE_ALGORITHM:
             mv = [r for r in rows if r.model == model and r.method == method and r.budget == budget
                   and r.rule == "majority"]
             if mv:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import difficulty, efficiency, uncertainty
-from .analysis import (BASELINE, ORACLE, Efficiency, FitRow, Row, SaturatingFit, compute_efficiency, config_order,
+from .facts import facts_for, read_facts
+from .analysis import (ORACLE, Efficiency, FitRow, Row, SaturatingFit, compute_efficiency, config_order,
                        fit_curves, load_reference, pareto, parameter_conventions, resolve_rule, rules_in, summarize)
 from .findings import Finding, findings
 from .plots import (compared_curves, palette, plot_accuracy, plot_best_model, plot_difficulty, plot_levels,
@@ -101,7 +102,7 @@ def _reach(r: efficiency.RatioRow) -> tuple[str, str]:
 
 
 def format_headline(eff: Efficiency) -> str:
-    lines = [f"FLOPs to reach {BASELINE}'s best accuracy, 95 % problem-bootstrap interval in brackets "
+    lines = [f"FLOPs to reach {eff.baseline}'s best accuracy, 95 % problem-bootstrap interval in brackets "
              "(paper: Llemma-7B REBASE 6.8x fewer than sampling-WV):"]
     for r in sorted(eff.headline(), key=lambda r: (r.model, r.method)):
         flops, ratio = _reach(r)
@@ -112,7 +113,7 @@ def format_headline(eff: Efficiency) -> str:
         else:
             reached = f"reached at {flops} FLOPs: {1 / r.ratio:.2f}x more"
         ci = f" [ratio {r.interval_text}]" if r.interval is not None else ""
-        lines.append(f"  {r.model} {r.method}: {100 * r.target:.0f}% ({BASELINE} at budget {r.budget}, "
+        lines.append(f"  {r.model} {r.method}: {100 * r.target:.0f}% ({r.baseline} at budget {r.budget}, "
                      f"{r.baseline_flops:.3g} FLOPs) {reached}{ci}")
     return "\n".join(lines)
 
@@ -164,20 +165,20 @@ def _comparison_dict(p: efficiency.Comparison) -> dict[str, Any]:
 
 
 def _efficiency_markdown(eff: Efficiency, rule: str) -> list[str]:
-    parts = ["", f"## FLOPs to reach {BASELINE}'s accuracy ({rule})", "",
-             f"For each accuracy {BASELINE} reaches (at the budget shown), the paper FLOPs each method needs for it, "
+    parts = ["", f"## FLOPs to reach {eff.baseline}'s accuracy ({rule})", "",
+             f"For each accuracy {eff.baseline} reaches (at the budget shown), the paper FLOPs each method needs for it, "
              "interpolated on log FLOPs between its budgets, never extrapolated (≤: reached already at its smallest "
-             f"budget). Ratio = {BASELINE} FLOPs / method FLOPs; the paper's headline is 6.8x (Llemma-7B, REBASE vs "
+             f"budget). Ratio = {eff.baseline} FLOPs / method FLOPs; the paper's headline is 6.8x (Llemma-7B, REBASE vs "
              "sampling with weighted voting, MATH500). The interval: 95 % of a paired bootstrap over problems "
              f"({uncertainty.RESAMPLES} resamples; both curves and the ratio recomputed on each, the target being "
-             f"{BASELINE}'s accuracy at the same budget in that resample); \"not reached\" at an end means the method "
+             f"{eff.baseline}'s accuracy at the same budget in that resample); \"not reached\" at an end means the method "
              "misses the target in more than 2.5 % of resamples.", "",
-             markdown_table(["model", "method", f"target (= {BASELINE} at budget)", f"{BASELINE} FLOPs",
+             markdown_table(["model", "method", f"target (= {eff.baseline} at budget)", f"{eff.baseline} FLOPs",
                              "method FLOPs", "ratio", "95 % interval"],
                             [(r.model, r.method, f"{100 * r.target:.1f} % (b={r.budget})", f"{r.baseline_flops:.3g}",
                               *_reach(r), r.interval_text) for r in eff.ratios])]
     if eff.paired:
-        parts += ["", f"## Paired on the same problems: each method vs {BASELINE} at equal FLOPs ({rule})", "",
+        parts += ["", f"## Paired on the same problems: each method vs {eff.baseline} at equal FLOPs ({rule})", "",
                   COMPARISON_NOTE, "", comparison_table(eff.paired)]
     if eff.sweep:
         rates = sorted({p.flip_rate for p in eff.sweep})
@@ -225,15 +226,17 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
     fits = fit_curves(rows, rule)
     # Settings searched with a reference verifier (the exact checker, noisy or not) are not choices a
     # user has: they stay out of the Pareto frontier and the compute-optimal model.
-    oracle_methods = {r.method for r in records if efficiency.flip_rate_of(r.verifier) is not None}
-    choices = [r for r in rows if r.method not in oracle_methods]
+    facts = facts_for(records, read_facts(results_dir))  # declared by the sweep; older directories: the registries
+    reference_methods = {m for m, f in facts.items() if f.reference}
+    choices = [r for r in rows if r.method not in reference_methods]
     front = pareto(choices, rule)
     ref = load_reference(reference) if reference else []
     convention = parameter_conventions(records)
     matrix = uncertainty.problem_matrix(records, rule)
-    eff = compute_efficiency(records, rows, rule, matrix=matrix)
+    method_order = order[1] if order else ()
+    eff = compute_efficiency(records, rows, rule, matrix=matrix, facts=facts, order=method_order)
     res = ReportResult(rows, fits, front, rule, format_table(rows, convention), eff, convention=convention,
-                       findings=findings(records, eff.headline(), eff.sweep, matrix, order[1] if order else ()))
+                       findings=findings(records, eff.headline(), eff.sweep, matrix, method_order, facts))
 
     row_cols = [f.name for f in fields(Row)]
     fit_cols = ["model", "method", "rule", *(f.name for f in fields(SaturatingFit)), "max_flops", "accuracy_at_10x"]
@@ -248,14 +251,14 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
                                               COMPARISON_COLUMNS)
     res.files["ratios.csv"] = _write_csv(out / "ratios.csv", [_ratio_dict(r) for r in eff.ratios], RATIO_COLUMNS)
     res.difficulty = difficulty.difficulty_study(
-        records, rule, {(r.model, r.method, r.budget) for r in choices if r.rule == rule and r.paper_flops > 0})
+        records, rule, {(r.model, r.method, r.budget) for r in choices if r.rule == rule and r.paper_flops > 0}, facts)
     if res.difficulty is not None:
         (out / "compute_optimal.md").write_text(difficulty_markdown(res.difficulty, rule), encoding="utf-8")
         res.files["compute_optimal.md"] = out / "compute_optimal.md"
     levels = sorted({r.level for r in records if r.level is not None})
     by_level = {lv: summarize([r for r in records if r.level == lv], [rule]) for lv in levels}
     if plots:
-        pal = palette(rows, order, {r.method: r.algorithm for r in records}, oracle_methods)
+        pal = palette(rows, order, {m: f.algorithm for m, f in facts.items()}, reference_methods)
         figures = [("accuracy_vs_flops.png", lambda p: plot_accuracy(rows, rule, p, ref, fits, panels=panels, pal=pal))]
         if len(compared_curves(rows, rule, pal)) >= 2:
             figures.append(("models_compared.png", lambda p: plot_models(rows, rule, p, pal)))

@@ -30,6 +30,7 @@ from treesearch.ledger import ComputeLedger
 from treesearch.runner import Runner
 from treesearch.seeds import problem_seed
 
+from .facts import study_facts, write_facts
 from .builders import algorithm_for, grader_of, load_policy, load_prm_for, load_problems, policy_device, runtime_keys
 from .config import (ConfigError, MethodConfig, PolicyConfig, StudyConfig, config_to_dict, dump_config, incompatible_keys,
                      validate)
@@ -140,6 +141,7 @@ def _write_resolved(cfg: StudyConfig, results: Path, shard: Shard, allow_change:
                               f"if the records stay comparable")
     if shard.rank == 0 or not (shard.launched or path.exists()):  # an independent shard may start first
         dump_config(cfg, path)
+        write_facts(results, study_facts(cfg))  # what the report needs to know of each method, declared here
     shard.barrier()
 
 

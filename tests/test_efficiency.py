@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from experiments.efficiency import compare, flip_rate_of, flops_to_reach, ratio_rows, verifier_sweep
+from experiments.efficiency import compare, flops_to_reach, ratio_rows, verifier_sweep
+from experiments.facts import declared
 from experiments.records import Record, Vote
 from treesearch.ledger import ComputeLedger
 from experiments.analysis import Row, compute_efficiency
@@ -78,9 +79,12 @@ def test_compare_reads_the_other_curve_at_equal_flops_per_problem():
 
 
 def test_verifier_sweep_groups_by_flip_rate():
-    assert flip_rate_of({"type": "builtin_oracle"}) == 0.0
-    assert flip_rate_of({"type": "noisy_oracle", "flip_rate": 0.3}) == 0.3
-    assert flip_rate_of({"type": "likelihood", "path": "x"}) is None and flip_rate_of(None) is None
+    # What the PRM entries declare: the exact checker errs never, the noisy one at its rate (0.2 unless set).
+    assert declared("rebase", {"type": "builtin_oracle"}).reference_error == 0.0
+    assert declared("rebase", {"type": "noisy_oracle", "flip_rate": 0.3}).reference_error == 0.3
+    assert declared("rebase", {"type": "noisy_oracle"}).reference_error == 0.2
+    assert declared("rebase", {"type": "noisy_oracle", "flip": "right"}).reference_flip == "right"
+    assert not declared("rebase", {"type": "likelihood", "path": "x"}).reference and not declared("rebase", None).reference
     records = []
     for i in range(4):
         records.append(rec(f"p{i}", "rebase-oracle", 16, i < 3, {"type": "builtin_oracle"}))

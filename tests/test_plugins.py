@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from experiments.cli import main
+from experiments.facts import MethodFacts, read_facts
 from experiments.records import load_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +45,8 @@ def test_every_kind_of_plug_in_checks_and_runs_from_the_cli(tmp_path, capsys):
     records = load_dir(tmp_path / "out")
     assert len(records) == 8 and {r.algorithm for r in records} == {"best_first_step"}
     assert all(r.votes["weighted/last"].correct for r in records)  # the parity PRM picks the even (right) answer
+    # What the plug-ins declared is written beside the records, for the report.
+    assert read_facts(tmp_path / "out") == {"best": MethodFacts("best_first_step", "n", True, False)}
 
 
 def test_a_plug_in_named_on_the_command_line(tmp_path):

@@ -38,7 +38,6 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..config import DatasetConfig, MethodConfig, PolicyConfig, StudyConfig, VotingConfig
-from ..efficiency import flip_rate_of
 from ..records import Record
 from .models import LIMITS, PRM_DIR, policy_dir
 
@@ -83,8 +82,10 @@ class Verifier:
     @classmethod
     def of(cls, spec: dict | None) -> Verifier | None:
         """The verifier a record was scored with, or None for any other PRM."""
-        rate = flip_rate_of(spec)
-        return None if rate is None else cls(rate, spec.get("flip", "both") if rate else "both")
+        from reward_models.registry import reference_of  # what the PRM's registry entry declares
+
+        ref = reference_of(spec)
+        return None if ref is None else cls(ref.error_rate, ref.flip if ref.error_rate else "both")
 
 
 VERIFIERS = (Verifier(0.0), Verifier(0.1), Verifier(0.2), Verifier(0.3),
