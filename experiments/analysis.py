@@ -25,7 +25,6 @@ from .facts import BASELINE_ALGORITHM, MethodFacts, facts_for, method_for
 from .records import PASS_AT_N, Record
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
-ORACLE = PASS_AT_N
 
 # ---------------------------------------------------------------------------------------------
 # Table
@@ -57,11 +56,11 @@ def rules_in(records: Iterable[Record]) -> list[str]:
 
 def resolve_rule(rule: str, available: Sequence[str]) -> str:
     """"weighted" -> "weighted/last" (or the first weighted key present); exact keys pass through."""
-    if rule in available or rule == ORACLE:
+    if rule in available or rule == PASS_AT_N:
         return rule
     matches = [k for k in available if k.split("/")[0] == rule]
     if not matches:
-        raise ValueError(f"no voting rule {rule!r} in these records; they have {list(available) + [ORACLE]}")
+        raise ValueError(f"no voting rule {rule!r} in these records; they have {list(available) + [PASS_AT_N]}")
     return next((k for k in matches if k.endswith("/last")), matches[0])
 
 
@@ -71,7 +70,7 @@ def summarize(records: Sequence[Record], rules: Sequence[str] | None = None,
     groups: dict[tuple[str, str, int], list[Record]] = defaultdict(list)
     for r in records:
         groups[(r.model, r.method, r.budget)].append(r)
-    rules = list(rules) if rules is not None else rules_in(records) + [ORACLE]
+    rules = list(rules) if rules is not None else rules_in(records) + [PASS_AT_N]
     rows = []
     for (model, method, budget), recs in sorted(groups.items()):
         ledgers = [r.ledger for r in recs]

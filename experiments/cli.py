@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("results", help="results directory of `treesearch run`")
     rep.add_argument("--out", help="where to write (default: RESULTS_DIR/report)")
     rep.add_argument("--rule", default="weighted",
-                     help="voting rule for plots and fits: weighted, majority, best_of_n (or e.g. weighted/min), oracle")
+                     help="voting rule for plots and fits: weighted, majority, best_of_n (or e.g. weighted/min), pass@n (some candidate is right)")
     rep.add_argument("--reference", metavar="NAME",
                      help="overlay the paper's points: llemma-math500, llemma-gsm8k (or mistral-/llama3-/paper-<dataset>)")
     rep.add_argument("--no-plots", action="store_true", help="tables only")

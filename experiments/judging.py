@@ -23,15 +23,15 @@ from .records import CandidateRecord, Derivation, Record, Vote
 
 def judge(candidates: Sequence[Scored], gold: str, voting: VotingConfig,
           grader: Callable[[str, str], bool]) -> dict[str, Any]:
-    """The answer each voting rule picks and whether it is right, plus the oracle (any right):
-    the ``votes``, ``oracle_correct`` and ``num_answered`` fields of a record."""
+    """The answer each voting rule picks and whether it is right, plus pass@n (any right):
+    the ``votes``, ``pass_at_n`` and ``num_answered`` fields of a record."""
     equal = memoized(grader)
     votes = {}
     for key, rule, agg in voting.keys():
         answer = vote(candidates, rule, agg, equal=equal)
         votes[key] = Vote(answer, answer is not None and equal(answer, gold))
     classes = answer_classes(candidates, equal)
-    return {"votes": votes, "oracle_correct": any(equal(c[0].answer, gold) for c in classes),
+    return {"votes": votes, "pass_at_n": any(equal(c[0].answer, gold) for c in classes),
             "num_answered": sum(len(c) for c in classes)}
 
 

@@ -24,7 +24,7 @@ from treesearch.ledger import ComputeLedger
 KEY_FIELDS = ("problem_id", "model", "method", "budget", "seed")
 SCHEMA_VERSION = 1
 Key = tuple
-PASS_AT_N = "oracle"  # the rule name for pass@n: some candidate is right (an upper bound for any voting rule)
+PASS_AT_N = "pass@n"  # the rule name for pass@n: some candidate is right (an upper bound for any voting rule)
 _LEDGER_FIELDS = tuple(f.name for f in dataclasses.fields(ComputeLedger))
 _LEDGER_DERIVED = ("paper_flops", "full_flops")  # written for readers of the raw JSON, recomputed on reading
 
@@ -106,7 +106,7 @@ class Record:
     params: Mapping[str, Any] = field(default_factory=dict)  # the algorithm's parameters, the budget's included
     candidates: tuple[CandidateRecord, ...] = ()
     votes: Mapping[str, Vote] = field(default_factory=dict)  # "majority" | "<rule>/<aggregation>" -> Vote
-    oracle_correct: bool | None = None  # pass@n: some candidate is right
+    pass_at_n: bool | None = None  # some candidate is right (written as "oracle_correct", the schema's first name)
     num_answered: int = 0  # candidates with an answer
     ledger: ComputeLedger = field(default_factory=ComputeLedger)
     wall_time: float = 0.0  # seconds from the problem's start to its finish inside its lock-step chunk
@@ -124,10 +124,10 @@ class Record:
         return (self.problem_id, self.model, self.method, self.budget, self.seed)
 
     def verdict(self, rule: str) -> bool | None:
-        """Was the answer ``rule`` ("majority", "weighted/last", ..., or "oracle" for pass@n) picked right?
+        """Was the answer ``rule`` ("majority", "weighted/last", ..., or "pass@n": some candidate is right) picked right?
         None when the record has no such rule."""
         if rule == PASS_AT_N:
-            return self.oracle_correct
+            return self.pass_at_n
         v = self.votes.get(rule)
         return None if v is None else bool(v.correct)
 
@@ -140,7 +140,7 @@ class Record:
             "level": self.level, "gold": self.gold, "algorithm": self.algorithm, "params": dict(self.params),
             "candidates": [c.to_json() for c in self.candidates],
             "votes": {k: {"answer": v.answer, "correct": v.correct} for k, v in self.votes.items()},
-            "oracle_correct": self.oracle_correct, "num_answered": self.num_answered,
+            "oracle_correct": self.pass_at_n, "num_answered": self.num_answered,
             "ledger": self.ledger.to_dict(), "wall_time": self.wall_time,
             "derived_from": None if d is None else {"budget": d.budget, "share": d.share,
                                                     "exact_paper_flops": d.exact_paper_flops},
@@ -166,9 +166,9 @@ class Record:
             if unknown:
                 raise ValueError(f"unknown ledger fields {unknown}")
             derived = d.get("derived_from")
-            values = {k: d[k] for k in ("problem_seed", "dataset", "level", "gold", "algorithm", "params",
-                                        "oracle_correct", "num_answered", "wall_time", "verifier",
-                                        "parameter_count", "processed_source", "schema") if k in d}
+            values = {k: d[_FILE_KEYS.get(k, k)] for k in (
+                "problem_seed", "dataset", "level", "gold", "algorithm", "params", "pass_at_n", "num_answered",
+                "wall_time", "verifier", "parameter_count", "processed_source", "schema") if _FILE_KEYS.get(k, k) in d}
             return cls(**{k: d[k] for k in KEY_FIELDS}, **values,
                        candidates=tuple(CandidateRecord.from_json(c) for c in d.get("candidates", ())),
                        votes={k: Vote(v["answer"], v["correct"]) for k, v in d.get("votes", {}).items()},
@@ -178,8 +178,12 @@ class Record:
             raise ValueError(f"malformed record: {type(e).__name__}: {e}") from None
 
 
+#: Fields whose key in the file is an earlier name (the file format does not change with a rename).
+_FILE_KEYS = {"pass_at_n": "oracle_correct"}
+
+
 def _known(d: Mapping[str, Any], cls: type, what: str) -> None:
-    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    unknown = sorted(set(d) - {_FILE_KEYS.get(f.name, f.name) for f in dataclasses.fields(cls)})
     if unknown:
         raise ValueError(f"unknown {what} fields {unknown}")
 

@@ -15,12 +15,12 @@ from typing import Any, Iterable, Sequence
 
 from . import difficulty, efficiency, uncertainty
 from .facts import facts_for, read_facts
-from .analysis import (ORACLE, Efficiency, FitRow, Row, SaturatingFit, compute_efficiency, config_order,
+from .analysis import (Efficiency, FitRow, Row, SaturatingFit, compute_efficiency, config_order,
                        fit_curves, load_reference, pareto, parameter_conventions, resolve_rule, rules_in, summarize)
 from .findings import Finding, findings
 from .plots import (compared_curves, palette, plot_accuracy, plot_best_model, plot_difficulty, plot_levels,
                     plot_models, plot_pareto, plot_verifier_quality)
-from .records import load_dir
+from .records import PASS_AT_N, load_dir
 
 DEFAULT_RULE = "weighted"
 
@@ -37,7 +37,7 @@ def format_table(rows: Sequence[Row], n_convention: str = "N = non-embedding par
     for r in rows:
         keyed.setdefault((r.model, r.method, r.budget), {})[r.rule] = r
     rules = list(dict.fromkeys(r.rule for r in rows))
-    names = {"majority": "majority", ORACLE: "pass@n"}
+    names = {"majority": "majority", PASS_AT_N: "pass@n"}
     head = ("model", "method", "budget", "paper FLOPs", "full: policy", "full: PRM",
             *(names.get(x, x.replace("/", " ")) for x in rules))
     body = []
@@ -78,8 +78,8 @@ def difficulty_markdown(study: "difficulty.DifficultyStudy", rule: str) -> str:
              f"Bins: {study.how}; problems x seeds per bin: "
              + ", ".join(f"{b}: {n}" for b, n in study.sizes.items()) + ". For every accuracy the best single "
              "setting reaches (used for every problem), the cheapest choice of one setting per bin that is as "
-             "accurate (an exact search over all combinations; oracle bins, as in Snell et al.'s "
-             "oracle-difficulty experiments). Reference verifiers are left out. The choice is made and measured on "
+             "accurate (an exact search over all combinations; bins by the true difficulty, as in Snell et al.'s "
+             "\"oracle difficulty\" experiments). Reference verifiers are left out. The choice is made and measured on "
              "the same problems, so the saving is optimistic: with few problems per bin part of it is selection "
              "noise (a setting that happened to get a bin's problems right).", "",
              markdown_table(["accuracy %", "single setting", "its FLOPs", "per-bin FLOPs", "saving", "per-bin choice"],
@@ -296,7 +296,7 @@ def _markdown(res: ReportResult, by_level: dict[Any, list[Row]], ref: list[dict]
     parts = [f"# Results: {results_dir}", "",
              f"FLOPs are per problem ({res.convention}). *Paper* = 2·N_policy·generated tokens (Wu et al.'s "
              "x-axis); *full* = 2·N_policy·all tokens the policy processed + 2·N_PRM·tokens the PRM processed. "
-             f"Accuracy % [95 % interval]: {INTERVAL_NOTE}. `oracle` = some candidate is right. "
+             f"Accuracy % [95 % interval]: {INTERVAL_NOTE}. `pass@n` = some candidate is right. "
              "`*` = includes records derived from a larger sampling run (paper FLOPs exact, full FLOPs scaled).", "",
              "## Table", "",
              markdown_table(["model", "method", "rule", "budget", "paper FLOPs", "full FLOPs", "of which PRM", "accuracy %",

@@ -57,7 +57,7 @@ def rec(problem: str, method: str, budget: int, correct: bool, verifier=None, al
     """A record whose paper FLOPs are ``flops`` (N = 1, flops / 2 generated tokens)."""
     return Record(problem_id=problem, model=model, method=method, budget=budget, seed=seed,
                   algorithm=algorithm or method.split("-")[0], votes={RULE: Vote("1", correct)},
-                  oracle_correct=correct, verifier=verifier,
+                  pass_at_n=correct, verifier=verifier,
                   ledger=ComputeLedger(policy_params=1, generated_tokens=flops // 2))
 
 

@@ -27,7 +27,7 @@ def _records(model: str, method: str, budgets, params: int = 10**9, algorithm: s
         right = p < min(problems, budget + 1)
         votes = {"majority": Vote("1", right), "weighted/last": Vote("1", right)}
         out.append(Record(f"q{p}", model, method, budget, 0, level=1 + p % 2, gold="1",
-                          algorithm=algorithm or method, votes=votes, oracle_correct=right,
+                          algorithm=algorithm or method, votes=votes, pass_at_n=right,
                           ledger=ComputeLedger(policy_params=params, generated_tokens=100 * budget,
                                                policy_processed_tokens=120 * budget, policy_calls=1),
                           verifier=verifier))

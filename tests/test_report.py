@@ -53,7 +53,7 @@ def test_table_values_by_hand():
     assert s.full_flops == pytest.approx(2 * 6.74e9 * 1150 + 2 * 1e9 * 500)
     m = _row(rows, "llemma-7b", "sampling", "majority")
     assert (m.accuracy, m.low, m.high) == (pytest.approx(0.25), *wilson(0.5, 2))
-    o = _row(rows, "llemma-7b", "sampling", "oracle")
+    o = _row(rows, "llemma-7b", "sampling", "pass@n")
     assert o.accuracy == 0.75
     big = _row(rows, "llemma-34b", "greedy", "weighted/last")
     assert (big.accuracy, big.high, big.paper_flops) == (1.0, 1.0, pytest.approx(2 * 33.7e9 * 290))

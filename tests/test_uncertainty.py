@@ -19,7 +19,7 @@ RULE = "weighted/last"
 def rec(problem: int, method: str, budget: int, correct: bool, flops: int, model: str = "m", params: int = 1,
         seed: int = 0) -> Record:
     return Record(problem_id=f"p{problem}", model=model, method=method, budget=budget, seed=seed,
-                  algorithm=method, votes={RULE: Vote("1", correct)}, oracle_correct=correct,
+                  algorithm=method, votes={RULE: Vote("1", correct)}, pass_at_n=correct,
                   ledger=ComputeLedger(policy_params=params, generated_tokens=flops // (2 * params)))
 
 
