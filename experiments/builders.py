@@ -11,10 +11,19 @@ from typing import Callable
 
 from treesearch.algorithms import make_algorithm
 
-from .config import (AUTO, ConfigError, DatasetConfig, MethodConfig, PolicyConfig, PRMConfig, StudyConfig,
-                     resolve_device)
+from .config import AUTO, ConfigError, DatasetConfig, MethodConfig, PolicyConfig, PRMConfig, StudyConfig
 
 Grader = Callable[[str, str], bool]
+
+
+def resolve_device(device: str, local_rank: int = 0, gpus_per_process: int = 1) -> str:
+    """This process's device for a configured one (:func:`treesearch.devices.resolve_device`), as a string."""
+    from treesearch.devices import resolve_device as resolve
+
+    try:
+        return str(resolve(device, local_rank, gpus_per_process))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def policy_spec(p: PolicyConfig, device: str | None = None):

@@ -43,7 +43,7 @@ class PolicyConfig:
     path: str | None = None
     backend: str = DEFAULT_BACKEND
     dtype: str = "float32"
-    device: str = "cpu"  # "auto"/"cuda"/"cuda:+k": this process's (k-th) GPU, see resolve_device
+    device: str = "cpu"  # "auto"/"cuda"/"cuda:+k": this process's (k-th) GPU, see builders.resolve_device
     num_parameters: float | None = None  # overrides the count read from the model
     parameter_count: str = "non_embedding"  # N read from the model: "non_embedding" (Kaplan) or "total" (the paper)
     step_format: str = "paper"
@@ -424,16 +424,3 @@ def incompatible_keys(old: Mapping[str, Any], new: Mapping[str, Any], runtime: I
 
     walk(dict(old), dict(new), "", "")
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Devices
-# ---------------------------------------------------------------------------------------------
-def resolve_device(device: str, local_rank: int = 0, gpus_per_process: int = 1) -> str:
-    """This process's device for a configured one (:func:`treesearch.devices.resolve_device`), as a string."""
-    from treesearch.devices import resolve_device as resolve
-
-    try:
-        return str(resolve(device, local_rank, gpus_per_process))
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
