@@ -183,7 +183,9 @@ def bench_cache(args) -> dict:
     return out
 
 
-def bench_incremental(args) -> dict:
+def bench_incremental(args, on_prm=None) -> dict:
+    """``on_prm(incremental, prm)``, if given, is called with each PRM before its run (gpu_check.py times
+    its forward passes and memory that way)."""
     from experiments.builtin.models import LIMITS, PRM_DIR, load_policy
     from experiments.datasets import load_dataset
     from reward_models import load_prm
@@ -216,6 +218,8 @@ def bench_incremental(args) -> dict:
             return got
 
         prm.score = timed  # type: ignore[method-assign]
+        if on_prm is not None:
+            on_prm(on, prm)
         runner = Runner(policy, prm, limits=LIMITS, progress=False)
         t = time.perf_counter()
         results = runner.run(questions, Rebase(width=args.incremental_width), seed=0)

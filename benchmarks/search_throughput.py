@@ -27,8 +27,16 @@ from treesearch.step_format import StepFormat  # noqa: E402
 from treesearch.testing import ScriptedPRM  # noqa: E402
 
 BUILTIN = Path(__file__).resolve().parents[1] / "experiments" / "builtin" / "checkpoints" / "lm-xl"
-RANDOM_SIZES = {"small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4),
-                "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=16)}
+RANDOM_SIZES = {  # random Llamas (the built-in char tokenizer's 100-token vocabulary: embeddings are negligible)
+    "tiny": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2),  # 0.5 M: the CPU smoke run of benchmarks/gpu_check.py
+    "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=4),  # 3.5 M
+    "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=16,
+               num_key_value_heads=4),  # TinyLlama's shape, 0.99 B
+    "7b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=8),  # Mistral-7B's shape, 6.98 B
+}
 
 
 def load(args) -> tuple[object, object, list[str]]:
@@ -42,9 +50,10 @@ def load(args) -> tuple[object, object, list[str]]:
     from treesearch.builtin.tokenizer import build_tokenizer
     tok = build_tokenizer()
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), num_key_value_heads=4, max_position_embeddings=2048,
+    cfg = LlamaConfig(vocab_size=len(tok), max_position_embeddings=2048,
                       eos_token_id=2, bos_token_id=1, pad_token_id=0, **RANDOM_SIZES[args.random_size or "small"])
-    model = LlamaForCausalLM(cfg).to(dtype=dtype, device=args.device).eval()
+    with torch.device(args.device):  # initialised in place, in its dtype: a 7B model in float32 on a CPU takes minutes
+        model = LlamaForCausalLM._from_config(cfg, dtype=dtype).eval()
     if args.prompts == "gsm8k":
         from experiments.datasets import load_dataset
         return model, tok, [p.question for p in load_dataset("gsm8k", limit=args.problems)]
@@ -56,10 +65,15 @@ class ForwardTimer:
 
     def __init__(self, model):
         self.total = 0.0
+        self.calls = 0
         self._t0 = 0.0
         self.cuda = next(model.parameters()).is_cuda
-        model.register_forward_pre_hook(self._pre)
-        model.register_forward_hook(self._post)
+        self._hooks = [model.register_forward_pre_hook(self._pre), model.register_forward_hook(self._post)]
+
+    def remove(self) -> None:
+        """Stop timing (the hooks synchronise the device on every call)."""
+        for h in self._hooks:
+            h.remove()
 
     def _sync(self):
         if self.cuda:
@@ -72,6 +86,7 @@ class ForwardTimer:
     def _post(self, *_):
         self._sync()
         self.total += time.perf_counter() - self._t0
+        self.calls += 1
 
 
 def run(policy, questions, alg, limits, one_by_one=False):

@@ -2,7 +2,9 @@
 full-size runs, never from here)."""
 from __future__ import annotations
 
+import os
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,3 +43,35 @@ def test_backends_benchmark_runs_the_transformers_backend(tmp_path, monkeypatch,
 def test_benchmark_runs_and_prints_its_summary(name, args, summary, monkeypatch, capsys):
     run_benchmark(name, *args, monkeypatch=monkeypatch)
     assert summary in capsys.readouterr().out
+
+
+def test_gpu_check_cpu_smoke_writes_its_table(tmp_path):
+    """benchmarks/gpu_check.sh end to end on its CPU path (a 0.5 M model): one table, the expected rows and
+    columns, numbers that parse; timings are not checked."""
+    columns = ("arm", "model", "generated tok/s", "vs HF generate", "vs the limit", "outside forward", "peak memory GiB")
+    out = tmp_path / "gpu.md"
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), "--cpu-smoke", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert text.count("<!-- gpu_check: table begin -->") == 1 and text.count("<!-- gpu_check: table end -->") == 1
+    assert "- device: CPU" in text and "- command: `bash benchmarks/gpu_check.sh --cpu-smoke --out" in text
+    assert "torch " in text and "transformers " in text and "- date: " in text
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert table[0] == "| " + " | ".join(columns) + " |"
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
+    assert all(len(r) == len(columns) for r in rows)
+    assert [r[0] for r in rows] == ["sampling N=2 (treesearch)", "REBASE width 2 (treesearch)",
+                                    "HF generate, num_return_sequences=2",
+                                    "PRM scoring, incremental on (new step tokens/s)",
+                                    "PRM scoring, incremental off (new step tokens/s)"]
+    for arm, model, rate, vs_hf, vs_limit, outside, peak in rows:
+        assert float(rate) > 0 and peak == "n/a (CPU)"
+        assert 0 <= float(outside.rstrip("%")) <= 100
+        if arm.startswith("PRM"):
+            assert model.startswith("small PRM") and vs_hf == vs_limit == "—"
+        else:
+            assert model.startswith("tiny") and float(vs_hf.rstrip("x")) > 0 and float(vs_limit.rstrip("x")) > 0
+    assert rows[2][3] == "1.00x"  # generate against itself
+    assert "| sampling N=2" in proc.stdout  # the table is printed as well
