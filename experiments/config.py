@@ -337,7 +337,7 @@ def validate(cfg: StudyConfig, source: str = "<config>") -> None:
         try:  # a registered name or an import path (building it, with its imports, is preflight's)
             grader_entry(d.grader)
         except ValueError as e:
-            fail("dataset.grader", f"{e} (or auto)")
+            fail("dataset.grader", f"{e}; or auto: the dataset's own")
 
 
 def _validate_method(m: MethodConfig, k: str, fail: Callable[[str, str], None], source: str) -> None:

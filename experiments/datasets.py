@@ -165,8 +165,8 @@ def named(name: str) -> NamedDataset | None:
     if key in _REGISTRY.names() or (":" in key and not Path(key).is_file()):
         try:
             return _REGISTRY.get(key)
-        except ValueError as e:
-            raise DatasetError(f"dataset {key!r}: {e}") from None
+        except ValueError as e:  # the registry's message names the dataset
+            raise DatasetError(str(e)) from None
     return None
 
 

@@ -13,7 +13,7 @@ import dataclasses
 import os
 
 from .builders import grader_of, policy_spec
-from .config import ConfigError, PolicyConfig, PRMConfig, StudyConfig
+from .config import ConfigError, DatasetConfig, PolicyConfig, PRMConfig, StudyConfig
 
 
 def preflight(cfg: StudyConfig, source: str = "<config>") -> None:
@@ -29,6 +29,7 @@ def preflight(cfg: StudyConfig, source: str = "<config>") -> None:
         if cfg.setup and "no such directory" in str(e):  # the study says how its local files are made
             raise ConfigError(f"{e}; this study's setup creates it: {cfg.setup}") from None
         raise
+    check_dataset(cfg.dataset, f"{source}: dataset.name")
     try:
         grader_of(cfg.dataset)
     except ConfigError as e:
@@ -36,6 +37,19 @@ def preflight(cfg: StudyConfig, source: str = "<config>") -> None:
     if os.path.exists(cfg.output) and not os.path.isdir(cfg.output):
         raise ConfigError(f"{source}: output: {cfg.output} is a file; the results go in a directory (give another "
                           "path, or --out DIR)")
+
+
+def check_dataset(d: DatasetConfig, where: str) -> None:
+    """A registered dataset, a loader's import path that imports, or a file (its lines are read by loading)."""
+    from .datasets import DatasetError, available_datasets, named
+
+    try:
+        entry = named(d.name) if d.fields is None else None
+    except DatasetError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    if entry is None and not os.path.isfile(d.name):
+        raise ConfigError(f"{where}: {d.name!r} is neither a registered dataset ({', '.join(available_datasets())}), "
+                          "an import path 'pkg.mod:loader' nor a file")
 
 
 def check_policy(p: PolicyConfig, where: str) -> None:

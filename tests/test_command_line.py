@@ -68,7 +68,9 @@ def one_line_error(capsys) -> str:
     ({"prm": {"type": "callable", "fn": "treesearch.builtin.task:no_such_fn"}}, "prm.fn: "),
     ({"prm": {"type": "likelihood", "path": "/no/prm"}}, "prm.path: no such file or directory '/no/prm'"),
     ({"policies.backend": "nosuchpkg.mod:factory"}, "policies[0].backend: cannot import 'nosuchpkg.mod'"),
-    ({"dataset": {"name": "nosuchset"}}, "unknown dataset 'nosuchset': not one of ['builtin', 'gsm8k', 'math500']"),
+    ({"dataset": {"name": "nosuchset"}}, "dataset.name: 'nosuchset' is neither a registered dataset (builtin, gsm8k, "
+                                         "math500), an import path 'pkg.mod:loader' nor a file"),
+    ({"dataset": {"name": "nosuchpkg.data:load"}}, "dataset.name: cannot import 'nosuchpkg.data'"),
 ])
 @pytest.mark.parametrize("command", ["check", "run"])
 def test_check_and_run_fail_before_any_work_with_one_line(tmp_path, capsys, changes, message, command):

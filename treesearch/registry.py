@@ -3,6 +3,7 @@ modules that define the entries and open to ``package.module:name`` import paths
 plug-in needs no library edit."""
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import Any, Callable, Generic, TypeVar
 
@@ -46,8 +47,10 @@ class Registry(Generic[T]):
                 return self._wrap(obj)
             except ValueError as e:  # the wrapper says what the object lacks ("is not a class")
                 raise ValueError(f"{name!r} {e}") from None
-        raise ValueError(f"unknown {self.kind} {name!r}; registered: {sorted(self._entries)} "
-                         f"(or give an import path 'package.module:factory')")
+        close = difflib.get_close_matches(name, self._entries, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown {self.kind} {name!r}{hint}; registered: {sorted(self._entries)} "
+                         f"(or give an import path 'package.module:name')")
 
     def _load_builtins(self) -> None:
         if not self._loaded:
