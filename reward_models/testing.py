@@ -12,6 +12,8 @@ import string
 
 import torch
 
+from treesearch.testing import tiny_llama
+
 ARCHS = ("llama", "mistral", "qwen2")
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 MULTI = ["ки", "<extra_0>"]  # multi-character strings that are one token
@@ -54,6 +56,12 @@ def tiny_config(arch: str, tokenizer, hidden: int = 32, layers: int = 2, heads: 
     return cls(**kw)
 
 
+def _llama_defaults(tokenizer) -> dict:
+    """``tiny_llama``'s arguments that make ``tiny_config("llama", tokenizer)`` (its other defaults agree)."""
+    return dict(hidden=32, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+
+
 def _save(model, tokenizer, directory: str) -> str:
     os.makedirs(directory, exist_ok=True)
     model.save_pretrained(directory)
@@ -63,11 +71,15 @@ def _save(model, tokenizer, directory: str) -> str:
 
 def save_causal_lm(directory: str, arch: str, tokenizer, seed: int = 0, head_rows: int | None = None,
                    **config_kw) -> str:
-    """A random causal LM; ``head_rows=2`` makes the Llemma-PRM shape (a 2-row LM head)."""
+    """A random causal LM; ``head_rows=2`` makes the Llemma-PRM shape (a 2-row LM head). A Llama is
+    ``treesearch.testing.tiny_llama`` with ``tiny_config``'s sizes and settings (the same config)."""
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, tokenizer, **config_kw))
+    if arch == "llama":
+        model = tiny_llama(len(tokenizer), seed=seed, **{**_llama_defaults(tokenizer), **config_kw})
+    else:
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(tiny_config(arch, tokenizer, **config_kw))
     if head_rows is not None:
         model.lm_head = torch.nn.Linear(model.config.hidden_size, head_rows, bias=False)
     return _save(model, tokenizer, directory)

@@ -6,7 +6,7 @@ cached prompt tokens), sampling with the in-process transformers backend, so a s
 it is deterministic. It is not a stand-in for vLLM: the conformance suite runs against a real
 ``vllm serve`` (tests/test_policy_conformance.py, marked vllm). What it adds is faults on demand:
 scripted answers (a status code, a malformed sample, a cut step, a truncated body), a death after
-k answers, and a restart on the same port.
+k answers, a restart on the same port, and requests held until k are in flight at once.
 """
 from __future__ import annotations
 
@@ -25,12 +25,14 @@ class CompletionsStub:
         self.faults: list[str] = []  # consumed one per completion request: "503", "429", "malformed", "cut", "truncated"
         self.die_after: int | None = None  # answer this many completions, then stop listening (a crash)
         self.hold_after: int | None = None  # answer this many, then keep the next waiting until release is set
+        self.gather = 0  # the first completions wait until this many are in flight at once (60 s at most)
         self.held, self.release = threading.Event(), threading.Event()
         self.answered = 0
         self.prompts: list[tuple[int, ...]] = []  # every completion's prompt, in arrival order
         self.in_flight = self.peak = 0
         self.port = 0
         self._lock = threading.Lock()
+        self._gathered = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -69,6 +71,9 @@ class CompletionsStub:
                     fault = stub.faults.pop(0) if stub.faults else None
                     stub.in_flight += 1
                     stub.peak = max(stub.peak, stub.in_flight)
+                    self._counted = True
+                    stub._gathered.notify_all()  # concurrency is seen as an event, not through a delay
+                    stub._gathered.wait_for(lambda: stub.peak >= stub.gather, timeout=60)  # the limit: a hang guard
                 try:
                     if fault in ("503", "429"):
                         return self._json(int(fault), {"error": {"message": "try again"}})
@@ -76,6 +81,7 @@ class CompletionsStub:
                     answer = stub._complete(body, fault)
                     if fault == "truncated":
                         data = json.dumps(answer).encode()
+                        self._leave()
                         self.send_response(200)
                         self.send_header("Content-Type", "application/json")
                         self.send_header("Content-Length", str(len(data)))
@@ -85,10 +91,18 @@ class CompletionsStub:
                         return
                     self._json(200, answer)
                 finally:
+                    self._leave()
+
+            def _leave(self) -> None:
+                """Out of flight before the answer goes out: a client that sends its next request when it gets
+                this answer never finds this one still counted (so ``peak`` never exceeds its concurrency)."""
+                if getattr(self, "_counted", False):
+                    self._counted = False
                     with stub._lock:
                         stub.in_flight -= 1
 
             def _json(self, status: int, payload: dict) -> None:
+                self._leave()
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -11,12 +11,12 @@ import yaml
 from experiments.cli import main
 from experiments.builders import load_policy as build_policy, policy_spec
 from experiments.config import ConfigError, PolicyConfig
+from support import BUILTIN, builtin_config, one_line_error
 from treesearch import backends
 from treesearch.backends import (PolicySpec, TransformersOptions, available_policies, load_policy, parse_options,
                                  register_policy)
 from treesearch.prompts import PromptFormat
 from treesearch.registry import RUNTIME
-from treesearch.step_format import StepFormat
 from treesearch.testing import ScriptedPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,8 @@ echo_factory.options = EchoOptions  # an import-path backend may carry its optio
 
 def test_builtins_are_registered_and_unknown_names_list_them():
     assert {"transformers", "vllm"} <= set(available_policies())
-    with pytest.raises(ValueError, match=r"unknown policy backend 'vlm'; registered: \[.*'transformers'.*'vllm'"):
+    with pytest.raises(ValueError, match=r"unknown policy backend 'vlm' \(did you mean 'vllm'\?\); "
+                                         r"registered: \[.*'transformers'.*'vllm'"):
         load_policy("vlm", PolicySpec(path=SMALL))
 
 
@@ -74,8 +75,6 @@ REMOTE = backends.Backend(echo_factory, RemoteOptions, check=_remote_check)
 def test_the_harness_reads_a_backends_facts_from_its_registration(tmp_path, capsys):
     from experiments.builders import policy_device, runtime_keys
     from experiments.config import StudyConfig, incompatible_keys
-    from test_command_line import builtin_config, one_line_error
-
     p = PolicyConfig("p", backend="test_backends:REMOTE", device="cuda", num_parameters=5)
     assert policy_device(p) is None and policy_spec(p).device == "cuda"  # not mapped to this process's GPU
     assert policy_device(PolicyConfig("q", path=SMALL, device="cpu")) == "cpu"
@@ -126,8 +125,6 @@ def test_one_prompt_builder_for_every_backend():
 
 
 def test_check_says_how_to_install_vllm_where_it_is_missing(tmp_path, capsys, monkeypatch):
-    from test_command_line import builtin_config, one_line_error
-
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
     config = builtin_config(tmp_path, **{"policies.backend": "vllm"})
@@ -142,8 +139,6 @@ def test_check_says_how_to_install_vllm_where_it_is_missing(tmp_path, capsys, mo
 def test_check_names_what_a_vllm_prm_lacks(tmp_path, capsys, monkeypatch):
     """A vLLM PRM is checked before any model loads: its adapter must be one the backend runs, and vllm
     must import (the same install line as the policy's)."""
-    from test_command_line import BUILTIN, builtin_config, one_line_error
-
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
     prm = {"type": "vllm", "adapter": "qwen_prm", "path": str(BUILTIN / "policy-small")}
@@ -155,10 +150,8 @@ def test_check_names_what_a_vllm_prm_lacks(tmp_path, capsys, monkeypatch):
 
 
 def test_check_rejects_an_unknown_backend_and_a_bad_option(tmp_path, capsys):
-    from test_command_line import builtin_config, one_line_error
-
     assert main(["check", str(builtin_config(tmp_path, **{"policies.backend": "vlm"}))]) == 2
-    assert "policies[0].backend: unknown policy backend 'vlm'; registered: [" in one_line_error(capsys)
+    assert "policies[0].backend: unknown policy backend 'vlm' (did you mean 'vllm'?); registered: [" in one_line_error(capsys)
     assert main(["check", str(builtin_config(tmp_path, **{"policies.options": {"reuse": True}}))]) == 2
     assert "policies[0].options.reuse: unknown key (did you mean 'reuse_kv'?)" in one_line_error(capsys)
 

@@ -29,8 +29,9 @@ def test_backends_benchmark_runs_the_transformers_backend(tmp_path, monkeypatch,
     for method in ("sampling N=2", "REBASE width 2"):
         row = next(line for line in out.splitlines() if line.startswith(f"| {method} | transformers |"))
         wall, tok_s, per_gen = (float(c) for c in row.split("|")[3:6])
-        # The wall time is printed to 0.1 s and a toy run may take less: only its sign is a fact.
-        assert wall >= 0 and tok_s > 0 and per_gen >= 1.0
+        # Wall time and tokens/s are the machine's, printed to 0.1 (either may print as 0.0): only their
+        # being numbers is a fact. Processed per generated token counts tokens, not time.
+        assert wall >= 0 and tok_s >= 0 and per_gen >= 1.0
 
 
 @pytest.mark.parametrize("name, args, summary", [

@@ -7,6 +7,8 @@ import yaml
 
 from experiments.cli import main
 from experiments.config import config_to_dict
+from support import make_config
+from treesearch.testing import tiny_llama
 
 
 def prm_fn(question, steps):
@@ -28,8 +30,6 @@ def test_python_m_experiments_help():
 
 
 def test_run_then_report(tmp_path, capsys, problems):
-    from test_sweep import make_config
-
     cfg = make_config(tmp_path, problems)
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(config_to_dict(cfg)))
@@ -62,8 +62,6 @@ def test_errors_are_one_line_with_status_2(tmp_path, capsys):
 
 
 def test_solve_prints_tree_and_votes(tmp_path, capsys, tokenizer):
-    from conftest import tiny_llama
-
     model_dir = tmp_path / "tiny"
     tiny_llama(len(tokenizer)).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
@@ -87,8 +85,6 @@ def problems(tmp_path_factory):
 
 def test_first_run_bad_inputs_are_one_line_with_the_fix(tmp_path, capsys, problems):
     """An output path that is a file, an empty dataset, a plain JSONL read as GSM8K, an empty question."""
-    from test_sweep import make_config
-
     def one_line(args) -> str:
         assert main(args) == 2
         out, err = capsys.readouterr()

@@ -7,57 +7,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import interruptible
 from experiments.cli import main
 from experiments.config import dump_config
 from experiments.records import load_dir
 from experiments.run_lock import DirectoryInUse, RunLock
+from support import (BUILTIN, N_RECORDS, builtin_config, child_env, comparable, interruptible, make_config,
+                     one_line_error, wait_for, write_problems)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def problems(tmp_path_factory) -> Path:
-    from test_sweep import write_problems
-
     return write_problems(tmp_path_factory.mktemp("data"))
-
-
-BUILTIN = ROOT / "experiments" / "builtin" / "checkpoints"
-
-
-def builtin_config(tmp_path: Path, **changes) -> Path:
-    """A tiny valid study on the committed built-in policy, with ``changes`` applied to its dict."""
-    data = {
-        "policies": [{"name": "small", "path": str(BUILTIN / "policy-small"), "step_format": "newline"}],
-        "methods": [{"name": "rebase", "algorithm": "rebase", "budgets": [2]}],
-        "prm": {"type": "builtin_oracle"},
-        "dataset": {"name": "builtin", "limit": 2, "grader": "exact"},
-        "limits": {"max_depth": 8, "max_step_tokens": 32, "max_solution_tokens": 200},
-        "output": str(tmp_path / "out"),
-    }
-    for key, value in changes.items():
-        section, _, field = key.partition(".")
-        if field:
-            target = data[section][0] if isinstance(data[section], list) else data[section]
-            target[field] = value
-        else:
-            data[section] = value
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def one_line_error(capsys) -> str:
-    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.strip()]
-    assert len(err) == 1, err
-    return err[0]
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -108,14 +74,13 @@ def test_a_second_run_into_the_same_directory_is_refused(tmp_path, capsys):
     config = builtin_config(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (out / ".lock").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename, "started": "now"}))
-        assert main(["run", str(config), "--no-progress"]) == 2
-        assert f"is in use by process {holder.pid}" in one_line_error(capsys)
-    finally:
-        holder.kill()
-        holder.wait()
+    with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE) as holder:
+        try:  # the holder lives until it is killed
+            (out / ".lock").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename, "started": "now"}))
+            assert main(["run", str(config), "--no-progress"]) == 2
+            assert f"is in use by process {holder.pid}" in one_line_error(capsys)
+        finally:
+            holder.kill()
     # Its process is gone now: the lock is stale and the next run takes it over, then releases it.
     assert main(["run", str(config), "--no-progress"]) == 0
     assert len(load_dir(out)) == 2 and not (out / ".lock").exists()
@@ -133,35 +98,24 @@ def test_run_lock_in_process(tmp_path):
 
 
 # ---- Ctrl-C and resume --------------------------------------------------------------------------
-def _wait_for(condition, limit: float = 120.0) -> None:
-    """Poll until ``condition()`` (an event the child signals); the limit only guards against a hang."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "the child process never got there"
-        time.sleep(0.02)
-
-
 def test_ctrl_c_stops_promptly_and_a_rerun_completes_exactly(tmp_path, problems):
-    from test_sweep import N_RECORDS, comparable, make_config
-
     from experiments.sweep import run_study
 
     reference = run_study(make_config(tmp_path / "ref", problems), progress=False)
     cfg = make_config(tmp_path, problems)
     config = tmp_path / "study.yaml"
     dump_config(cfg, config)
+    path = tmp_path / "out" / "records.jsonl"
     gate = tmp_path / "gate"
     gate.mkdir()
-    env = {**os.environ, "TEST_SWEEP_SLOW": "1", "TEST_SWEEP_GATE": str(gate),
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    (gate / "hold").touch()  # once some records are written, the run stops in a policy call: interrupted there
+    env = child_env(TEST_SWEEP_GATE=str(gate), TEST_SWEEP_RECORDS=str(path))
     proc = subprocess.Popen([sys.executable, "-m", "experiments", "run", str(config), "--no-progress"], env=env,
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=interruptible)
-    path = tmp_path / "out" / "records.jsonl"
-    try:  # once some records are written, hold the run inside a policy call and interrupt it there
-        _wait_for(lambda: path.exists() and path.stat().st_size > 0)
-        (gate / "hold").touch()
-        _wait_for(lambda: (gate / "held").exists())
+    try:
+        wait_for(lambda: (gate / "held").exists() or proc.poll() is not None)
+        assert proc.poll() is None, "the run ended before it was held"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -180,8 +134,6 @@ def test_ctrl_c_stops_promptly_and_a_rerun_completes_exactly(tmp_path, problems)
 
 
 def test_a_rerun_says_what_it_found(tmp_path, capsys, problems):
-    from test_sweep import N_RECORDS, make_config
-
     from experiments.sweep import run_study
 
     cfg = make_config(tmp_path, problems)

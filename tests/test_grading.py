@@ -4,6 +4,8 @@ from __future__ import annotations
 import builtins
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,8 +13,9 @@ import pytest
 
 from experiments import grading
 from experiments.grading import worker
-from experiments.grading import extract_answer, grade, is_equivalent, normalize_answer
+from experiments.grading import DEFAULT_TIMEOUT, extract_answer, grade, is_equivalent, normalize_answer
 
+ROOT = Path(__file__).resolve().parents[1]
 PAIRS = Path(__file__).parent / "data" / "grading_pairs.jsonl"
 
 
@@ -104,12 +107,26 @@ def test_extract_answer(text: str, expected: str | None) -> None:
     assert extract_answer(text) == expected
 
 
+N = 1_000_000
+ADVERSARIAL = [  # text a backtracking (superlinear) pattern would take hours on, and what each extracts
+    ("\\boxed{" * N, None),
+    ("The answer is a" + " " * N + "b", "a" + " " * N + "b"),
+    ("#### " + " \t" * N, None),
+    ("Final Answer" + " " * N + "x", None),
+    ("\\boxed{1} and " * (N // 5), "1"),
+    ("Answer:" + "\n" * N, None),
+]
+
+
 def test_extract_answer_is_linear_on_adversarial_text() -> None:
-    start = time.monotonic()
-    for text in ("\\boxed{" * 100_000, "The answer is a" + " " * 100_000 + "b", "#### " + " \t" * 100_000,
-                 "Final Answer" + " " * 100_000 + "x", "\\boxed{1} and " * 20_000, "Answer:" + "\n" * 100_000):
-        extract_answer(text)
-    assert time.monotonic() - start < 5
+    """Each text extracts what it should, in a child process. Linear extraction takes seconds on these
+    megabyte texts and a quadratic one hours: the child's time limit is a hang guard, not a benchmark."""
+    code = ("import json, sys\nfrom experiments.grading import extract_answer\n"
+            "print(json.dumps([extract_answer(t) for t in json.load(sys.stdin)]))")
+    out = subprocess.run([sys.executable, "-c", code], input=json.dumps([t for t, _ in ADVERSARIAL]),
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [answer for _, answer in ADVERSARIAL]
 
 
 @pytest.mark.parametrize("raw, normalized", [
@@ -215,14 +232,19 @@ INJECTIONS = [
 
 
 @pytest.mark.parametrize("attack", INJECTIONS, ids=[f"{i}-{a[:24]}" for i, a in enumerate(INJECTIONS)])
-def test_untrusted_answers_are_never_executed_and_return_fast(attack: str, tmp_path: Path) -> None:
+def test_untrusted_answers_are_never_executed_and_are_bounded(attack: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each grades as 'equal' only to itself, and any symbolic check it reaches is given the default time
+    limit (its sympy process is killed at that deadline): no answer makes the grader run unbounded."""
+    checks = _symbolic_checks(monkeypatch)
     marker = tmp_path / "x"
     text = attack.replace("{marker}", str(marker))
     for gold in ("1", "0", "9^{9^{9}}", "\\frac{1}{2}"):
         start = time.monotonic()
-        result = is_equivalent(text, gold)
-        assert isinstance(result, bool)
-        assert time.monotonic() - start < 2.0
+        assert is_equivalent(text, gold) is (text == gold)
+        end = time.monotonic()
+        assert all(start + DEFAULT_TIMEOUT <= deadline <= end + DEFAULT_TIMEOUT for deadline, _ in checks)
+        checks.clear()
         assert extract_answer(f"The answer is {text}") is not None or text == ""
     assert not marker.exists()
     assert is_equivalent("9**9**9", "1") is False
@@ -258,14 +280,34 @@ def test_worker_builds_sympy_without_eval(monkeypatch: pytest.MonkeyPatch) -> No
     assert worker.worker_check({"mode": "diff", "a": a, "b": grading.parse_math("x^2")}) is False
 
 
-def test_symbolic_timeout_counts_as_unequal_and_worker_recovers() -> None:
-    """A simplify that cannot finish in time is killed; the next check gets a fresh worker."""
+def _symbolic_checks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, bool | None]]:
+    """(deadline, verdict) of each symbolic check from now on, as the worker was asked and answered."""
+    checks: list[tuple[float, bool | None]] = []
+    real = worker.WORKER.check
+
+    def check(payload: dict, deadline: float) -> bool | None:
+        checks.append((deadline, real(payload, deadline)))
+        return checks[-1][1]
+
+    monkeypatch.setattr(worker.WORKER, "check", check)
+    return checks
+
+
+def test_symbolic_timeout_counts_as_unequal_and_worker_recovers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A simplify that cannot finish in time is killed at the grader's time limit and counts as not equal,
+    uncached; the next check gets a fresh worker."""
     slow_a, slow_b = "(x+1)^{1000}(x-1)^{1000}", "(x^2-1)^{1000}"  # equal, but far too slow to prove
-    is_equivalent("(x+1)^2", "x^2+2x+1")  # start the worker outside the timed part
+    assert is_equivalent("(x+1)^2", "x^2+2x+1", timeout=60) is True  # a worker is running
+    before, cached = worker.WORKER._proc, dict(worker._VERDICTS)
+    checks = _symbolic_checks(monkeypatch)
     start = time.monotonic()
     assert is_equivalent(slow_a, slow_b, timeout=0.3) is False
-    assert time.monotonic() - start < 3.0
-    assert is_equivalent("(a+1)^2", "a^2+2a+1") is True
+    end = time.monotonic()
+    [(deadline, verdict)] = checks
+    assert start + 0.3 <= deadline <= end + 0.3  # the check was given the time limit asked for ...
+    assert verdict is None and worker._VERDICTS == cached  # ... ran out of it, and nothing was cached;
+    assert before.returncode is not None and worker.WORKER._proc is not before  # its worker killed and replaced
+    assert is_equivalent("(a+1)^2", "a^2+2a+1", timeout=60) is True
 
 
 def test_a_timeout_is_not_cached_but_a_reached_verdict_is(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-import reward_models as rm
 from reward_models import Chain
-from test_reward_models import KINDS, checkpoints, make_prm, tok  # noqa: F401 (fixtures)
+from support import KINDS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-import torch
 
 from treesearch.algorithms import Rebase, Sampling
 from treesearch.backends import PolicySpec, load_policy
 from treesearch.protocols import ExpandRequest
 from treesearch.runner import Runner, SearchLimits
 from treesearch.step_format import StepFormat
-from treesearch.testing import ScriptedPRM
+from treesearch.testing import ScriptedPRM, tiny_llama
 
 QUESTIONS = ["12+3", "4*5-1", "99-9", "7*8"]
 CAP = 40
@@ -30,17 +29,13 @@ BACKENDS = ["transformers", pytest.param("vllm", marks=VLLM_MARKS), pytest.param
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
     """A 2-layer random Llama whose head size (64) every vLLM attention backend supports."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from treesearch.builtin.tokenizer import build_tokenizer
 
     tok = build_tokenizer()
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                      eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+    model = tiny_llama(len(tok), hidden=128, heads=2, kv_heads=2, max_position_embeddings=512, seed=0,
+                       eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
     path = tmp_path_factory.mktemp("conformance") / "tiny-llama"
-    LlamaForCausalLM(cfg).save_pretrained(path)
+    model.save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
 

@@ -3,7 +3,6 @@ requests, concurrency, affinity, faults, credentials and ``treesearch check``. T
 runs it against a real ``vllm serve`` (tests/test_policy_conformance.py, marked vllm)."""
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -12,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import interruptible
 from completions_stub import CompletionsStub
 from experiments.cli import main
+from support import interruptible, records
 from treesearch.algorithms import Rebase
 from treesearch.backends import PolicySpec, load_policy
 from treesearch.protocols import ExpandRequest
@@ -86,10 +85,11 @@ def test_a_request_is_the_node_the_width_the_cap_the_seed_and_the_ledger_is_the_
 
 
 def test_a_rounds_requests_go_out_together_bounded_by_max_concurrency(stubs, local):
-    stub = stubs(delay=0.2)
-    policy = remote(stub.url, max_concurrency=3)
+    stub = stubs()
+    stub.gather = 3  # the first requests are answered once 3 are in flight: only concurrent ones get there
+    policy = remote(stub.url, max_concurrency=3, timeout=120)
     policy.expand(requests(local, width=1) * 2)
-    assert 2 <= stub.peak <= 3
+    assert stub.peak == 3
     policy.close()
 
 
@@ -169,18 +169,6 @@ def study(tmp_path: Path, url: str, name: str = "out", **options) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def records(directory: Path) -> list[dict]:
-    """The records, less what depends on the server's state rather than on the study: wall time, and the
-    policy's processed tokens (the prompt tokens a server's prefix cache held depend on what it served
-    before and on the order concurrent requests arrived; the stub's KV store behaves the same way)."""
-    rows = [json.loads(ln) for f in sorted(directory.glob("records*.jsonl")) for ln in f.read_text().splitlines()]
-    for r in rows:
-        r.pop("wall_time")
-        for k in ("policy_processed_tokens", "full_flops"):
-            r["ledger"].pop(k)
-    return sorted(rows, key=lambda r: (r["problem_id"], r["budget"]))
 
 
 def one_line(capsys) -> str:

@@ -12,10 +12,7 @@ import pytest
 import reward_models as rm
 from reward_models import Chain, ContextLimitError
 from reward_models.testing import save_causal_lm
-import test_reward_models as shared
-
-KINDS = shared.KINDS
-checkpoints, make_prm, tok = shared.checkpoints, shared.make_prm, shared.tok  # fixtures
+from support import KINDS, pooling_double
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -123,8 +120,6 @@ def test_the_vllm_engines_max_model_len_lowers_the_limit(short_lm, tok, monkeypa
 
 def test_a_served_prm_refuses_before_sending_and_a_servers_own_refusal_is_one_line(short_lm, tok):
     pytest.importorskip("openai")
-    from test_prm_served import pooling_double
-
     from treesearch.serving import ServerError
 
     double = pooling_double(short_lm, "step_tag")

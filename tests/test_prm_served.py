@@ -1,9 +1,10 @@
 """Served PRMs (reward_models/served.py): an adapter's model behind a server scores as the in-process adapter.
 
-The default tests run against ``ServerDouble``, a test double in a thread that answers the few requests the
-served PRMs make (``/v1/models``, ``/pooling``, ``/v1/completions`` with ``prompt_logprobs``, a verifier's
-``POST``) from local transformers models: it checks the client (rows, alignment, heads, errors, retries,
-keys), not vLLM. The ``vllm``-marked tests at the end run against a real ``vllm serve``.
+The default tests run against ``ServerDouble`` (tests/support.py), a test double in a thread that answers
+the few requests the served PRMs make (``/v1/models``, ``/pooling``, ``/v1/completions`` with
+``prompt_logprobs``, a verifier's ``POST``) from local transformers models: it checks the client (rows,
+alignment, heads, errors, retries, keys), not vLLM. The ``vllm``-marked tests at the end run against a
+real ``vllm serve``.
 """
 from __future__ import annotations
 
@@ -11,18 +12,15 @@ import base64
 import importlib.util
 import json
 import shutil
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
 import pytest
-import torch
 
 from reward_models import load_prm
 from reward_models.registry import check_prm
 from reward_models.testing import build_tokenizer, save_causal_lm, save_qwen2_process_reward_model, save_value_head
 from reward_models.vllm_features import backbone_dir, backbone_module
+from support import ServerDouble, policy_double, pooling_double
 from treesearch.protocols import Chain
 
 pytest.importorskip("openai")
@@ -33,128 +31,6 @@ CHAINS = [Chain("1+2*3", ("Step 1: 2*3=6\n", "Step 2: 1+6=7\n", "The answer is: 
           Chain("9-4", ("Step 1: 9-4=5 ки\n", "The answer is: 5"))]
 KEY = "sk-test-SECRET-123"
 QWEN_PRM = dict(model_class="AutoModel", trust_remote_code=True)  # its tokenizer is passed in (see test_prm_vllm)
-
-
-# ---- the test double ---------------------------------------------------------------------------
-
-class ServerDouble:
-    """A local HTTP server in a thread answering what the served PRMs ask, from Python functions of token ids:
-    ``token_embed`` / ``token_classify`` (ids -> [T, D]), ``logprobs`` (ids -> [T - 1] log P(next id)),
-    ``verifier`` (question, steps -> scores). ``faults``: (status, body) answered to the next POSTs instead;
-    ``edit(path, answer)``: changes an answer before it is sent; ``key``: the Bearer key it wants."""
-
-    def __init__(self, name: str = "tiny", *, token_embed=None, token_classify=None, logprobs=None, verifier=None,
-                 key: str | None = None):
-        self.name, self.key = name, key
-        self.compute = {"token_embed": token_embed, "token_classify": token_classify}
-        self.logprobs, self.verifier = logprobs, verifier
-        self.faults: list[tuple[int, dict]] = []
-        self.edit = lambda path, answer: answer
-        self.posts: list[tuple[str, dict]] = []
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.root = f"http://127.0.0.1:{self.http.server_address[1]}"
-        self.url = f"{self.root}/v1"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
-
-    def answer(self, path: str, body: dict) -> dict:
-        if path == "/pooling":
-            rows = [np.asarray(self.compute[body["task"]](ids), dtype="<f4") for ids in body["input"]]
-            enc = (lambda a: base64.b64encode(a.tobytes()).decode()) if body.get("encoding_format") == "base64" \
-                else (lambda a: a.tolist())
-            return {"object": "list", "model": body["model"],
-                    "data": [{"index": i, "object": "pooling", "data": enc(a)} for i, a in enumerate(rows)]}
-        if path == "/v1/completions":
-            ids = body["prompt"]
-            lps = self.logprobs(ids)
-            prompt = [None] + [{str(t): {"logprob": float(lp), "rank": 1, "decoded_token": "?"}}
-                               for t, lp in zip(ids[1:], lps)]
-            return {"object": "text_completion", "model": body["model"],
-                    "choices": [{"index": 0, "text": "x", "finish_reason": "length", "prompt_logprobs": prompt}]}
-        if path == "/score":
-            chains = body["chains"]
-            return {"scores": [self.verifier(c["question"], c["steps"]) for c in chains],
-                    "processed_tokens": [len(c["question"]) + sum(map(len, c["steps"])) for c in chains]}
-        raise KeyError(path)
-
-    def _handler(self):
-        double = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def send(self, status: int, body: dict, headers: dict | None = None) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                for k, v in {"Content-Type": "application/json", **(headers or {})}.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def authorised(self) -> bool:
-                if double.key is None or self.headers.get("Authorization") == f"Bearer {double.key}":
-                    return True
-                self.send(401, {"error": {"message": "wrong key"}})
-                return False
-
-            def do_GET(self):
-                if not self.authorised():
-                    return
-                if self.path == "/v1/models":
-                    self.send(200, {"object": "list", "data": [{"id": double.name, "object": "model"}]})
-                else:
-                    self.send(404, {"error": {"message": f"no route {self.path}"}})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                double.posts.append((self.path, body))
-                if not self.authorised():
-                    return
-                if double.faults:
-                    status, answer = double.faults.pop(0)
-                    # Echoes what it was sent, the key included: messages must not repeat it.
-                    answer = json.loads(json.dumps(answer).replace("{auth}", self.headers.get("Authorization", "")))
-                    return self.send(status, answer, {"retry-after-ms": "1"})
-                try:
-                    answer = double.answer(self.path, body)
-                except KeyError:
-                    return self.send(404, {"error": {"message": f"no route {self.path}"}})
-                self.send(200, double.edit(self.path, answer))
-
-        return Handler
-
-
-def pooling_double(path: str, adapter: str, **kw) -> ServerDouble:
-    """Hidden states (or, for qwen_prm, the classifier's logits) of the checkpoint, loaded apart from the PRM."""
-    from transformers import AutoModel
-
-    model = AutoModel.from_pretrained(path, trust_remote_code=adapter == "qwen_prm", dtype=torch.float32).eval()
-
-    def run(ids):
-        with torch.inference_mode():
-            out = model(torch.tensor([ids]))
-        return (out.logits if adapter == "qwen_prm" else out.last_hidden_state)[0].numpy()
-
-    return ServerDouble(**{"token_classify" if adapter == "qwen_prm" else "token_embed": run}, **kw)
-
-
-def policy_double(path: str, **kw) -> ServerDouble:
-    """A generate server's prompt log-probabilities: log P(id t+1 | ids 0..t) of the causal LM."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-
-    def logprobs(ids):
-        with torch.inference_mode():
-            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
-        return logp[:-1].gather(-1, torch.tensor(ids[1:])[:, None])[:, 0].tolist()
-
-    return ServerDouble(logprobs=logprobs, **kw)
 
 
 SAVES = {

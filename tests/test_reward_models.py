@@ -10,14 +10,11 @@ import torch
 import reward_models as rm
 from reward_models import Chain, ChainScores, ProcessRewardModel
 from reward_models.base import Encoding, ModelPRM, encode_chain
-from reward_models.testing import (ARCHS, build_tokenizer, save_causal_lm, save_qwen2_process_reward_model,
-                                   save_sequence_classifier, save_token_classifier, save_value_head)
-
-
+from reward_models.testing import ARCHS, build_tokenizer, save_causal_lm, save_qwen2_process_reward_model
+from support import KINDS
+from treesearch.testing import tiny_llama
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-KINDS = ("step_tag", "llemma", "llemma2", "classification", "value_head", "outcome", "self_score")
 
 # No chain is a prefix of another (prefix coverage is tested on its own).
 # Steps with the tag's characters, the separator text, '+'/'-' and newlines inside them.
@@ -29,53 +26,6 @@ CHAINS = [
     Chain("Compute 7-4.", ("Step 1: a ки b", "Step 2: + - ки!")),
     Chain("A much longer question to make padding matter: what is 12*12?", ("Step 1: 12*12=144\n", "")),
 ]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer(chat_template=True)
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory, tok):
-    """(kind, arch) -> checkpoint directory, built on first use."""
-    root = tmp_path_factory.mktemp("prms")
-    made: dict[tuple[str, str], str] = {}
-
-    def get(kind: str, arch: str) -> str:
-        if (kind, arch) not in made:
-            d = str(root / f"{kind}_{arch}")
-            if kind in ("step_tag", "llemma", "self_score"):
-                d = get("lm", arch) if kind != "lm" else save_causal_lm(d, arch, tok, seed=1)
-            elif kind == "lm":
-                d = save_causal_lm(d, arch, tok, seed=1)
-            elif kind == "llemma2":
-                d = save_causal_lm(d, arch, tok, seed=2, head_rows=2)
-            elif kind == "classification":
-                d = save_token_classifier(d, arch, tok, seed=3)
-            elif kind == "outcome":
-                d = save_sequence_classifier(d, arch, tok, seed=4)
-            elif kind == "value_head":
-                d = save_value_head(d, arch, tok, seed=5)
-            made[(kind, arch)] = d
-        return made[(kind, arch)]
-
-    return get
-
-
-@pytest.fixture(scope="module")
-def make_prm(checkpoints, tok):
-    def make(kind: str, arch: str = "llama", **kw) -> ModelPRM:
-        if kind == "likelihood":  # the LM of the tests' checkpoints under a fixed head, chained by product
-            kw.setdefault("head", rm.LikelihoodHead(weight=(0.5, 0.3), bias=0.1))
-        path = checkpoints("lm" if kind == "likelihood" else kind, arch)
-        if arch == "qwen2":  # transformers maps model_type qwen2 to its own tokenizer class; keep ours
-            kw.setdefault("tokenizer", tok)
-        kind = "llemma" if kind == "llemma2" else kind
-        kw.setdefault("dtype", "float32")
-        return rm.load_prm(kind, path=path, **kw)
-
-    return make
 
 
 def _close(a: list[ChainScores], b: list[ChainScores], tol: float = 1e-5) -> None:
@@ -402,10 +352,7 @@ def test_value_head_round_trip(tmp_path, checkpoints):
 
 
 def test_adapters_accept_built_models(tok):
-    from reward_models.testing import tiny_config
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_config(tiny_config("llama", tok))
+    model = tiny_llama(len(tok), hidden=32)  # reward_models.testing.tiny_config("llama", tok)'s sizes
     prm = rm.StepTagPRM(model=model, tokenizer=tok)
     assert len(prm.score([CHAINS[3]])[0].scores) == 5
     tables = model.get_input_embeddings().weight.numel() + model.get_output_embeddings().weight.numel()  # untied

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_policy_openai import records  # the records less what depends on a server's state
+from support import records  # the records less what depends on a server's state
 
 pytestmark = [pytest.mark.vllm, pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
                                                    reason="vllm not installed")]

@@ -6,7 +6,7 @@ import pytest
 from experiments.cli import main
 from experiments.records import load_dir
 from experiments.plan import parse_shard
-from test_command_line import builtin_config, one_line_error
+from support import builtin_config, one_line_error
 
 
 def _keyed(records):

@@ -2,84 +2,28 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
-import time
-import warnings
-import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-from experiments.config import (ConfigError, DatasetConfig, FieldMap, MethodConfig, PolicyConfig, StudyConfig,
-                                dump_config, load_config)
+from experiments.config import ConfigError, MethodConfig, PolicyConfig, StudyConfig, dump_config, load_config
 from experiments.records import Derivation, Record, RecordsError, RecordsWarning, RecordWriter, load_dir, read_records
-from treesearch.protocols import ChainScores
+from support import N_RECORDS, child_env, comparable, make_config, scripted_steps, wait_for, write_problems
 from treesearch.step_format import StepFormat
 from treesearch.testing import ScriptedPolicy, ScriptedPRM
 from treesearch.voting import normalized_equal
 from treesearch.work import complete, expand
 
 ROOT = Path(__file__).resolve().parents[1]
-_LIVE: list[weakref.ref] = []
 
 
-# ---- scripted backends, named in configs as "test_sweep:..." -----------------------------
-def _script(question: str, steps: tuple[str, ...], k: int, seed: int) -> str:
-    """Two steps, then an answer in {0, 1, 2}; every choice depends on the request seed."""
-    if len(steps) >= 2:
-        return f"The answer is {(seed >> 7) % 3}"
-    return f"Step {len(steps) + 1} {seed % 97}"
-
-
-class _SlowPolicy(ScriptedPolicy):
-    """Paced, so a test can kill the process mid-run; with TEST_SWEEP_GATE=DIR it also stops while
-    DIR/hold exists, after writing DIR/held (the test interrupts it there: no race with the clock)."""
-
-    def expand(self, requests):
-        time.sleep(0.05)
-        gate = os.environ.get("TEST_SWEEP_GATE")
-        if gate and os.path.exists(os.path.join(gate, "hold")):
-            open(os.path.join(gate, "held"), "w").close()
-            while os.path.exists(os.path.join(gate, "hold")):
-                time.sleep(0.05)
-        return super().expand(requests)
-
-
-def scripted_policy(cfg: PolicyConfig) -> ScriptedPolicy:
-    """A policy backend factory; fails if an earlier policy is still alive (one model at a time)."""
-    assert all(ref() is None for ref in _LIVE), "the previous policy was not freed before loading the next"
-    cls = _SlowPolicy if os.environ.get("TEST_SWEEP_SLOW") else ScriptedPolicy
-    policy = cls(_script, step_format=StepFormat.preset("newline"), num_parameters=int(cfg.num_parameters))
-    _LIVE.append(weakref.ref(policy))
-    return policy
-
-
-@dataclass
-class CachingPRM(ScriptedPRM):
-    """Like a model PRM with a score cache: a chain scored before costs no tokens. So a record's PRM
-    token count depends on what ran before it in the process, unless the sweep resets the cache."""
-
-    cache: set = field(default_factory=set)
-
-    def score(self, chains):
-        out = []
-        for c, r in zip(chains, super().score(chains)):
-            key = (c.question, tuple(c.steps))
-            out.append(ChainScores(r.scores, processed_tokens=0 if key in self.cache else r.processed_tokens))
-            self.cache.add(key)
-        return out
-
-
-def scripted_prm(**_: object) -> ScriptedPRM:
-    return CachingPRM(lambda q, steps: (sum(map(ord, steps[-1])) % 10) / 10, num_parameters=100)
-
-
+# ---- scripted backends only these tests name, as "test_sweep:..." (make_config names support's) ------
 def other_prm(**_: object) -> ScriptedPRM:
     return ScriptedPRM(lambda q, steps: 0.5, num_parameters=7)
 
@@ -104,37 +48,6 @@ def problems(tmp_path_factory) -> Path:
     return write_problems(tmp_path_factory.mktemp("data"))
 
 
-def write_problems(directory: Path) -> Path:
-    """The 7 scripted problems every sweep test runs on."""
-    data = directory / "problems.jsonl"
-    data.write_text("".join(json.dumps({"id": f"p{i}", "question": f"question {i}", "answer": str(i % 3),
-                                        "level": 1 + i % 2}) + "\n" for i in range(7)))
-    return data
-
-
-def make_config(tmp_path: Path, data: Path, **kw) -> StudyConfig:
-    backend = "test_sweep:scripted_policy"
-    return StudyConfig(
-        policies=[PolicyConfig("small", backend=backend, num_parameters=1000),
-                  PolicyConfig("large", backend=backend, num_parameters=5000)],
-        prm={"type": "test_sweep:scripted_prm"},
-        dataset=DatasetConfig(name=str(data), fields=FieldMap(id="id", level="level"), grader="exact"),
-        methods=[MethodConfig("greedy", "greedy"),
-                 MethodConfig("sampling", "sampling", budgets=[1, 2, 4], subsample=True),
-                 MethodConfig("rebase", "rebase", params={"temperature": 0.1}, budgets=[2, 4]),
-                 MethodConfig("mcts", "mcts", params={"width": 2}, budgets=[3], budget_params={3: {"root_width": 2}})],
-        seeds=[0, 1], problems_per_chunk=2, output=str(tmp_path / "out"), **kw)
-
-
-def comparable(directory: Path) -> list[str]:
-    """Records without wall time (the only field that may differ between equal runs), sorted."""
-    out = []
-    for r in load_dir(directory):
-        r = {k: v for k, v in r.to_json().items() if k != "wall_time"}
-        out.append(json.dumps(r, sort_keys=True))
-    return sorted(out)
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, problems) -> tuple[Path, StudyConfig]:
     """One uninterrupted single-process run every other run is compared with."""
@@ -143,9 +56,6 @@ def reference(tmp_path_factory, problems) -> tuple[Path, StudyConfig]:
     tmp = tmp_path_factory.mktemp("reference")
     cfg = make_config(tmp, problems)
     return run_study(cfg, progress=False), cfg
-
-
-N_RECORDS = 7 * 2 * 2 * (1 + 3 + 2 + 1)  # problems x policies x seeds x budgets of all methods
 
 
 # ---- tests ---------------------------------------------------------------------------------
@@ -228,19 +138,22 @@ def test_sigkill_then_resume_equals_uninterrupted(reference, problems, tmp_path)
     cfg = make_config(tmp_path, problems)
     config = tmp_path / "study.yaml"
     dump_config(cfg, config)
-    env = {**os.environ, "TEST_SWEEP_SLOW": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    path = tmp_path / "out" / "records.jsonl"
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (gate / "hold").touch()  # once some records are written, the run stops in a policy call: killed there
+    env = child_env(TEST_SWEEP_GATE=str(gate), TEST_SWEEP_RECORDS=str(path))
     proc = subprocess.Popen([sys.executable, "-m", "experiments", "run", str(config), "--no-progress"],
                             env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    path = tmp_path / "out" / "records.jsonl"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (path.exists() and path.stat().st_size > 0):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    with warnings.catch_warnings():  # the kill may or may not have torn a line
-        warnings.simplefilter("ignore", RecordsWarning)
-        killed = len(read_records(path))
+    try:
+        wait_for(lambda: (gate / "held").exists() or proc.poll() is not None)
+        assert proc.poll() is None, "the run ended before it was held"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    killed = len(read_records(path))  # killed between chunks: no torn line
     assert 0 < killed < N_RECORDS
     run_study(cfg, progress=False)
     assert len(path.read_text().splitlines()) == N_RECORDS
@@ -297,7 +210,7 @@ def test_a_method_can_have_its_own_verifier_and_policies(reference, problems, tm
     assert all(r.ledger.prm_params == 7 for r in mine)
     study = [r for r in recs if r.method == "rebase"]
     assert {r.model for r in study} == {"small", "large"}
-    assert all(r.verifier == {"type": "test_sweep:scripted_prm"} and r.ledger.prm_params == 100 for r in study)
+    assert all(r.verifier == {"type": "support:scripted_prm"} and r.ledger.prm_params == 100 for r in study)
     # The study's own records are those of the reference run (the extra method changes nothing).
     ref = {r.key: r.candidates for r in load_dir(out) if r.method == "rebase"}
     assert all(ref[r.key] == r.candidates for r in study)
@@ -326,7 +239,7 @@ _OPENED: list[list[bool]] = []  # one [closed] flag per policy the factory below
 def closing_policy(cfg: PolicyConfig) -> ScriptedPolicy:
     """A backend whose policy holds an engine: the previous one must be closed before the next loads."""
     assert all(closed for closed, in _OPENED), "the previous policy's engine was not closed"
-    policy = ScriptedPolicy(_script, step_format=StepFormat.preset("newline"), num_parameters=int(cfg.num_parameters))
+    policy = ScriptedPolicy(scripted_steps, step_format=StepFormat.preset("newline"), num_parameters=int(cfg.num_parameters))
     flag = [False]
     policy.close = lambda: flag.__setitem__(0, True)
     _OPENED.append(flag)
@@ -411,9 +324,8 @@ def test_two_processes_give_the_same_records(reference, problems, tmp_path):
     config = tmp_path / "study.yaml"
     dump_config(cfg, config)
     port = str(_free_port())
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
-           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = child_env(WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                    OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     procs = [subprocess.Popen([sys.executable, "-m", "experiments", "run", str(config), "--no-progress"],
                               env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

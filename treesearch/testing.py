@@ -1,8 +1,8 @@
-"""A scripted policy and PRM: deterministic stand-ins for models, for tests and docs."""
+"""A scripted policy and PRM: deterministic stand-ins for models, for tests and docs; and a tiny random Llama."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .protocols import Chain, ChainScores, ExpandOutput, ExpandRequest, StepSample
 from .step_format import StepFormat
@@ -82,6 +82,24 @@ def depth_script(answer_at: int, finished: Callable[[int], bool] = lambda k: Fal
             return f"The answer is {k}"
         return f"Step {d} {k}"
     return script
+
+
+def tiny_llama(vocab_size: int, *, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
+               intermediate: int | None = None, max_position_embeddings: int = 1024, pad_token_id: int = 0,
+               bos_token_id: int = 1, eos_token_id: int = 2, seed: int = 0, **config: Any):
+    """A randomly initialised ``LlamaForCausalLM`` at toy size, in eval mode: the one tiny-Llama builder
+    of the tests (and of ``reward_models.testing``). Its weights depend only on the arguments: the global
+    torch seed is set to ``seed`` just before the model is built. ``intermediate`` defaults to
+    ``2 * hidden``; ``config`` goes to ``LlamaConfig`` as is (e.g. ``tie_word_embeddings``)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate or 2 * hidden,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                      max_position_embeddings=max_position_embeddings, pad_token_id=pad_token_id,
+                      bos_token_id=bos_token_id, eos_token_id=eos_token_id, **config)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg).eval()
 
 
 def _ids(text: str) -> tuple[int, ...]:
