@@ -18,6 +18,8 @@ score cache and the prefix KV store live in :mod:`reward_models.batching`, once.
 """
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
@@ -25,6 +27,7 @@ from typing import Sequence
 
 import torch
 
+from treesearch.config_mapping import from_plain
 from treesearch.devices import resolve_device, resolve_dtype
 from treesearch.kv_cache import PrefixKVStore, forward_with_cache
 from treesearch.ledger import non_embedding_parameters
@@ -171,6 +174,22 @@ class CheckpointPRM(ModelPRM):
                          incremental=spec.incremental, kv_cache_bytes=spec.kv_cache_bytes)
         self.num_parameters = self.count_parameters()
         self.context_limit = spec.max_positions or config_context_limit(getattr(self.model, "config", None))
+
+    @classmethod
+    def check_options(cls, **options) -> None:
+        """What ``treesearch check`` can tell of a config's options before loading (a registration's
+        ``check``): each is a keyword of an ``__init__`` in the class's line or a typed :class:`PRMSpec`
+        field. ValueError ``KEY: why``, naming the closest option for a typo."""
+        own = {name for c in cls.__mro__ if c is not ModelPRM and "__init__" in vars(c)
+               for name, p in inspect.signature(vars(c)["__init__"]).parameters.items()
+               if name != "self" and p.kind is not p.VAR_KEYWORD}
+        loads = {f.name for f in fields(PRMSpec)}
+        for key in options:
+            if key not in own | loads:
+                close = difflib.get_close_matches(key, sorted(own | loads), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(own | loads))}"
+                raise ValueError(f"{key}: unknown option of {cls.__name__} ({hint})")
+        from_plain(PRMSpec, {k: v for k, v in options.items() if k in loads and k not in own}, "", "")
 
     def load(self, spec: PRMSpec, model: torch.nn.Module | None, tokenizer):
         """(model on its device in eval mode, tokenizer, device)."""

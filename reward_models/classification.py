@@ -77,7 +77,7 @@ class ClassificationPRM(CheckpointPRM):
         return torch.softmax(feats.float(), dim=-1)[:, self.positive_label]
 
 
-@register_prm("classification")
-@register_prm("qwen_prm")
+@register_prm("classification", check=ClassificationPRM.check_options)
+@register_prm("qwen_prm", check=ClassificationPRM.check_options)
 def _classification(**kwargs) -> ClassificationPRM:
     return ClassificationPRM(**kwargs)

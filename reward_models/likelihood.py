@@ -109,6 +109,6 @@ class LikelihoodPRM(SelfScorePRM):
         self.likelihood_head.save(directory)
 
 
-@register_prm("likelihood")
+@register_prm("likelihood", check=LikelihoodPRM.check_options)
 def _likelihood(**kwargs) -> LikelihoodPRM:
     return LikelihoodPRM(**kwargs)

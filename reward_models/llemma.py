@@ -89,6 +89,6 @@ def _read_head(path: str, name: str = "lm_head") -> tuple[torch.Tensor | None, t
     return found.get(wanted[0]), found.get(wanted[1])
 
 
-@register_prm("llemma")
+@register_prm("llemma", check=LlemmaPRM.check_options)
 def _llemma(**kwargs) -> LlemmaPRM:
     return LlemmaPRM(**kwargs)

@@ -15,12 +15,15 @@ right-verdict flips of ``flip="both"`` at the same rate and seed.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
+import typing
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from treesearch.builtin.task import on_gold_path
+from treesearch.config_mapping import from_plain
 from treesearch.imports import import_path
 from treesearch.protocols import Chain, ChainScores
 
@@ -99,19 +102,33 @@ def _resolve(check: Checker | str) -> Checker:
     return import_path(check)
 
 
-@register_prm("checker")
+def _check_options(**options) -> None:
+    """Each option is a typed field of :class:`CheckerPRM` (``check`` is the checker entry's own, an import path)."""
+    hints = typing.get_type_hints(CheckerPRM)
+    for key, value in options.items():
+        if key not in hints or (key == "check" and not isinstance(value, str)):
+            close = difflib.get_close_matches(key, sorted(hints), n=1)
+            raise ValueError(f"{key}: unknown option of the checker PRMs"
+                             + (f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(sorted(hints))}"))
+        if key != "check":
+            from_plain(hints[key], value, key, "")
+    if options.get("flip", "both") not in FLIPS:
+        raise ValueError(f"flip: one of {', '.join(FLIPS)}, got {options['flip']!r}")
+
+
+@register_prm("checker", check=_check_options)
 def _checker(check: Checker | str, **kwargs) -> CheckerPRM:
     """Any step checker, e.g. ``{"type": "checker", "check": "my_task:verify_steps"}``."""
     return CheckerPRM(_resolve(check), **kwargs)
 
 
-@register_prm("builtin_oracle", reference=lambda **_: Reference(0.0))
+@register_prm("builtin_oracle", check=_check_options, reference=lambda **_: Reference(0.0))
 def _builtin_oracle(**kwargs) -> CheckerPRM:
     """The built-in task's exact checker (``treesearch.builtin.task.on_gold_path``): the ceiling of any verifier."""
     return CheckerPRM(on_gold_path, **kwargs)
 
 
-@register_prm("noisy_oracle", reference=lambda flip_rate=NOISY_FLIP_RATE, flip="both", **_: Reference(flip_rate, flip))
+@register_prm("noisy_oracle", check=_check_options, reference=lambda flip_rate=NOISY_FLIP_RATE, flip="both", **_: Reference(flip_rate, flip))
 def _noisy_oracle(flip_rate: float = NOISY_FLIP_RATE, **kwargs) -> CheckerPRM:
     """The built-in checker with each step's verdict flipped with probability ``flip_rate``
     (only right verdicts with ``flip="right"``)."""

@@ -56,7 +56,7 @@ class OutcomeRM(CheckpointPRM):
         return torch.softmax(logits, dim=-1)[:, self.positive_label]
 
 
-@register_prm("outcome")
-@register_prm("orm")
+@register_prm("outcome", check=OutcomeRM.check_options)
+@register_prm("orm", check=OutcomeRM.check_options)
 def _outcome(**kwargs) -> OutcomeRM:
     return OutcomeRM(**kwargs)

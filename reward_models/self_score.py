@@ -64,6 +64,6 @@ class SelfScorePRM(CheckpointPRM):
         return torch.exp(step_values)
 
 
-@register_prm("self_score")
+@register_prm("self_score", check=SelfScorePRM.check_options)
 def _self_score(**kwargs) -> SelfScorePRM:
     return SelfScorePRM(**kwargs)

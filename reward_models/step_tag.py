@@ -66,7 +66,7 @@ class StepTagPRM(TaggedLMPRM):
         return torch.softmax(logits, dim=-1)[:, 0]
 
 
-@register_prm("step_tag")
-@register_prm("math_shepherd")
+@register_prm("step_tag", check=StepTagPRM.check_options)
+@register_prm("math_shepherd", check=StepTagPRM.check_options)
 def _step_tag(**kwargs) -> StepTagPRM:
     return StepTagPRM(**kwargs)

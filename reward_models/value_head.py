@@ -152,6 +152,6 @@ class ValueHeadPRM(CheckpointPRM):
         return torch.sigmoid(step_values)
 
 
-@register_prm("value_head")
+@register_prm("value_head", check=ValueHeadPRM.check_options)
 def _value_head(**kwargs) -> ValueHeadPRM:
     return ValueHeadPRM(**kwargs)

@@ -33,6 +33,10 @@ def problems(tmp_path_factory) -> Path:
     ({"prm": {"type": "nosuchmodule:make"}}, "prm.type: cannot import 'nosuchmodule'"),
     ({"prm": {"type": "callable", "fn": "treesearch.builtin.task:no_such_fn"}}, "prm.fn: "),
     ({"prm": {"type": "likelihood", "path": "/no/prm"}}, "prm.path: no such file or directory '/no/prm'"),
+    ({"prm": {"type": "likelihood", "path": str(BUILTIN / "prm"), "max_batch_token": 5}},
+     "prm.max_batch_token: unknown option of LikelihoodPRM (did you mean 'max_batch_tokens'?)"),
+    ({"prm": {"type": "likelihood", "path": str(BUILTIN / "prm"), "max_batch_tokens": "many"}},
+     "prm.max_batch_tokens: expected "),
     ({"policies.backend": "nosuchpkg.mod:factory"}, "policies[0].backend: cannot import 'nosuchpkg.mod'"),
     ({"dataset": {"name": "nosuchset"}}, "dataset.name: 'nosuchset' is neither a registered dataset (builtin, gsm8k, "
                                          "math500), an import path 'pkg.mod:loader' nor a file"),

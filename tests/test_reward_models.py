@@ -396,3 +396,20 @@ def test_self_score_mirrors_the_policy_prompt(make_prm, tok):
     assert tok.decode(plain.encode(chain).input_ids) == "<s>Q?\nStep one.\n\nStep two.\n\n"
     assert tok.decode(chat.encode(chain).input_ids) == "<|system|>Be brief.\n<|user|>Q?\nStep one.\n\nStep two.\n\n"
     assert len(chat.score([chain])[0].scores) == 2
+
+
+def test_check_names_a_bad_option_before_anything_loads():
+    """Each registration's check types the options without building the PRM (no path needs to exist)."""
+    from reward_models.registry import check_prm
+
+    check_prm({"type": "value_head", "path": "/not/read", "max_batch_tokens": 512, "incremental": False})
+    check_prm({"type": "noisy_oracle", "flip_rate": 0.3, "flip": "right"})
+    for spec, message in [
+        ({"type": "value_head", "max_batch_token": 5}, "max_batch_token: unknown option of ValueHeadPRM (did you mean"),
+        ({"type": "step_tag", "incremental": "yes"}, "incremental: expected true or false, got str 'yes'"),
+        ({"type": "likelihood", "prompt_templat": "{question}"}, "prompt_templat: unknown option of LikelihoodPRM"),
+        ({"type": "noisy_oracle", "flip_rat": 0.3}, "flip_rat: unknown option of the checker PRMs (did you mean"),
+        ({"type": "noisy_oracle", "flip": "left"}, "flip: one of both, right"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            check_prm(spec)
