@@ -58,6 +58,10 @@ def main() -> None:
         print(f"{name}: {results[name][1] * 1e3:.3f} ms per pair")
     if "math_verify" in graders:
         print(f"time ratio math_verify / ours: {results['math_verify'][1] / results['ours'][1]:.1f}x")
+    from experiments.grading.kinds import agreement, format_agreement, load_cases
+
+    print("\nours on the hand-written cases per kind (tests/data/grading_kinds.jsonl, each under its policy):")
+    print(format_agreement(agreement(load_cases())))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,13 @@ reward models, the grader) happen only here, and only when something is built.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 from treesearch.algorithms import make_algorithm
 
 from .config import AUTO, ConfigError, DatasetConfig, MethodConfig, PolicyConfig, PRMConfig, StudyConfig
+from .grading.policy import GradingPolicy
 
 Grader = Callable[[str, str], bool]
 
@@ -106,8 +108,15 @@ def grader_of(d: DatasetConfig) -> Grader:
     from .graders import make_grader
 
     if callable(d.grader):
-        return d.grader
-    try:
-        return make_grader(default_grader(d.name) if d.grader == AUTO else d.grader)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+        grader = d.grader
+    else:
+        try:
+            grader = make_grader(default_grader(d.name) if d.grader == AUTO else d.grader)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    if d.grading is None or d.grading == GradingPolicy():
+        return grader
+    from .grading import grade
+    if grader is not grade:
+        raise ConfigError(f"dataset.grading: a grading policy applies to the math grader, not {d.grader!r}")
+    return functools.partial(grade, policy=d.grading)

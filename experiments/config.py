@@ -24,6 +24,8 @@ from treesearch.runner import SearchLimits
 from treesearch.step_format import PRESETS
 from treesearch.voting import AGGREGATIONS, RULES
 
+from .grading.policy import GradingPolicy
+
 
 DTYPES = ("float32", "float16", "bfloat16", "auto")
 AUTO = "auto"
@@ -83,6 +85,8 @@ class DatasetConfig:
     symbolic grader), "exact" (normalized string equality), "auto" (the grader the named
     dataset registers: exact for the built-in task; math for the others and for paths),
     "math_verify" (the optional Math-Verify, for cross-checks) or an import path ``pkg.mod:fn``.
+    ``grading`` (a mapping: ``decimal_comma``, ``ordered_lists``; docs/grading.md) sets the math
+    grader's policy for answers whose spelling leaves the meaning open.
     """
 
     name: str = "math500"
@@ -92,6 +96,7 @@ class DatasetConfig:
     shuffle_seed: int | None = None
     grader: str = AUTO
     options: dict[str, Any] = field(default_factory=dict)  # built-in task: n (default 500), levels
+    grading: GradingPolicy | None = None  # the math grader's policy (decimal_comma, ordered_lists); None: the default
 
 
 @dataclass

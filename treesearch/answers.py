@@ -27,7 +27,8 @@ from typing import Callable, Iterator
 MARKERS = ("answer_is", "final_answer", "boxed", "hashes")
 
 _ANSWER_IS = re.compile(r"[Tt]he (?:final )?answer is:?[ \t]*([^\n]*)")
-_FINAL_ANSWER = re.compile(r"(?<![A-Za-z])(?:[Ff]inal [Aa]nswer|Answer)(?:\*\*)?[ \t]*:(?:\*\*)?[ \t]*([^\n]*)")
+_FINAL_ANSWER = re.compile(r"(?<![A-Za-z])(?:[Ff]inal [Aa]nswer|Answer)(?:\*\*)?[ \t]*(?::(?:\*\*)?|(?=\$|\\[\[(]))"
+                           r"[ \t]*([^\n]*)")
 _HASHES = re.compile(r"####[ \t]*([^\n]*)")
 _BOXED = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _BARE_TOKEN = re.compile(r"[ ]+([^\s$]+)")
@@ -110,9 +111,50 @@ def strip_math_delimiters(s: str) -> str:
     return s
 
 
+_MATH = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]")
+_IS = re.compile(r"\s(?:is|are|equals)\s")
+_LEADING_NUMBER = re.compile(r"\s*(?:about\s+|approximately\s+)?(-?[0-9][0-9,]*(?:\.[0-9]+)?)")
+_WORDS = re.compile(r"(?<![a-zA-Z\\])[a-zA-Z]{3,}")
+_MAX_PROSE = 2000
+
+
+def _math_segments(text: str) -> list[str]:
+    return [next(g for g in m.groups() if g is not None).strip() for m in _MATH.finditer(text)]
+
+
+def _prose_answer(answer: str, last_number: bool = False) -> str | None:
+    """The answer a sentence states ('The smallest $k$ is 12.' -> '12', 'So $y \\le 4$ is the
+    solution.' -> 'y \\le 4'): after its first 'is', the first math or a leading number; else its last
+    math; with ``last_number``, else its last number. None when the sentence states none."""
+    answer = answer[-_MAX_PROSE:]
+    is_ = _IS.search(answer)
+    if is_:
+        after = answer[is_.end():]
+        math = _math_segments(after)
+        if math:
+            return math[0]
+        number = _LEADING_NUMBER.match(after)
+        if number:
+            return number.group(1).rstrip(",")
+    math = _math_segments(answer)
+    if math:
+        return math[-1]
+    numbers = re.findall(r"-?[0-9]+(?:\.[0-9]+)?", answer) if last_number else []
+    return numbers[-1] if numbers else None
+
+
+def _has_prose(answer: str) -> bool:
+    """Words outside math, \\text{} and commands: a sentence, not an answer."""
+    bare = re.sub(r"\\text\{[^{}]*\}", " ", _MATH.sub(" ", answer))
+    return len(_WORDS.findall(bare)) >= 2
+
+
 def _clean(answer: str) -> str:
-    """Drop the step tag 'ки', a Minerva ending, sentence-final periods and enclosing delimiters."""
+    """Drop the step tag 'ки', a Minerva ending, sentence-final periods and enclosing delimiters; a
+    sentence gives the answer it states ('The smallest $k$ is 12.' -> '12')."""
     answer = answer.strip()
+    if _has_prose(answer):
+        answer = _prose_answer(answer) or answer
     if answer.endswith("ки"):
         answer = answer[:-2].rstrip()
     answer = answer.rstrip(". \t")
@@ -154,8 +196,21 @@ def check_markers(markers: tuple[str, ...]) -> None:
         raise ValueError(f"unknown answer marker(s) {unknown}; choose from {MARKERS}")
 
 
-def extract_answer(text: str | None, markers: tuple[str, ...] = MARKERS) -> str | None:
-    """The final answer ``text`` states with any of ``markers`` (the last one wins), else None."""
+def last_sentence_answer(text: str) -> str | None:
+    """The answer the last sentence of ``text`` states, without a marker: after its first 'is', the
+    first math or number; else its last math; else its last number (None if it has neither)."""
+    lines = [line for line in text[-_MAX_PROSE:].splitlines() if line.strip()]
+    if not lines:
+        return None
+    sentences = [p for p in re.split(r"(?<=[.!?])\s+(?=[A-Z\\$])", lines[-1]) if p.strip()]
+    found = _prose_answer(sentences[-1], last_number=True) if sentences else None
+    return _clean(found) if found else None
+
+
+def extract_answer(text: str | None, markers: tuple[str, ...] = MARKERS, last_sentence: bool = False) -> str | None:
+    """The final answer ``text`` states with any of ``markers`` (the last one wins), else None; with
+    ``last_sentence`` (the grader's reading of a whole solution), a text without a marker answers
+    what its last sentence states (``last_sentence_answer``)."""
     if not text:
         return None
     best: tuple[int, str] | None = None
@@ -163,4 +218,6 @@ def extract_answer(text: str | None, markers: tuple[str, ...] = MARKERS) -> str 
         for pos, answer in _FINDERS[kind](text):
             if answer and (best is None or pos >= best[0]):
                 best = (pos, answer)
+    if best is None and last_sentence:
+        return last_sentence_answer(text)
     return best[1] if best else None

@@ -14,15 +14,16 @@ from fractions import Fraction
 from typing import Any
 
 from .evaluate import REL_TOL, Ast, EvalError, NotRational, approx, close, exact, has_decimal, probe
-from .normalize import MAX_INPUT_CHARS, normalize_answer
+from .normalize import MAX_INPUT_CHARS, normalize_answer, split_top
 from .parser import ParseError, free_symbols, has, parse_math
-from .structure import Node, Seq, structure, vector
+from .policy import DEFAULT_POLICY, GradingPolicy
+from .structure import Node, structure, vector
 from .worker import symbolic_equal
 
 DEFAULT_TIMEOUT = 1.0
 
 
-def nodes_equal(a: Node, b: Node, deadline: float) -> bool:
+def nodes_equal(a: Node, b: Node, deadline: float, policy: GradingPolicy = DEFAULT_POLICY) -> bool:
     if isinstance(a, str) and isinstance(b, str):
         return _scalar_equal(a, b, deadline)
     if isinstance(a, str) or isinstance(b, str):
@@ -40,6 +41,8 @@ def nodes_equal(a: Node, b: Node, deadline: float) -> bool:
         return tup.left == "(" and tup.right == ")" and _ordered_equal(a.items, b.items, deadline)
     if a.kind == "union" or b.kind == "union":
         return a.kind == b.kind and _unordered_equal(a.items, b.items, deadline)
+    if policy.ordered_lists and a.kind == b.kind == "list":  # '8, 1, -3' is not '1, 8, -3'
+        return _ordered_equal(a.items, b.items, deadline)
     return _unordered_equal(a.items, b.items, deadline)  # set/list in either spelling
 
 
@@ -151,7 +154,30 @@ def _numbers_equal(ta: Ast, tb: Ast, deadline: float) -> bool:
     return decimal or symbolic_equal(ta, tb, "diff", deadline)
 
 
-def is_equivalent(pred: str | None, gold: str | None, timeout: float = DEFAULT_TIMEOUT) -> bool:
+_CHOICE = re.compile(r"\s*(?:\\text\{\s*)?(?:\(([A-E])\)|([A-E])[.:)])(?:\s*\}|\s)\s*\S.*|\s*\(?([A-E])\)?\s*",
+                     flags=re.DOTALL)
+
+
+def _choice(s: str) -> tuple[str, bool] | None:
+    """A multiple-choice answer: (its letter, whether text follows it): 'B' -> ('B', False),
+    'B. y = 17' and '(B) 17' -> ('B', True); None for anything else ('Bob', '17')."""
+    m = _CHOICE.fullmatch(s.strip().strip("$"))
+    if not m:
+        return None
+    letter = m.group(1) or m.group(2) or m.group(3)
+    return letter, m.group(3) is None
+
+
+def _equations(pred: str, gold: str, policy: GradingPolicy, deadline: float) -> bool:
+    """Both are equations once names on the left are kept ('y = 2x+3' and '2x - y + 3 = 0': one line)."""
+    a, b = normalize_answer(pred, policy, keep_lhs=True), normalize_answer(gold, policy, keep_lhs=True)
+    if len(split_top(a, "=")) != 2 or len(split_top(b, "=")) != 2 or "," in a + b:
+        return False
+    return _scalar_equal(a, b, deadline)
+
+
+def is_equivalent(pred: str | None, gold: str | None, timeout: float = DEFAULT_TIMEOUT,
+                  policy: GradingPolicy = DEFAULT_POLICY) -> bool:
     """Whether a predicted final answer equals the gold one (never executes ``pred``).
 
     Integers and fractions compare exactly; once a decimal is written, within a relative 1e-6.
@@ -159,7 +185,8 @@ def is_equivalent(pred: str | None, gold: str | None, timeout: float = DEFAULT_T
     PRM800K), tuples and intervals compare in order with their brackets, sets and comma lists in any
     order. Equal normalized strings and numbers are decided in process; symbolic checks run in a
     worker bounded by ``timeout`` seconds; a timeout counts as not equal for this call but is not
-    cached, so the same pair is tried again next time (see ``worker.symbolic_equal``).
+    cached, so the same pair is tried again next time (see ``worker.symbolic_equal``). ``policy``
+    settles the spellings left open (decimal commas, ordered lists; ``GradingPolicy``).
     """
     if pred is None or gold is None:
         return False
@@ -168,18 +195,24 @@ def is_equivalent(pred: str | None, gold: str | None, timeout: float = DEFAULT_T
         return bool(pred)
     if len(pred) > MAX_INPUT_CHARS or len(gold) > MAX_INPUT_CHARS:
         return False
-    a, b = normalize_answer(pred), normalize_answer(gold)
+    choices = _choice(pred), _choice(gold)
+    if choices[0] and choices[1] and not (choices[0][1] and choices[1][1]):
+        return choices[0][0] == choices[1][0]  # 'B. y = 17' answers 'B'
+    a, b = normalize_answer(pred, policy), normalize_answer(gold, policy)
     if not a or not b:
         return False
     if a == b:
         return True
+    deadline = time.monotonic() + float(timeout)
     try:
-        return nodes_equal(structure(a), structure(b), time.monotonic() + float(timeout))
+        if nodes_equal(structure(a), structure(b), deadline, policy):
+            return True
+        return "=" in pred and "=" in gold and _equations(pred, gold, policy, deadline)
     except (ArithmeticError, ValueError, RecursionError):  # odd input must grade as wrong, not crash a run
         return False
 
 
-def grade(pred: str | None, gold: str | None) -> bool:
+def grade(pred: str | None, gold: str | None, policy: GradingPolicy = DEFAULT_POLICY) -> bool:
     """``is_equivalent`` with the default time limit: the ``equal`` function for answer voting."""
-    return is_equivalent(pred, gold)
+    return is_equivalent(pred, gold, policy=policy)
 

@@ -8,6 +8,9 @@ graded by the project's grader and by Math-Verify (``experiments.grading.math_ve
 ``pip install "math-verify>=0.7"``). Prints how often they agree, the disagreeing pairs
 (most frequent first), and per voting rule how many records' verdicts the other grader would flip,
 so a difference between reported numbers can be told apart from a difference between graders.
+Each pair is also sorted into a kind (``kinds.classify``: prose, numbers, relations, labelled,
+other, by what the two strings contain) and the agreement is printed per kind, so a user sees where
+the two graders part.
 """
 from __future__ import annotations
 
@@ -15,12 +18,13 @@ import argparse
 import json
 import sys
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from ..records import Record
 from . import grade as ours
+from .kinds import classify
 
 Grader = Callable[[str, str], bool]
 
@@ -32,6 +36,7 @@ class Disagreement:
     ours: bool
     theirs: bool
     occurrences: int  # candidates and votes with this answer to this gold
+    kind: str = "other"  # kinds.classify(answer, gold)
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Crosscheck:
     disagreements: list[Disagreement]
     flipped_votes: dict[str, int]  # rule -> records whose verdict the other grader changes
     records: int
+    per_kind: dict[str, tuple[int, int]] = field(default_factory=dict)  # kind -> (agreed, pairs)
 
 
 def _answers(rec: Record) -> Iterable[str]:
@@ -56,15 +62,22 @@ def crosscheck(records: Sequence[Record], theirs: Grader, mine: Grader = ours) -
     """Both graders' verdicts on every distinct (answer, gold) pair of ``records``."""
     counts = Counter((a, str(rec.gold)) for rec in records for a in _answers(rec))
     verdicts = {pair: (bool(mine(*pair)), bool(theirs(*pair))) for pair in counts}
-    disagreements = sorted((Disagreement(a, g, o, t, counts[a, g]) for (a, g), (o, t) in verdicts.items() if o != t),
+    kinds = {pair: classify(*pair) for pair in verdicts}
+    disagreements = sorted((Disagreement(a, g, o, t, counts[a, g], kinds[a, g])
+                            for (a, g), (o, t) in verdicts.items() if o != t),
                            key=lambda d: (-d.occurrences, d.gold, d.answer))
+    per_kind: dict[str, tuple[int, int]] = {}
+    for pair, (o, t) in verdicts.items():
+        agreed, n = per_kind.get(kinds[pair], (0, 0))
+        per_kind[kinds[pair]] = (agreed + (o == t), n + 1)
     flipped: Counter[str] = Counter()
     for rec in records:
         for rule, v in rec.votes.items():
             if v.answer is not None:
                 o, t = verdicts[v.answer, str(rec.gold)]
                 flipped[rule] += o != t
-    return Crosscheck(len(verdicts), len(verdicts) - len(disagreements), disagreements, dict(flipped), len(records))
+    return Crosscheck(len(verdicts), len(verdicts) - len(disagreements), disagreements, dict(flipped), len(records),
+                      dict(sorted(per_kind.items())))
 
 
 def format_report(result: Crosscheck, show: int = 50) -> str:
@@ -73,10 +86,14 @@ def format_report(result: Crosscheck, show: int = 50) -> str:
              f"{result.agreed} ({rate:.1%})"]
     for rule, n in sorted(result.flipped_votes.items()):
         lines.append(f"  {rule}: {n} of {result.records} records would change verdict")
+    if result.per_kind:
+        lines += ["", f"{'kind':>10} {'pairs':>6} {'agree':>6} {'rate':>7}"]
+        for kind, (agreed, n) in result.per_kind.items():
+            lines.append(f"{kind:>10} {n:>6} {agreed:>6} {agreed / n:7.1%}")
     if result.disagreements:
-        lines += ["", f"{'ours':>5} {'math_verify':>11} {'count':>5}  answer | gold"]
+        lines += ["", f"{'ours':>5} {'math_verify':>11} {'count':>5} {'kind':>9}  answer | gold"]
         for d in result.disagreements[:show]:
-            lines.append(f"{str(d.ours):>5} {str(d.theirs):>11} {d.occurrences:>5}  {d.answer!r} | {d.gold!r}")
+            lines.append(f"{str(d.ours):>5} {str(d.theirs):>11} {d.occurrences:>5} {d.kind:>9}  {d.answer!r} | {d.gold!r}")
         if len(result.disagreements) > show:
             lines.append(f"... and {len(result.disagreements) - show} more (--show N)")
     return "\n".join(lines)

@@ -12,6 +12,8 @@ import re
 
 from treesearch.answers import boxed_answer, brace_pairs, strip_math_delimiters
 
+from .policy import DEFAULT_POLICY, GradingPolicy
+
 MAX_INPUT_CHARS = 1000  # longer 'final answers' are not graded (real ones are < 100 chars)
 
 _UNITS = (
@@ -28,11 +30,15 @@ _TEXT_CMDS = re.compile(r"\\(?:mbox|textrm|textbf|textit|textnormal|textup|mathr
                         r"(?![a-zA-Z])")
 _THOUSANDS = re.compile(r"-?[1-9][0-9]{0,2}(?:,[0-9]{3})+(?:\.[0-9]+)?")
 _DECIMAL_COMMA = re.compile(r"(-?)0,([0-9]+)")  # '0,111' is 0.111: no thousands grouping starts with 0
+_DOT_THOUSANDS = re.compile(r"-?[1-9][0-9]{0,2}(?:\.[0-9]{3})+,[0-9]+")  # '2.500,75': the later mark is the decimal
+_ANY_COMMA_DECIMAL = re.compile(r"-?[0-9]+,[0-9]+")  # '3,45' under the decimal_comma policy
+_CURRENCY = re.compile(r"[€£¥]|\\(?:euro|pounds)(?![a-zA-Z])")
+_QUAD = "\x01"  # '\\quad' between two answers separates them; at either end it is spacing
 _UNICODE = {"−": "-", "–": "-", "×": "\\times ", "·": "\\cdot ", "÷": "\\div ", "π": "\\pi ", "∞": "\\infty ",
             "√": "\\sqrt ", "≤": "\\le ", "≥": "\\ge ", "∪": "\\cup ", "∈": "\\in ", "≈": "\\approx ",
             "°": "^\\circ", "²": "^{2}", "³": "^{3}", "\u00a0": " "}
 _COMPARISONS = {"\\leq": "\\le", "\\geq": "\\ge", "\\leqslant": "\\le", "\\geqslant": "\\ge", "\\lt": "<",
-                "\\gt": ">", "\\thickapprox": "\\approx", "\\simeq": "\\approx"}
+                "\\gt": ">", "\\thickapprox": "\\approx", "\\simeq": "\\approx", "\\neq": "\\ne"}
 _OPEN, _CLOSE = "([{", ")]}"
 
 
@@ -80,7 +86,17 @@ _WHOLE_TEXT = re.compile(r"\\text(?![a-zA-Z])")
 def _strip_spacing(s: str) -> str:
     """Remove LaTeX spacing commands (\\! \\, \\; \\: '\\ ') but keep '\\\\' row breaks."""
     keep = {"\\\\": "\\\\", "\\!": ""}
-    return re.sub(r"\\\\|\\[!,;: ]|\\q?quad(?![a-zA-Z])", lambda m: keep.get(m.group(0), " "), s)
+    return re.sub(r"\\\\|\\[!,;: ]|\\q?quad(?![a-zA-Z])",
+                  lambda m: _QUAD if "quad" in m.group(0) else keep.get(m.group(0), " "), s)
+
+
+def _quad_lists(s: str) -> str:
+    """'x = 2 \\quad x = -3' lists two answers; a '\\quad' at either end, or beside a comma, is spacing."""
+    if _QUAD not in s:
+        return s
+    s = re.sub(rf"[\s{_QUAD}]*{_QUAD}[\s{_QUAD}]*", ", ", s)
+    s = re.sub(r"(?:,\s*){2,}", ", ", s)
+    return s.strip().strip(",").strip()
 
 
 def _strip_text(s: str) -> str:
@@ -133,14 +149,18 @@ def _brace_arguments(s: str) -> str:
 # \angle A, and tuples of names such as (p,q).
 _NAME = (r"(?:[a-zA-Z](?:_[0-9]|_\{[0-9a-zA-Z]+\})?|\\[a-zA-Z]+|[a-zA-Z]\([^()=]*\)|[A-Z]{2,3}|\|[A-Za-z]{1,3}\|"
          r"|\\overline\{[A-Z]{2}\}|(?:m\s*)?\\angle\s*[A-Z]{1,3})")
-_LHS_NAME = re.compile(rf"\s*(?:{_NAME}|\(\s*{_NAME}(?:\s*,\s*{_NAME})+\s*\))\s*")
+_RATIO_NAME = rf"(?:{_NAME}(?:\s*:\s*{_NAME})+|\\frac\{{[A-Z]{{1,3}}\}}\{{[A-Z]{{1,3}}\}})"  # 'A_1:A_2', '\\frac{PQ}{QR}'
+_LHS_NAME = re.compile(rf"\s*(?:{_NAME}|{_RATIO_NAME}|\(\s*{_NAME}(?:\s*,\s*{_NAME})+\s*\))\s*")
+_PLAIN_NUMBER = re.compile(r"\s*-?[0-9]+(?:\.[0-9]+)?\s*")
 
 
 _WORKING = re.compile(r"(?:[0-9.+\-*/^(){}\s]|\\(?:cdot|times|div|frac|sqrt|pi)(?![a-zA-Z]))+")  # '3 \\cdot 4': arithmetic
 
 
 def _is_working(s: str) -> bool:
-    return _WORKING.fullmatch(s) is not None and re.search(r"[0-9]", s) is not None
+    """Arithmetic on numbers ('5+5+1', '3 \\cdot 4'): an operation, not a bare number ('5 = 3x+b' is an equation)."""
+    return (_WORKING.fullmatch(s) is not None and re.search(r"[0-9]", s) is not None
+            and re.search(r"(?<=[0-9.)}\s])[-+*/^]|\\(?:cdot|times|div|frac|sqrt|pi)|[(){}]", s) is not None)
 
 
 def strip_lhs(s: str) -> str:
@@ -157,7 +177,28 @@ def strip_lhs(s: str) -> str:
         return sides[-1]
     if len(sides) == 2 and (_LHS_NAME.fullmatch(sides[0]) or _is_working(sides[0])):
         return sides[1]
+    if len(sides) == 2 and _PLAIN_NUMBER.fullmatch(sides[0]) and (_LHS_NAME.fullmatch(sides[1]) or _is_working(sides[1])):
+        return sides[0]  # '12 = x', '10 = 2 \\cdot 5'
     return s
+
+
+_ASSIGNMENT = re.compile(rf"\s*({_NAME})\s*=\s*([^=]+?)\s*")
+
+
+def _named_groups(s: str) -> str:
+    """'a=2, b=3; a=5, b=3' lists two points: '(2,3), (5,3)' (each group names the same variables, in order)."""
+    groups = split_top(s, ";")
+    if len(groups) < 2:
+        return s
+    rows = []
+    for g in groups:
+        items = [_ASSIGNMENT.fullmatch(p) for p in split_top(g, ",")]
+        if len(items) < 2 or not all(items):
+            return s
+        rows.append(([m.group(1) for m in items], [m.group(2) for m in items]))
+    if any(names != rows[0][0] for names, _ in rows):
+        return s
+    return ", ".join("(" + ", ".join(values) + ")" for _, values in rows)
 
 
 def _collapse_spaces(s: str) -> str:
@@ -179,8 +220,21 @@ def _tidy_number(s: str) -> str:
     return s
 
 
-def normalize_answer(s: str | None) -> str:
-    """A canonical string for an answer, so most equal answers become equal strings."""
+def _numbers(s: str, policy: GradingPolicy) -> str:
+    """One number's separators: '1,000' (thousands) and '0,5' (a decimal) in either policy, '2,500.75' and
+    '2.500,75' (the later mark is the decimal), '3,45' only under ``decimal_comma`` (else a list)."""
+    if _DOT_THOUSANDS.fullmatch(s):
+        return s.replace(".", "").replace(",", ".")
+    if _DECIMAL_COMMA.fullmatch(s) or (policy.decimal_comma and _ANY_COMMA_DECIMAL.fullmatch(s)):
+        return s.replace(",", ".")
+    if _THOUSANDS.fullmatch(s):
+        return s.replace(",", "")
+    return s
+
+
+def normalize_answer(s: str | None, policy: GradingPolicy = DEFAULT_POLICY, keep_lhs: bool = False) -> str:
+    """A canonical string for an answer, so most equal answers become equal strings (``keep_lhs``: an
+    equation keeps its left side, 'y = 2x+3' stays a line, to compare with an equation)."""
     if s is None:
         return ""
     s = str(s).strip()
@@ -189,6 +243,8 @@ def normalize_answer(s: str | None) -> str:
     for k, v in _UNICODE.items():
         s = s.replace(k, v)
     s = strip_math_delimiters(s.replace("\\$", "")).replace("$", "").strip()
+    s = _CURRENCY.sub("", s)
+    s = re.sub(r"(?<!\\)\\\s*$", "", s).strip()  # '42\\': a stray trailing backslash
     if "\\boxed" in s or "\\fbox" in s:
         s = boxed_answer(s) or s
     s = re.sub(r"\\(?:displaystyle|textstyle)(?![a-zA-Z])", "", s)
@@ -204,13 +260,15 @@ def normalize_answer(s: str | None) -> str:
     s = _strip_units(s)
     s = re.sub(r"\\[dtc]frac(?![a-zA-Z])", r"\\frac", s)
     s = _brace_arguments(s)
+    s = _quad_lists(s)
     s = re.sub(r"\s+", " ", s).replace("{,}", ",").strip()
-    if _DECIMAL_COMMA.fullmatch(s):
-        s = s.replace(",", ".")
-    elif _THOUSANDS.fullmatch(s):
-        s = s.replace(",", "")
+    s = _numbers(s, policy)
+    s = re.sub(r"<=|=<", "\\\\le ", s)
+    s = re.sub(r">=|=>", "\\\\ge ", s)
+    s = re.sub(r"(?<=[a-zA-Z\s])!=", "\\\\ne ", s)
+    s = _named_groups(s)
     s = re.sub(r"\s*;\s*|\s+(?:and|or)\s+", ", ", s)  # '1; 2', '1 and 2', 'x=1 or x=2' list their items
-    if len(split_top(s, ",")) == 1:
+    if len(split_top(s, ",")) == 1 and not keep_lhs:
         s = strip_lhs(s).strip()
     s = _collapse_spaces(s)
     s = s.rstrip(".")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Union
 
 from .normalize import split_top, strip_lhs
@@ -50,30 +51,62 @@ def _expand_pm(items: list[str]) -> list[str]:
     return out
 
 
-_COMPARE = re.compile(r"(<|>|\\le(?![a-zA-Z])|\\ge(?![a-zA-Z]))")
+_COMPARE = re.compile(r"(<|>|\\le(?![a-zA-Z])|\\ge(?![a-zA-Z])|\\ne(?![a-zA-Z]))")
 _VARIABLE = re.compile(r"[a-zA-Z]|\\(?!infty)[a-zA-Z]+")
 _BELOW = {"<": ")", "\\le": "]"}
 _ABOVE = {">": "(", "\\ge": "["}
-_MIRROR = {"<": ">", "\\le": "\\ge", ">": "<", "\\ge": "\\le"}
+_MIRROR = {"<": ">", "\\le": "\\ge", ">": "<", "\\ge": "\\le", "\\ne": "\\ne"}
+_NUMBER = r"-?[0-9]+(?:\.[0-9]+)?"
+_ABS = re.compile(rf"\|([a-zA-Z])(?:([-+])({_NUMBER[2:]}))?\|")  # '|x|', '|x-1|'
+
+
+def _negate(value: str) -> str:
+    return value[1:] if re.fullmatch(_NUMBER, value) and value.startswith("-") else f"-{{{value}}}"
+
+
+def _number_text(f: Fraction) -> str:
+    return str(f.numerator) if f.denominator == 1 else f"\\frac{{{f.numerator}}}{{{f.denominator}}}"
+
+
+def _absolute(a: str, op: str, b: str) -> Seq | None:
+    """'|x - c| < r' -> (c-r, c+r); '|x| \\ge r' -> (-\\infty,-r] \\cup [r,\\infty) (plain numbers only)."""
+    m = _ABS.fullmatch(a)
+    if not m or not re.fullmatch(_NUMBER, b) or op == "\\ne":
+        return None
+    r = Fraction(b)
+    c = Fraction(m.group(3) or 0) * (-1 if m.group(2) == "+" else 1)
+    lo, hi = _number_text(c - r), _number_text(c + r)
+    if op in _BELOW:
+        return Seq("tuple", (lo, hi), "[" if op == "\\le" else "(", _BELOW[op])
+    closed = op == "\\ge"
+    return Seq("union", (Seq("tuple", ("-\\infty", lo), "(", "]" if closed else ")"),
+                         Seq("tuple", (hi, "\\infty"), "[" if closed else "(", ")")))
 
 
 def inequality(s: str) -> Seq | None:
-    """The interval an inequality in one variable describes, or None: 'x \\ge 2' -> [2,\\infty)."""
+    """The interval an inequality in one variable describes, or None: 'x \\ge 2' -> [2,\\infty),
+    '-x > -2' -> (-\\infty,2), 'x \\ne 2' -> (-\\infty,2) \\cup (2,\\infty), '|x-1| < 2' -> (-1,3)."""
     pieces = [p.strip() for p in _COMPARE.split(s)]
     values, ops = pieces[0::2], pieces[1::2]
     if not ops or len(ops) > 2 or not all(values):
         return None
     if len(ops) == 1:
         (a, b), op = values, ops[0]
-        if _VARIABLE.fullmatch(b) and not _VARIABLE.fullmatch(a):
+        if (_VARIABLE.fullmatch(b) or _ABS.fullmatch(b)) and not (_VARIABLE.fullmatch(a) or _ABS.fullmatch(a)):
             a, b, op = b, a, _MIRROR[op]  # '5 \ge x' is 'x \le 5'
+        if a.startswith("-") and _VARIABLE.fullmatch(a[1:]) and not _VARIABLE.fullmatch(b):
+            a, b, op = a[1:], _negate(b), _MIRROR[op]  # '-x > -2' is 'x < 2'
+        if _ABS.fullmatch(a):
+            return _absolute(a, op, b)
         if not _VARIABLE.fullmatch(a) or _VARIABLE.fullmatch(b):
             return None  # 'a < b' orders two names; it is not an interval
+        if op == "\\ne":
+            return Seq("union", (Seq("tuple", ("-\\infty", b), "(", ")"), Seq("tuple", (b, "\\infty"), "(", ")")))
         if op in _BELOW:
             return Seq("tuple", ("-\\infty", b), "(", _BELOW[op])
         return Seq("tuple", (b, "\\infty"), _ABOVE[op], ")")
     lo, x, hi = values
-    if not _VARIABLE.fullmatch(x) or _VARIABLE.fullmatch(lo) or _VARIABLE.fullmatch(hi):
+    if "\\ne" in ops or not _VARIABLE.fullmatch(x) or _VARIABLE.fullmatch(lo) or _VARIABLE.fullmatch(hi):
         return None  # 'a < b < c' orders three names
     if ops[0] in _ABOVE and ops[1] in _ABOVE:  # 'hi > x > lo'
         lo, hi, ops = hi, lo, [_MIRROR[ops[1]], _MIRROR[ops[0]]]
