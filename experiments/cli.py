@@ -6,6 +6,7 @@
     treesearch solve --policy PATH [--prm TYPE --prm-path PATH] --method rebase --budget 8 "question"
     treesearch eval-prm --prm TYPE [--prm-path PATH] [--jsonl processbench:FILE]   # verifier quality
     treesearch crosscheck RESULTS_DIR                     # our grader vs Math-Verify on the records
+    treesearch view RESULTS_DIR [--out FILE.html] [--problem ID] [--method M]   # kept search trees as one HTML page
 
 Errors a user can fix (config, dataset, records) print one line and exit with status 2.
 
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", metavar="K/N", help="run only shard K of N (0-based; problem i is in shard i %% N), "
                      "as an independent process, e.g. one SLURM array task; the report merges the shards")
     run.add_argument("--store-steps", action="store_true", help="keep every candidate's step text in the records")
+    run.add_argument("--store-trees", action="store_true",
+                     help="keep every search tree in trees.jsonl (for `treesearch view`; the config's store_trees "
+                          "may instead name some problem ids)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--allow-config-change", action="store_true",
                      help="resume even if settings that change records differ from the directory's resolved.yaml")
@@ -80,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--no-plots", action="store_true", help="tables only")
     rep.add_argument("--panels", choices=("model", "method"), default="model",
                      help="accuracy-vs-FLOPs small multiples: one panel per model (default) or per method")
+
+    vw = command("view", help="kept search trees as one self-contained HTML page",
+                 description="Write the search trees a run kept (store_trees: true, or a list of problem ids; "
+                             "run --store-trees) as one HTML file with everything inline: a collapsible tree per "
+                             "problem and setting with scores, widths, checks, the candidates and the vote.")
+    vw.add_argument("results", help="results directory of `treesearch run`")
+    vw.add_argument("--out", help="the HTML file (default: RESULTS_DIR/trees.html)")
+    vw.add_argument("--problem", action="append", default=[], metavar="ID", help="only this problem (repeatable)")
+    vw.add_argument("--method", action="append", default=[], metavar="M", help="only this method (repeatable)")
+    vw.add_argument("--model", action="append", default=[], metavar="NAME", help="only this policy (repeatable)")
 
     sub.add_parser("demo", help="the built-in study in miniature on a CPU (see --help)", add_help=False)
     sub.add_parser("crosscheck", help="grade a results directory with ours and Math-Verify, list disagreements",
@@ -143,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--seed", type=int, default=0, help="the search's seed (the same seed, the same tree)")
     solve.add_argument("--grader", default="math", help="answer equivalence for voting: math, exact or math_verify")
     solve.add_argument("--width", type=int, default=80, help="characters of step text per tree line")
+    solve.add_argument("--html", metavar="FILE", help="also write the tree as a self-contained HTML page (as `view`)")
+    solve.add_argument("--gold", metavar="ANSWER", help="the right answer, to mark candidates and votes right or "
+                                                        "wrong (a built-in task question's is worked out)")
     return ap
 
 
@@ -186,6 +203,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.store_steps:
         cfg.store_steps = True
+    if args.store_trees:
+        cfg.store_trees = True
     from .plan import parse_shard
 
     out = run_study(cfg, out=args.out, limit=args.limit, progress=not args.no_progress,
@@ -374,13 +393,41 @@ def _solve(args: argparse.Namespace) -> int:
     equal = memoized(grader_of(study.dataset))
     for key, rule, agg in VotingConfig(aggregations=["last", "min"]).keys():
         print(f"  {key:>15}: {vote(res.candidates, rule, agg, equal=equal)}")
+    if args.html:
+        _solve_html(args, res, equal, method)
     lg = res.ledger
     print(f"generated tokens {lg.generated_tokens}, paper FLOPs {lg.paper_flops:.3g}, full FLOPs {lg.full_flops:.3g}, "
           f"{res.wall_time:.1f} s")
     return 0
 
 
-COMMANDS = {"run": _run, "report": _report, "check": _check, "solve": _solve, "eval-prm": _eval_prm}
+def _solve_html(args: argparse.Namespace, res: Any, equal: Any, method: MethodConfig) -> None:
+    from pathlib import Path
+
+    from treesearch.builtin.task import on_gold_path, parse_question
+
+    from .trees import builtin_gold, tree_line
+    from .viewer import render_html
+
+    builtin = parse_question(args.question) is not None  # the built-in task: its exact checker marks the steps
+    gold = args.gold if args.gold is not None else builtin_gold(args.question)
+    key = {"method": method.name, "budget": method.budgets[0], "seed": args.seed}
+    line = tree_line(key, res, gold, equal, VotingConfig(aggregations=["last", "min"]),
+                     on_gold_path if builtin else None)
+    path = Path(args.html)
+    path.write_text(render_html([line], title=f"treesearch solve: {args.question.strip()[:60]}"), encoding="utf-8")
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+
+
+def _view(args: argparse.Namespace) -> int:
+    from .viewer import view
+
+    path = view(args.results, args.out, problems=args.problem, methods=args.method, models=args.model)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB); open it in a browser (it needs no network)")
+    return 0
+
+
+COMMANDS = {"run": _run, "view": _view, "report": _report, "check": _check, "solve": _solve, "eval-prm": _eval_prm}
 
 
 if __name__ == "__main__":

@@ -210,6 +210,7 @@ class StudyConfig:
     problems_per_chunk: int = 32
     gpus_per_process: int = 1  # GPUs each process owns; devices "cuda:+k" pick the k-th of them
     store_steps: bool = False  # keep every candidate's step text in the records (large files)
+    store_trees: bool | list[str | int] = False  # keep search trees in trees*.jsonl: all (true), none, or these problem ids
     fsync: bool = False  # os.fsync after each chunk (survives power loss, not only process kill)
     description: str = ""
     setup: str = ""  # the command that creates the local files the study points at, shown when they are missing
@@ -396,7 +397,7 @@ def _unique(names: list[str], key: str, what: str, fail: Callable[[str, str], No
 # Resume safety: which settings change what a record means
 # ---------------------------------------------------------------------------------------------
 #: Keys that may change between runs into the same directory without changing existing records.
-_RUNTIME_KEYS = {"output", "problems_per_chunk", "store_steps", "fsync", "description", "setup", "plugins", "seeds",
+_RUNTIME_KEYS = {"output", "problems_per_chunk", "store_steps", "store_trees", "fsync", "description", "setup", "plugins", "seeds",
                  "dataset.start", "dataset.limit", "dataset.shuffle_seed", "prm.device", "gpus_per_process",
                  "policies[].device", "policies[].max_batch_rows", "methods[].budgets", "methods[].subsample",
                  "methods[].model_budgets", "methods[].models", "methods[].prm.device"}

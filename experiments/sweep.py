@@ -40,6 +40,7 @@ from .preflight import preflight
 from .progress import Progress
 from .records import RecordWriter, load_dir, records_file
 from .run_lock import RunLock
+from .trees import TreeWriter, step_checker, tree_line, trees_file, wanted
 
 RESOLVED = "resolved.yaml"
 
@@ -92,13 +93,16 @@ def _sweep(cfg: StudyConfig, problems: list, results: Path, shard: Shard, progre
     bar = Progress(sum(j.cost for _, jobs in work for j in jobs), enabled=progress,
                    desc=f"rank {shard.rank}/{shard.world}" if shard.world > 1 else "")
     verifiers = Verifiers(cfg, shard)
+    trees = TreeWriter(trees_file(results, shard.rank, shard.world), fsync=cfg.fsync) if cfg.store_trees else None
     try:
         with RecordWriter(records_file(results, shard.rank, shard.world), fsync=cfg.fsync) as writer:
             for pol, jobs in work:
                 if jobs:
-                    _run_policy(cfg, pol, jobs, verifiers, shard, grader, stored, writer, bar)
+                    _run_policy(cfg, pol, jobs, verifiers, shard, grader, stored, writer, bar, trees)
                     _release()
     finally:
+        if trees is not None:
+            trees.close()
         bar.close()
         for prm in verifiers.loaded.values():
             close_model(prm)
@@ -146,8 +150,11 @@ def _write_resolved(cfg: StudyConfig, results: Path, shard: Shard, allow_change:
 
 
 def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], verifiers: Verifiers, shard: Shard,
-                grader: Callable[[str, str], bool], stored: dict, writer: RecordWriter, bar: Progress) -> None:
-    """All jobs of one policy; the policy lives only inside this call, so it is freed after."""
+                grader: Callable[[str, str], bool], stored: dict, writer: RecordWriter, bar: Progress,
+                trees: TreeWriter | None = None) -> None:
+    """All jobs of one policy; the policy lives only inside this call, so it is freed after. With ``trees``,
+    the kept problems' search trees are written there (each before its record)."""
+    check_steps = step_checker(cfg.dataset) if trees is not None else None
     device = policy_device(pol, shard.local_rank, cfg.gpus_per_process)
     policy = None
     runners: dict[str, Runner] = {}  # one per verifier
@@ -187,13 +194,19 @@ def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], verifiers:
                     bar.advance(job.budget, ledger.generated_tokens)
 
                 results = runner.run([p.question for p, _ in chunk], algorithm, seeds=seeds, on_finish=on_finish)
-                recs = []
+                recs, kept = [], []
                 for (p, budgets), s, res in zip(chunk, seeds, results):
+                    if trees is not None and wanted(cfg.store_trees, p.id):
+                        key = {"problem_id": p.id, "model": job.model, "method": job.method.name,
+                               "budget": job.budget, "seed": job.seed}
+                        kept.append(tree_line(key, res, p.answer, grader, cfg.voting, check_steps))
                     rec = build_record(p, job.model, job.method, job.budget, job.seed, s, res, cfg.voting, grader,
                                        cfg.dataset.name, cfg.store_steps, verifier, pol.parameter_convention,
                                        getattr(policy, "processed_source", "model"))
                     recs.append(rec)
                     recs += [derive_record(rec, b, job.method, cfg.voting, grader) for b in budgets if b != job.budget]
+                if trees is not None:
+                    trees.write(kept)
                 bar.wrote(writer.write(recs))
     finally:  # an engine (vLLM) frees its memory now, before the next policy loads; a client says what it retried
         if policy is not None:

@@ -67,10 +67,13 @@ def test_solve_prints_tree_and_votes(tmp_path, capsys, tokenizer):
     tokenizer.save_pretrained(model_dir)
     code = main(["solve", "--policy", str(model_dir), "--method", "rebase", "--budget", "3", "--param", "temperature=0.2",
                  "--prm", "callable", "--prm-opt", "fn=test_cli:prm_fn", "--device", "cpu", "--grader", "exact",
-                 "--max-step-tokens", "6", "--max-solution-tokens", "18", "1+1="])
+                 "--max-step-tokens", "6", "--max-solution-tokens", "18", "--html", str(tmp_path / "tree.html"),
+                 "--gold", "2", "1+1="])
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.startswith("Q: 1+1=") and "weighted/last" in out and "majority" in out and "paper FLOPs" in out
+    page = (tmp_path / "tree.html").read_text(encoding="utf-8")
+    assert f"wrote {tmp_path / 'tree.html'}" in out and '"gold":"2"' in page and '"question":"1+1="' in page
 
 
 @pytest.fixture(scope="module")

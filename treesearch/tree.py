@@ -108,21 +108,86 @@ class Tree:
                 g.add_edge(n.parent.id, n.id)
         return g
 
+    def grouped(self) -> NodeGroup:
+        """The tree with identical siblings merged: one group per (text, score, terminal, answer)
+        under one parent group, holding every such node; a group's children are all its nodes'
+        children, grouped again (so identical paths collapse into one line with a count)."""
+        return NodeGroup([self.root], _group_children([self.root]))
+
     def render(self, max_text: int = 60) -> str:
-        """An indented view with scores and terminal marks, for people to read."""
+        """An indented view with scores and terminal marks, identical siblings shown once with
+        their count (``x3``), for people to read."""
         lines = [f"Q: {_clip(self.question, max_text)}"]
 
-        def walk(node: Node, indent: int) -> None:
-            for c in node.children:
-                score = "  -  " if c.score is None else f"{c.score:.3f}"
-                mark = f"  => {c.answer}" if c.terminal else ""
-                lines.append(f"{'  ' * indent}[{score}] {_clip(c.text, max_text)}{mark}")
-                walk(c, indent + 1)
+        def walk(group: NodeGroup, indent: int) -> None:
+            for g in group.children:
+                score = "  -  " if g.score is None else f"{g.score:.3f}"
+                count = f"  x{g.count}" if g.count > 1 else ""
+                mark = f"  => {g.answer}" if g.terminal else ""
+                lines.append(f"{'  ' * indent}[{score}] {_clip(g.text, max_text)}{count}{mark}")
+                walk(g, indent + 1)
 
-        walk(self.root, 1)
+        walk(self.grouped(), 1)
         return "\n".join(lines)
 
     __str__ = render
+
+
+@dataclass(eq=False)
+class NodeGroup:
+    """Identical sibling nodes (same step text, score, terminal mark and answer under one parent
+    group), shown once with their count; ``children`` groups all their children."""
+
+    nodes: list[Node]
+    children: list[NodeGroup]
+
+    @property
+    def first(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def count(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def text(self) -> str:
+        return self.first.text
+
+    @property
+    def score(self) -> float | None:
+        return self.first.score
+
+    @property
+    def terminal(self) -> bool:
+        return self.first.terminal
+
+    @property
+    def answer(self) -> str | None:
+        return self.first.answer
+
+    @property
+    def depth(self) -> int:
+        return self.first.depth
+
+    @property
+    def width(self) -> int:
+        """Children its nodes were expanded with, all together: the width the search gave them
+        (exact, since the Runner checks that a policy returns as many samples as the width asked)."""
+        return sum(len(n.children) for n in self.nodes)
+
+    def walk(self) -> Iterator[NodeGroup]:
+        """This group and every group below it, depth first."""
+        yield self
+        for c in self.children:
+            yield from c.walk()
+
+
+def _group_children(nodes: list[Node]) -> list[NodeGroup]:
+    groups: dict[tuple, list[Node]] = {}
+    for n in nodes:
+        for c in n.children:
+            groups.setdefault((c.text, c.score, c.terminal, c.answer), []).append(c)
+    return [NodeGroup(members, _group_children(members)) for members in groups.values()]
 
 
 def _clip(text: str, n: int) -> str:

@@ -1,0 +1,117 @@
+"""Kept search trees: a sweep's opt-in ``store_trees`` writes each searched setting's tree beside the records.
+
+``trees.jsonl`` (``trees.rank<k>.jsonl`` in a sharded run) holds one JSON line per searched record key,
+``{"problem_id", "model", "method", "budget", "seed", "tree": <treesearch.tree_export format>}``.
+The records are written exactly as without it. A tree line is written before its record, so a run killed
+in between searches that setting again on resume and writes the tree again: readers keep the last line
+of a key, and a torn last line (an interrupted write) is skipped.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from treesearch.runner import SearchResult
+from treesearch.tree_export import export_tree
+from treesearch.voting import memoized
+
+from .config import DatasetConfig, VotingConfig
+
+KEY_FIELDS = ("problem_id", "model", "method", "budget", "seed")
+
+
+def trees_file(directory: str | Path, rank: int = 0, world: int = 1) -> Path:
+    return Path(directory) / ("trees.jsonl" if world == 1 else f"trees.rank{rank}.jsonl")
+
+
+def tree_files(directory: str | Path) -> list[Path]:
+    return sorted(p for p in Path(directory).glob("trees*.jsonl") if p.is_file())
+
+
+def wanted(store_trees: bool | Sequence[str | int], problem_id: str) -> bool:
+    """Whether a problem's trees are kept: ``store_trees`` is true (all), false (none) or a list of ids."""
+    if isinstance(store_trees, bool):
+        return store_trees
+    return str(problem_id) in {str(p) for p in store_trees}
+
+
+def step_checker(dataset: DatasetConfig) -> Callable[[str, Sequence[str]], Sequence[bool]] | None:
+    """The exact step checker of a dataset that has one (the built-in task), else None."""
+    if dataset.name == "builtin":
+        from treesearch.builtin.task import on_gold_path
+        return on_gold_path
+    return None
+
+
+def builtin_gold(question: str) -> str | None:
+    """The answer of a built-in task question (None for any other question)."""
+    from treesearch.builtin.task import apply_op, parse_question
+
+    parsed = parse_question(question)
+    if parsed is None:
+        return None
+    value, ops = parsed
+    for op, b in ops:
+        value = apply_op(value, op, b)
+    return str(value)
+
+
+def tree_line(key: dict[str, Any], result: SearchResult, gold: str | None, grader: Callable[[str, str], bool] | None,
+              voting: VotingConfig | None, check_steps: Callable | None) -> dict[str, Any]:
+    """One line of trees.jsonl: the record key and the exported tree."""
+    kw: dict[str, Any] = {}
+    if voting is not None:
+        kw["votes"] = voting.keys()
+    if grader is not None:
+        equal = kw["equal"] = memoized(grader)  # each answer pair graded once
+        if gold is not None:
+            kw["grade"] = lambda answer: equal(answer, gold)
+    tree = export_tree(result.tree, result.candidates, gold=gold, check_steps=check_steps, **kw)
+    return {**key, "tree": tree.to_json()}
+
+
+class TreeWriter:
+    """Appends tree lines a chunk at a time (one flushed write); a torn last line is cut off first."""
+
+    def __init__(self, path: str | Path, fsync: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                with open(self.path, "r+b") as f:
+                    f.truncate(data.rfind(b"\n") + 1)
+        self.fsync = fsync
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def write(self, lines: Iterable[dict[str, Any]]) -> int:
+        text = [json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n" for line in lines]
+        if text:
+            self._f.write("".join(text))
+            self._f.flush()
+            if self.fsync:
+                os.fsync(self._f.fileno())
+        return len(text)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def read_trees(directory: str | Path) -> list[dict[str, Any]]:
+    """Every kept tree of a results directory (all shard files; the last line of a key wins), in key order
+    of first appearance. Unparsable lines (a torn write) are skipped."""
+    seen: dict[tuple, dict[str, Any]] = {}
+    for path in tree_files(directory):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(item, dict) and "tree" in item:
+                    seen[tuple(item.get(k) for k in KEY_FIELDS)] = item
+    return list(seen.values())
