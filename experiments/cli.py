@@ -404,13 +404,13 @@ def _solve(args: argparse.Namespace) -> int:
 def _solve_html(args: argparse.Namespace, res: Any, equal: Any, method: MethodConfig) -> None:
     from pathlib import Path
 
-    from treesearch.builtin.task import on_gold_path, parse_question
+    from treesearch.builtin.task import answer_of, on_gold_path
 
-    from .trees import builtin_gold, tree_line
+    from .trees import tree_line
     from .viewer import render_html
 
-    builtin = parse_question(args.question) is not None  # the built-in task: its exact checker marks the steps
-    gold = args.gold if args.gold is not None else builtin_gold(args.question)
+    builtin = answer_of(args.question) is not None  # the built-in task: its exact checker marks the steps
+    gold = args.gold if args.gold is not None else answer_of(args.question)
     key = {"method": method.name, "budget": method.budgets[0], "seed": args.seed}
     line = tree_line(key, res, gold, equal, VotingConfig(aggregations=["last", "min"]),
                      on_gold_path if builtin else None)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from treesearch.builtin.task import on_gold_path
 from treesearch.jsonl import read_objects
 from treesearch.registry import Registry
 
@@ -132,6 +133,7 @@ class NamedDataset:
 
     load: Callable[..., list[Problem]]
     grader: str = "math"  # "math" (symbolic equivalence), "exact" (normalized strings) or another grader's name
+    step_checker: Callable[[str, Sequence[str]], Sequence[bool]] | None = None  # exact per-step verdicts, if any
 
 
 #: Named datasets; an import path ``pkg.mod:loader`` names a loader (its ``grader`` attribute, if any, is its
@@ -139,7 +141,7 @@ class NamedDataset:
 _REGISTRY: Registry[NamedDataset] = Registry(
     "dataset", wrap=lambda load: load if isinstance(load, NamedDataset) else
     NamedDataset(load, getattr(load, "grader", "math")))
-_REGISTRY.add("builtin", NamedDataset(_builtin, grader="exact"))  # integer answers: string equality is exact
+_REGISTRY.add("builtin", NamedDataset(_builtin, grader="exact", step_checker=on_gold_path))  # integer answers: string equality is exact
 _REGISTRY.add("gsm8k", NamedDataset(lambda: load_gsm8k(SHIPPED["gsm8k"])))
 _REGISTRY.add("math500", NamedDataset(lambda: load_math500(SHIPPED["math500"])))
 

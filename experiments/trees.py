@@ -38,24 +38,11 @@ def wanted(store_trees: bool | Sequence[str | int], problem_id: str) -> bool:
 
 
 def step_checker(dataset: DatasetConfig) -> Callable[[str, Sequence[str]], Sequence[bool]] | None:
-    """The exact step checker of a dataset that has one (the built-in task), else None."""
-    if dataset.name == "builtin":
-        from treesearch.builtin.task import on_gold_path
-        return on_gold_path
-    return None
+    """The exact step checker a named dataset registers (the built-in task's), else None."""
+    from .datasets import named
 
-
-def builtin_gold(question: str) -> str | None:
-    """The answer of a built-in task question (None for any other question)."""
-    from treesearch.builtin.task import apply_op, parse_question
-
-    parsed = parse_question(question)
-    if parsed is None:
-        return None
-    value, ops = parsed
-    for op, b in ops:
-        value = apply_op(value, op, b)
-    return str(value)
+    entry = named(dataset.name) if dataset.fields is None else None
+    return entry.step_checker if entry is not None else None
 
 
 def tree_line(key: dict[str, Any], result: SearchResult, gold: str | None, grader: Callable[[str, str], bool] | None,

@@ -13,7 +13,8 @@ import pytest
 
 from experiments.cli import main
 from experiments.sweep import run_study
-from experiments.trees import builtin_gold, read_trees
+from experiments.trees import read_trees
+from treesearch.builtin.task import answer_of
 from experiments.viewer import render_html
 from support import comparable, make_config, write_problems
 from treesearch.algorithms import Rebase, Sampling
@@ -98,7 +99,7 @@ def test_export_of_a_searched_tree_keeps_every_node_and_width():
 
 
 def test_builtin_gold():
-    assert builtin_gold("Left to right: 3 + 4 * 2") == "14" and builtin_gold("what?") is None
+    assert answer_of("Left to right: 3 + 4 * 2") == "14" and answer_of("what?") is None
 
 
 # ---- kept trees in a sweep, and `treesearch view` ---------------------------------------------------

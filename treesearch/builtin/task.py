@@ -225,6 +225,12 @@ def parse_question(question: str) -> tuple[int, list[tuple[str, int]]] | None:
     return int(m.group(1)), [(op, int(b)) for op, b in _INSTR_RE.findall(m.group(2))]
 
 
+def answer_of(question: str) -> str | None:
+    """The gold answer of a task question, or None if it is not one."""
+    parsed = parse_question(question)
+    return None if parsed is None else str(render(*parsed)[2])
+
+
 def parse_step(step: str) -> tuple[int, str, int, int] | None:
     """(a, op, b, c) of a "Step k: a op b = c" line, or None (answer lines included)."""
     m = _STEP_RE.match(step.strip("\n"))
