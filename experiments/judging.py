@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 from treesearch.ledger import ComputeLedger
 from treesearch.runner import SearchResult
 from treesearch.tree import Tree
-from treesearch.voting import Scored, answer_classes, memoized, vote
+from treesearch.voting import CHAIN_RULES, Scored, answer_classes, has_chains, hierarchical_vote, memoized, vote
 
 from .config import MethodConfig, PRMConfig, VotingConfig
 from .records import CandidateRecord, Derivation, Record, Vote
@@ -24,24 +24,30 @@ from .records import CandidateRecord, Derivation, Record, Vote
 def judge(candidates: Sequence[Scored], gold: str, voting: VotingConfig,
           grader: Callable[[str, str], bool]) -> dict[str, Any]:
     """The answer each voting rule picks and whether it is right, plus pass@n (any right):
-    the ``votes``, ``pass_at_n`` and ``num_answered`` fields of a record."""
+    the ``votes``, ``pass_at_n`` and ``num_answered`` fields of a record. Candidates in chains
+    (revisions) also get the hierarchical rule, one key per aggregation ("hierarchical/last")."""
     equal = memoized(grader)
     votes = {}
     for key, rule, agg in voting.keys():
         answer = vote(candidates, rule, agg, equal=equal)
         votes[key] = Vote(answer, answer is not None and equal(answer, gold))
+    if has_chains(candidates):
+        for rule in CHAIN_RULES:
+            for agg in voting.aggregations:
+                answer = hierarchical_vote(candidates, agg, equal=equal)
+                votes[f"{rule}/{agg}"] = Vote(answer, answer is not None and equal(answer, gold))
     classes = answer_classes(candidates, equal)
     return {"votes": votes, "pass_at_n": any(equal(c[0].answer, gold) for c in classes),
             "num_answered": sum(len(c) for c in classes)}
 
 
 def _sample_index(tree: Tree) -> dict[int, int]:
-    """node id -> index of the root's child it descends from (the independent sample, for sampling)."""
-    first = {c.id: i for i, c in enumerate(tree.root.children)}
-    out = {}
-    for n in tree.nodes[1:]:
-        path = Tree.path(n)
-        out[n.id] = first[path[0].id]
+    """node id -> index of the root's child it descends from (the independent sample, for sampling;
+    through the attempts it revised, for revisions: its chain's first attempt)."""
+    out = {c.id: i for i, c in enumerate(tree.root.children)}
+    for n in tree.nodes[1:]:  # a parent is created before its children
+        if n.id not in out:
+            out[n.id] = out[n.parent.id]
     return out
 
 
@@ -55,7 +61,8 @@ def build_record(problem: Any, model: str, method: MethodConfig, budget: int, se
     cands = tuple(CandidateRecord(
         answer=c.answer, correct=c.answer is not None and equal(c.answer, problem.answer),
         step_scores=tuple(float(s) for s in c.step_scores), num_tokens=c.num_tokens, finish_reason=c.finish_reason,
-        sample=samples.get(c.node_id, 0), steps=tuple(c.steps) if store_steps else None) for c in result.candidates)
+        sample=samples.get(c.node_id, 0), steps=tuple(c.steps) if store_steps else None,
+        chain=c.chain) for c in result.candidates)
     return Record(
         problem_id=problem.id, model=model, method=method.name, budget=budget, seed=seed, problem_seed=pseed,
         dataset=dataset, level=problem.level, gold=problem.answer, algorithm=method.algorithm,

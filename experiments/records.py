@@ -48,6 +48,7 @@ class CandidateRecord:
     finish_reason: str
     sample: int  # index of the independent first step it grew from (the sample, for sampling)
     steps: tuple[str, ...] | None = None  # step text, only with store_steps
+    chain: int | None = None  # the revision chain it belongs to (revisions only; written only then)
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"answer": self.answer}
@@ -57,6 +58,8 @@ class CandidateRecord:
                  sample=self.sample)
         if self.steps is not None:
             d["steps"] = list(self.steps)
+        if self.chain is not None:
+            d["chain"] = self.chain
         return d
 
     @classmethod
@@ -65,7 +68,7 @@ class CandidateRecord:
         steps = d.get("steps")
         return cls(answer=d["answer"], correct=d.get("correct"), step_scores=tuple(d["step_scores"]),
                    num_tokens=d["num_tokens"], finish_reason=d.get("finish_reason", ""), sample=d.get("sample", 0),
-                   steps=None if steps is None else tuple(steps))
+                   steps=None if steps is None else tuple(steps), chain=d.get("chain"))
 
 
 @dataclass(frozen=True)

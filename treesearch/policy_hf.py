@@ -138,6 +138,10 @@ class TransformersPolicy:
     def encode_prompt(self, question: str) -> tuple[int, ...]:
         return self.prompt.ids(self.tokenizer, question)
 
+    def encode_revision(self, question: str, attempts: Sequence[str]) -> tuple[int, ...]:
+        """Ids of the prompt of a solution that revises earlier attempts (``Expand.revise``)."""
+        return self.prompt.revision_ids(self.tokenizer, question, attempts)
+
     def encode_text(self, text: str) -> tuple[int, ...]:
         """Ids of text that continues a sequence (no special tokens): fixed step leads."""
         return tuple(self.tokenizer.encode(text, add_special_tokens=False))

@@ -44,7 +44,8 @@ class Policy(Protocol):
     def encode_prompt(self, question: str) -> tuple[int, ...]: ...
 
     # Optional: ``encode_text(text) -> ids`` of text continuing a sequence, for fixed step leads
-    # (``Expand.leads``, budget forcing).
+    # (``Expand.leads``, budget forcing). Optional: ``encode_revision(question, attempts) -> ids``, the
+    # prompt of a solution that revises earlier attempts (``Expand.revise``; ``PromptFormat.revision_ids``).
 
     def expand(self, requests: Sequence[ExpandRequest]) -> list[ExpandOutput]: ...
 

@@ -43,6 +43,7 @@ class Candidate:
     num_tokens: int
     finish_reason: str
     node_id: int
+    chain: int | None = None  # the sequential chain it belongs to (revisions); None elsewhere
 
 
 @dataclass
@@ -152,7 +153,7 @@ class Runner:
     def _expand(self, problems: list[_Problem]) -> dict[int, list[list[Node]]]:
         requests, owners = [], []
         lim = self.limits
-        leads: list[tuple[str, tuple[int, ...]]] = []
+        leads: list[tuple[str, tuple[int, ...], tuple[int, ...] | None]] = []
         for p in problems:
             work: Expand = p.pending  # type: ignore[assignment]
             for i, (node, width) in enumerate(zip(work.nodes, work.widths)):
@@ -160,7 +161,10 @@ class Runner:
                     continue
                 lead = work.leads[i] if work.leads is not None else ""
                 lead_ids = self._encode_lead(lead)
-                used = (0 if node.is_root else node.path_tokens) + len(lead_ids)
+                revise = work.revise[i] if work.revise is not None else None
+                # A revision starts a new solution after its own prompt (question and earlier attempts).
+                prompt = None if revise is None else self._encode_revision(p.tree.question, revise)
+                used = (0 if node.is_root or prompt is not None else node.path_tokens) + len(lead_ids)
                 # A node expanded again behind a lead (budget forcing's "Wait") or asked to redraw
                 # (rounds of adaptive sampling) draws afresh: its seed also counts the node's children,
                 # so a retry is not the same draw as the first try.
@@ -168,14 +172,15 @@ class Runner:
                 if (lead or work.redraw) and node.children:
                     seed = mix(seed, len(node.children))
                 requests.append(ExpandRequest(
-                    prefix_ids=p.tree.prefix_ids(node) + lead_ids, width=width, seed=seed, greedy=work.greedy,
+                    prefix_ids=(p.tree.prefix_ids(node) if prompt is None else prompt) + lead_ids, width=width,
+                    seed=seed, greedy=work.greedy,
                     max_new_tokens=max(1, min(lim.max_step_tokens, lim.max_solution_tokens - used))))
                 owners.append((p, node))
-                leads.append((lead, lead_ids))
+                leads.append((lead, lead_ids, prompt))
         outputs = self.policy.expand(requests) if requests else []
         children: dict[tuple[int, int], list[Node]] = {}
         fmt = self.policy.step_format
-        for (p, node), req, out, (lead, lead_ids) in zip(owners, requests, outputs, leads):
+        for (p, node), req, out, (lead, lead_ids, prompt) in zip(owners, requests, outputs, leads):
             if len(out.samples) != req.width:
                 raise RuntimeError(f"policy returned {len(out.samples)} samples for width {req.width}")
             p.ledger.policy_processed_tokens += out.processed_tokens
@@ -185,7 +190,8 @@ class Runner:
                 text = lead + s.text
                 answer = fmt.extract_answer(text)
                 child = p.tree.add_child(node, text, lead_ids + tuple(s.token_ids), answer=answer,
-                                         finish_reason="answer" if answer is not None else s.finish_reason)
+                                         finish_reason="answer" if answer is not None else s.finish_reason,
+                                         prompt_ids=prompt)
                 child.terminal = (answer is not None or s.finish_reason == "eos"
                                   or child.path_tokens >= lim.max_solution_tokens
                                   or child.depth >= lim.max_depth)
@@ -205,6 +211,13 @@ class Runner:
         if encode is None:
             raise TypeError(f"{type(self.policy).__name__} has no encode_text(text), which fixed step leads need")
         return tuple(encode(lead))
+
+    def _encode_revision(self, question: str, attempts: Sequence[str]) -> tuple[int, ...]:
+        encode = getattr(self.policy, "encode_revision", None)
+        if encode is None:
+            raise TypeError(f"{type(self.policy).__name__} has no encode_revision(question, attempts), which "
+                            f"revisions need")
+        return tuple(encode(question, tuple(attempts)))
 
     # ---- PRM ----------------------------------------------------------------------------
     def _score(self, problems: list[_Problem], node_lists: list[Sequence[Node]]) -> dict[int, list[float]]:
@@ -247,7 +260,7 @@ class Runner:
     def _result(self, p: _Problem) -> SearchResult:
         cands = [Candidate(answer=n.answer, steps=tuple(Tree.steps(n)),
                            step_scores=p.step_scores.get(n.id, ()),
-                           num_tokens=n.path_tokens, finish_reason=n.finish_reason, node_id=n.id)
+                           num_tokens=n.path_tokens, finish_reason=n.finish_reason, node_id=n.id, chain=n.chain)
                  for n in p.finals or []]
         return SearchResult(p.tree.question, p.tree, cands, p.ledger, p.wall_time)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from .prompts import PromptFormat
 from .protocols import Chain, ChainScores, ExpandOutput, ExpandRequest, StepSample
 from .step_format import StepFormat
 
@@ -15,13 +16,17 @@ StepScript = Callable[[str, tuple[str, ...], int, int], str]
 class ScriptedPolicy:
     """Samples steps from a Python function; one token per character.
 
-    Records every request it served in ``calls`` so tests can check batching.
+    Records every request it served in ``calls`` so tests can check batching. A revision's prompt
+    (``encode_revision``: the plain layout of ``PromptFormat.revision_text``) reaches the script as
+    its whole text, question, earlier attempts and revision requests, less the final delimiter.
     """
 
     script: StepScript
     step_format: StepFormat = field(default_factory=lambda: StepFormat.preset("newline"))
     num_parameters: int = 1000
     calls: list[list[ExpandRequest]] = field(default_factory=list)
+    revision: str = PromptFormat.revision
+    _revisions: dict[tuple[int, ...], str] = field(default_factory=dict, repr=False)
 
     def widths(self) -> list[list[int]]:
         """The width of every request, call by call: how a search spent its expansions."""
@@ -29,6 +34,13 @@ class ScriptedPolicy:
 
     def encode_prompt(self, question: str) -> tuple[int, ...]:
         return _ids(question + self.step_format.delimiter)
+
+    def encode_revision(self, question: str, attempts: Sequence[str]) -> tuple[int, ...]:
+        d = self.step_format.delimiter
+        text = PromptFormat("{question}" + d, revision=self.revision).revision_text(None, question, attempts)
+        ids = _ids(text)
+        self._revisions[ids] = text[: -len(d)] if text.endswith(d) else text
+        return ids
 
     def encode_text(self, text: str) -> tuple[int, ...]:
         return _ids(text)
@@ -54,6 +66,10 @@ class ScriptedPolicy:
 
     def _parse(self, prefix_ids: tuple[int, ...]) -> tuple[str, tuple[str, ...]]:
         d = self.step_format.delimiter
+        for ids, prompt in sorted(self._revisions.items(), key=lambda kv: -len(kv[0])):  # the longest first
+            if prefix_ids[: len(ids)] == ids:
+                rest = "".join(map(chr, prefix_ids[len(ids):]))
+                return prompt, tuple(s + d for s in rest.split(d)[:-1])  # a revision: the script sees it all
         question, _, rest = "".join(map(chr, prefix_ids)).partition(d)
         steps = tuple(s + d for s in rest.split(d)[:-1])
         return question, steps

@@ -13,6 +13,11 @@ class Node:
 
     ``path_tokens`` is accumulated from the parent when the node is created, so a
     per-solution token cap sees the whole path (the official REBASE code forgot this).
+
+    ``prompt_ids`` is set on the first step of a solution written after a prompt of its own
+    (a revision: ``Expand.revise``), not after its parent's path: the solution starts there
+    (``Tree.path`` stops at it, its depth and path tokens count from it, and the policy continues
+    its prompt), while the tree keeps the parent it revises.
     """
 
     id: int
@@ -26,6 +31,8 @@ class Node:
     terminal: bool = False
     answer: str | None = None
     finish_reason: str = ""  # "delimiter", "answer", "eos", "step_cap", "token_cap", "depth_cap"
+    prompt_ids: tuple[int, ...] | None = None  # a solution's own prompt, on its first step (revisions)
+    chain: int | None = None  # the sequential chain a solution belongs to (revisions); None elsewhere
     # MCTS statistics; unused by other algorithms.
     visits: int = 0
     value: float = 0.0
@@ -53,12 +60,16 @@ class Tree:
 
     def add_child(self, parent: Node, text: str, token_ids: tuple[int, ...] = (), *,
                   terminal: bool = False, answer: str | None = None,
-                  finish_reason: str = "") -> Node:
+                  finish_reason: str = "", prompt_ids: tuple[int, ...] | None = None) -> Node:
+        """A step under ``parent``; with ``prompt_ids`` the first step of a new solution written
+        after that prompt (depth 1, its own tokens only), whatever ``parent`` holds."""
+        fresh = parent.is_root or prompt_ids is not None
         child = Node(
             id=len(self.nodes), text=text, token_ids=tuple(token_ids), parent=parent,
-            depth=parent.depth + 1,
-            path_tokens=(0 if parent.is_root else parent.path_tokens) + len(token_ids),
+            depth=1 if fresh else parent.depth + 1,
+            path_tokens=(0 if fresh else parent.path_tokens) + len(token_ids),
             terminal=terminal, answer=answer, finish_reason=finish_reason,
+            prompt_ids=None if prompt_ids is None else tuple(prompt_ids),
         )
         parent.children.append(child)
         self.nodes.append(child)
@@ -66,10 +77,13 @@ class Tree:
 
     @staticmethod
     def path(node: Node) -> list[Node]:
-        """Steps from the first one down to ``node`` (the root is not a step)."""
+        """Steps of ``node``'s solution, from its first one down to ``node`` (the root is not a step;
+        a solution with a prompt of its own, a revision, starts at the step that holds it)."""
         steps = []
         while node.parent is not None:
             steps.append(node)
+            if node.prompt_ids is not None:
+                break
             node = node.parent
         return steps[::-1]
 
@@ -78,9 +92,11 @@ class Tree:
         return [n.text for n in Tree.path(node)]
 
     def prefix_ids(self, node: Node) -> tuple[int, ...]:
-        """Prompt tokens followed by every step's tokens down to ``node``."""
-        ids = list(self.root.token_ids)
-        for n in self.path(node):
+        """The solution's prompt tokens (the question's, or a revision's own) followed by every
+        step's tokens down to ``node``."""
+        path = self.path(node)
+        ids = list(path[0].prompt_ids if path and path[0].prompt_ids is not None else self.root.token_ids)
+        for n in path:
             ids.extend(n.token_ids)
         return tuple(ids)
 

@@ -25,6 +25,8 @@ class Scored(Protocol):
 S = TypeVar("S", bound=Scored)
 AGGREGATIONS = ("last", "min", "mean", "prod")
 RULES = ("majority", "best_of_n", "weighted")
+#: Rules over sequential chains (revisions): recorded only for candidates that carry a ``chain``.
+CHAIN_RULES = ("hierarchical",)
 
 
 def aggregate(step_scores: Sequence[float], how: str = "last") -> float:
@@ -114,3 +116,25 @@ def vote(candidates: Sequence[Scored], rule: str = "weighted", agg: str = "last"
         def weight(cls: list[Scored]) -> float:
             return sum(aggregate(c.step_scores, agg) for c in cls)
     return max(classes, key=weight)[0].answer
+
+
+def hierarchical_vote(candidates: Sequence[Scored], agg: str = "last", equal: Equal = normalized_equal) -> str | None:
+    """Snell et al.'s hierarchical selection over revision chains: within each chain (a candidate's
+    ``chain``) the verifier's best-scored answered attempt, then weighted voting across chains, each
+    chain's pick weighing its own aggregated score. None when no candidate has an answer.
+
+    Why two levels: a chain's attempts are not independent (each revises the last), so counting
+    them all as votes would let one long chain outvote the rest."""
+    best: dict[object, Scored] = {}
+    for c in candidates:
+        if c.answer is None:
+            continue
+        key = getattr(c, "chain", None)
+        if key not in best or aggregate(c.step_scores, agg) > aggregate(best[key].step_scores, agg):
+            best[key] = c  # strictly better only: the first on ties
+    return vote(list(best.values()), "weighted", agg, equal)
+
+
+def has_chains(candidates: Sequence[object]) -> bool:
+    """Whether every candidate carries a chain index (a revisions search), so the chain rules apply."""
+    return bool(candidates) and all(getattr(c, "chain", None) is not None for c in candidates)

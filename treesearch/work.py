@@ -22,6 +22,11 @@ class Expand:
     "Wait" or "The answer is" this way). Its tokens are processed, not generated.
     ``redraw``: a node expanded again draws afresh (its seed also counts the children it has, as
     with a lead); off by default, so a search that re-expands a node on purpose keeps its draws.
+    ``revise[i]`` (optional; None for a node that does not revise): the earlier attempts (solution
+    texts) the children of ``nodes[i]`` revise. Each child starts a new solution after the revision
+    prompt the policy's prompt builder writes from the question and these attempts
+    (``PromptFormat.revision_text``), not after ``nodes[i]``'s path, which may then be a finished
+    (terminal) attempt; the prompt's tokens are processed, not generated.
     """
 
     nodes: Sequence[Node]
@@ -29,16 +34,19 @@ class Expand:
     greedy: bool = False
     leads: Sequence[str] | None = None
     redraw: bool = False
+    revise: Sequence[Sequence[str] | None] | None = None
 
     def __post_init__(self) -> None:
         if len(self.nodes) != len(self.widths):
             raise ValueError(f"Expand got {len(self.nodes)} nodes but {len(self.widths)} widths")
         if self.leads is not None and len(self.leads) != len(self.nodes):
             raise ValueError(f"Expand got {len(self.nodes)} nodes but {len(self.leads)} leads")
-        for n, w in zip(self.nodes, self.widths):
+        if self.revise is not None and len(self.revise) != len(self.nodes):
+            raise ValueError(f"Expand got {len(self.nodes)} nodes but {len(self.revise)} revise entries")
+        for i, (n, w) in enumerate(zip(self.nodes, self.widths)):
             if w < 0:
                 raise ValueError(f"negative width {w} for node {n.id}")
-            if n.terminal:
+            if n.terminal and (self.revise is None or self.revise[i] is None):
                 raise ValueError(f"cannot expand terminal node {n.id}")
 
 
@@ -57,14 +65,16 @@ SearchAlgorithm = Callable[[Tree], Search]
 
 
 def expand(nodes: Sequence[Node], widths: Sequence[int] | int, greedy: bool = False,
-           leads: Sequence[str] | None = None, redraw: bool = False) -> Generator[Work, object, list[list[Node]]]:
+           leads: Sequence[str] | None = None, redraw: bool = False,
+           revise: Sequence[Sequence[str] | None] | None = None) -> Generator[Work, object, list[list[Node]]]:
     """``children = yield from expand(nodes, w)``: typed sugar around ``yield Expand``."""
     if isinstance(widths, int):
         widths = [widths] * len(nodes)
     if not nodes:
         return []
-    return (yield Expand(list(nodes), list(widths), greedy,
-                         list(leads) if leads is not None else None, redraw))  # type: ignore[return-value]
+    return (yield Expand(list(nodes), list(widths), greedy, list(leads) if leads is not None else None, redraw,
+                         [None if r is None else tuple(r) for r in revise] if revise is not None else None)
+            )  # type: ignore[return-value]
 
 
 def score(nodes: Sequence[Node]) -> Generator[Work, object, list[float]]:

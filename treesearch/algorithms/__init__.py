@@ -26,6 +26,7 @@ from .lookahead import Lookahead
 from .mcts import MCTS
 from .particle_filtering import ParticleFiltering
 from .rebase import Rebase, allocate_widths
+from .revisions import Revisions
 from .sampling import Greedy, Sampling
 
 REQUIRED = ("budget_param", "needs_prm")
@@ -45,7 +46,8 @@ def _declared(cls: Any) -> type:
 _REGISTRY: Registry[type] = Registry("search algorithm", wrap=_declared)
 for _name, _cls in (("greedy", Greedy), ("sampling", Sampling), ("beam", BeamSearch), ("rebase", Rebase),
                     ("mcts", MCTS), ("lookahead", Lookahead), ("dvts", DVTS), ("budget_forcing", BudgetForcing),
-                    ("particle_filtering", ParticleFiltering), ("adaptive_sampling", AdaptiveSampling)):
+                    ("particle_filtering", ParticleFiltering), ("adaptive_sampling", AdaptiveSampling),
+                    ("revisions", Revisions)):
     _REGISTRY.add(_name, _cls)
 
 
@@ -91,5 +93,5 @@ def make_algorithm(name: str, **params: Any):
 
 
 __all__ = ["AdaptiveSampling", "BeamSearch", "BudgetForcing", "DVTS", "Greedy", "Lookahead", "MCTS",
-           "ParticleFiltering", "Rebase", "Sampling", "algorithm_class", "allocate_widths", "available_algorithms",
-           "independent_samples", "make_algorithm", "parameters", "register_algorithm"]
+           "ParticleFiltering", "Rebase", "Revisions", "Sampling", "algorithm_class", "allocate_widths",
+           "available_algorithms", "independent_samples", "make_algorithm", "parameters", "register_algorithm"]
