@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from treesearch.jsonl import LineAppender
 from treesearch.ledger import ComputeLedger
 
 KEY_FIELDS = ("problem_id", "model", "method", "budget", "seed")
@@ -250,33 +251,15 @@ def repair(path: str | Path) -> int:
     return size - good
 
 
-class RecordWriter:
-    """Appends records a chunk at a time: one write, flushed (and fsynced if asked) per chunk."""
+class RecordWriter(LineAppender):
+    """Appends records a chunk at a time (``LineAppender``), after cutting a torn last line off."""
 
     def __init__(self, path: str | Path, fsync: bool = False):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        repair(self.path)
-        self.fsync = fsync
-        self._f = open(self.path, "a", encoding="utf-8")
+        repair(path)
+        super().__init__(path, fsync)
 
     def write(self, records: Iterable[Record]) -> int:
-        lines = [_line(r) for r in records]
-        if lines:
-            self._f.write("".join(lines))
-            self._f.flush()
-            if self.fsync:
-                os.fsync(self._f.fileno())
-        return len(lines)
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self) -> RecordWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return self.write_lines([_line(r) for r in records])
 
 
 def _line(record: Record) -> str:

@@ -9,10 +9,10 @@ of a key, and a torn last line (an interrupted write) is skipped.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from treesearch.jsonl import LineAppender
 from treesearch.runner import SearchResult
 from treesearch.tree_export import export_tree
 from treesearch.voting import memoized
@@ -59,31 +59,21 @@ def tree_line(key: dict[str, Any], result: SearchResult, gold: str | None, grade
     return {**key, "tree": tree.to_json()}
 
 
-class TreeWriter:
-    """Appends tree lines a chunk at a time (one flushed write); a torn last line is cut off first."""
+class TreeWriter(LineAppender):
+    """Appends tree lines a chunk at a time (``LineAppender``); a torn last line is cut off first."""
 
     def __init__(self, path: str | Path, fsync: bool = False):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            data = self.path.read_bytes()
+        path = Path(path)
+        if path.exists():
+            data = path.read_bytes()
             if data and not data.endswith(b"\n"):
-                with open(self.path, "r+b") as f:
+                with open(path, "r+b") as f:
                     f.truncate(data.rfind(b"\n") + 1)
-        self.fsync = fsync
-        self._f = open(self.path, "a", encoding="utf-8")
+        super().__init__(path, fsync)
 
     def write(self, lines: Iterable[dict[str, Any]]) -> int:
-        text = [json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n" for line in lines]
-        if text:
-            self._f.write("".join(text))
-            self._f.flush()
-            if self.fsync:
-                os.fsync(self._f.fileno())
-        return len(text)
-
-    def close(self) -> None:
-        self._f.close()
+        return self.write_lines([json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
+                                 for line in lines])
 
 
 def read_trees(directory: str | Path) -> list[dict[str, Any]]:

@@ -1,13 +1,16 @@
-"""JSON Lines in, one object per line, with errors that name the file and the line.
+"""JSON Lines in, one object per line, with errors that name the file and the line; and out, a chunk
+of lines at a time.
 
 Shared by every reader of user files (datasets, verifier benchmarks), so that a bad line is
-reported the same way everywhere: ``path:line: what is wrong``.
+reported the same way everywhere: ``path:line: what is wrong``; and by every file a run appends to
+(records, kept trees), so that each is written the same crash-safe way.
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 
 def parse_lines(path: str | Path, error: type[Exception] = ValueError) -> Iterator[tuple[int, Any]]:
@@ -31,3 +34,33 @@ def read_objects(path: str | Path, error: type[Exception] = ValueError) -> Itera
         if not isinstance(obj, dict):
             raise error(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         yield lineno, obj
+
+
+class LineAppender:
+    """Appends lines a chunk at a time: one write, flushed (and fsynced if asked) per chunk, so a killed
+    process leaves whole chunks and at most one torn last line, which the file's owner cuts before
+    appending again."""
+
+    def __init__(self, path: str | Path, fsync: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def write_lines(self, lines: Sequence[str]) -> int:
+        """Each of ``lines`` ends in a newline; returns how many were written."""
+        if lines:
+            self._f.write("".join(lines))
+            self._f.flush()
+            if self.fsync:
+                os.fsync(self._f.fileno())
+        return len(lines)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> LineAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
