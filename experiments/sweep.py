@@ -29,6 +29,7 @@ import yaml
 from treesearch.ledger import ComputeLedger
 from treesearch.runner import Runner
 from treesearch.seeds import problem_seed
+from treesearch.voting import memoized
 
 from .facts import study_facts, write_facts
 from .builders import algorithm_for, grader_of, load_policy, load_prm_for, load_problems, policy_device, runtime_keys
@@ -196,15 +197,16 @@ def _run_policy(cfg: StudyConfig, pol: PolicyConfig, jobs: list[Job], verifiers:
                 results = runner.run([p.question for p, _ in chunk], algorithm, seeds=seeds, on_finish=on_finish)
                 recs, kept = [], []
                 for (p, budgets), s, res in zip(chunk, seeds, results):
+                    equal = memoized(grader)  # one memo per problem: its tree, record and derived records agree
                     if trees is not None and wanted(cfg.store_trees, p.id):
                         key = {"problem_id": p.id, "model": job.model, "method": job.method.name,
                                "budget": job.budget, "seed": job.seed}
-                        kept.append(tree_line(key, res, p.answer, grader, cfg.voting, check_steps))
-                    rec = build_record(p, job.model, job.method, job.budget, job.seed, s, res, cfg.voting, grader,
+                        kept.append(tree_line(key, res, p.answer, equal, cfg.voting, check_steps))
+                    rec = build_record(p, job.model, job.method, job.budget, job.seed, s, res, cfg.voting, equal,
                                        cfg.dataset.name, cfg.store_steps, verifier, pol.parameter_convention,
                                        getattr(policy, "processed_source", "model"))
                     recs.append(rec)
-                    recs += [derive_record(rec, b, job.method, cfg.voting, grader) for b in budgets if b != job.budget]
+                    recs += [derive_record(rec, b, job.method, cfg.voting, equal) for b in budgets if b != job.budget]
                 if trees is not None:
                     trees.write(kept)
                 bar.wrote(writer.write(recs))
