@@ -39,7 +39,7 @@ def policy_spec(p: PolicyConfig, device: str | None = None):
     options = {**{k: getattr(p, k) for k in b.config_keys}, **p.options}
     return PolicySpec(
         path=p.path, step_format=StepFormat.preset(p.step_format),
-        prompt=PromptFormat(p.prompt_template, p.chat_template, p.system_prompt),
+        prompt=PromptFormat(p.prompt_template, p.chat_template, p.system_prompt, p.revision_prompt),
         temperature=p.temperature, top_p=p.top_p, dtype=p.dtype,
         device=device or (resolve_device(p.device) if b.local_device else p.device),
         trust_remote_code=p.trust_remote_code,

@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--prompt-template", default="{question}\n",
                        help="how the question is written before the first step ({question} is replaced)")
     solve.add_argument("--chat-template", action="store_true", help="wrap the question in the tokenizer's chat template")
+    solve.add_argument("--revision-prompt", default=PolicyConfig.revision_prompt,
+                       help="--method revisions: the request written after each earlier attempt")
     solve.add_argument("--num-parameters", type=float, help="override N for FLOPs")
     solve.add_argument("--max-step-tokens", type=int, default=256, help="cap on one step's tokens")
     solve.add_argument("--max-solution-tokens", type=int, default=1024, help="cap on a whole solution's tokens")
@@ -360,7 +362,7 @@ def _solve(args: argparse.Namespace) -> int:
                               options=dict(args.backend_opt), dtype=args.dtype, device=args.device,
                               num_parameters=args.num_parameters, step_format=args.step_format,
                               prompt_template=args.prompt_template, chat_template=args.chat_template,
-                              temperature=args.temperature, top_p=args.top_p)
+                              revision_prompt=args.revision_prompt, temperature=args.temperature, top_p=args.top_p)
     try:
         algorithm = algorithm_class(args.method)
     except ValueError as e:

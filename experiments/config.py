@@ -20,6 +20,7 @@ import yaml
 from treesearch.algorithms import algorithm_class, independent_samples, make_algorithm, parameters
 from treesearch.backends import DEFAULT_BACKEND
 from treesearch.config_mapping import ConfigError, describe, error, from_plain, to_plain
+from treesearch.prompts import PromptFormat
 from treesearch.runner import SearchLimits
 from treesearch.step_format import PRESETS
 from treesearch.voting import AGGREGATIONS, RULES
@@ -52,6 +53,7 @@ class PolicyConfig:
     prompt_template: str = "{question}\n"
     chat_template: bool = False
     system_prompt: str | None = None
+    revision_prompt: str = PromptFormat.revision  # the request after each earlier attempt (revisions)
     temperature: float = 1.0
     top_p: float = 1.0
     max_batch_rows: int = 64  # kept for older configs: an option of the backends that take it (config_keys)

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import yaml
 
+from treesearch.config_mapping import from_plain
 from treesearch.ledger import ComputeLedger
 from treesearch.runner import Runner
 from treesearch.seeds import problem_seed
@@ -133,12 +134,20 @@ class Verifiers:
         return self.loaded[key]
 
 
+def _as_written_now(old: dict, path: Path) -> dict:
+    """An older resolved.yaml as today's schema writes it: a key added since, at its default, is no change."""
+    try:
+        return config_to_dict(from_plain(StudyConfig, old, "", str(path)))
+    except ConfigError:
+        return old  # a key since removed or retyped: compared as it was written
+
+
 def _write_resolved(cfg: StudyConfig, results: Path, shard: Shard, allow_change: bool) -> None:
     """Every process checks the directory's settings (so all fail alike); rank 0 writes them."""
     path = results / RESOLVED
     new = config_to_dict(cfg)
     if path.exists() and not allow_change:
-        old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        old = _as_written_now(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, path)
         bad = incompatible_keys(old, new, runtime_keys(cfg))
         if bad:
             raise ConfigError(f"{path}: the records here were made with other settings ({', '.join(bad)}); "

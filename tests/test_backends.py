@@ -124,6 +124,17 @@ def test_one_prompt_builder_for_every_backend():
         PromptFormat("no placeholder")
 
 
+def test_the_revision_request_is_set_in_the_config_and_reaches_the_backend():
+    from transformers import AutoTokenizer
+
+    spec = policy_spec(PolicyConfig("p", path=SMALL, prompt_template="Q: {question}\n", revision_prompt="Again:\n"))
+    assert spec.prompt == PromptFormat("Q: {question}\n", revision="Again:\n")
+    policy = load_policy("transformers", spec)
+    tok = AutoTokenizer.from_pretrained(SMALL)
+    assert policy.encode_revision("1+1", ["The answer is 3\n"]) == tuple(
+        tok("Q: 1+1\nThe answer is 3\nAgain:\n")["input_ids"])
+
+
 def test_check_says_how_to_install_vllm_where_it_is_missing(tmp_path, capsys, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))

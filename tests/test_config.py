@@ -207,3 +207,19 @@ def test_algorithms_by_import_path_declare_what_they_need():
         config_from_dict(_with("methods", [{**mine, "algorithm": "test_config:Undeclared"}]))
     with pytest.raises(ConfigError, match=r"methods\[0\]\.algorithm: cannot import 'no_such_pkg.mod'"):
         config_from_dict(_with("methods", [{**mine, "algorithm": "no_such_pkg.mod:Search"}]))
+
+
+def test_a_key_added_since_a_run_was_written_does_not_block_its_resume(tmp_path):
+    """resolved.yaml files written before a key existed (here ``revision_prompt``) resume: read through
+    today's schema, the key is at its default; a changed value is still a change."""
+    from experiments.sweep import _as_written_now
+
+    new = config_to_dict(config_from_dict(BASE))
+    old = yaml.safe_load(yaml.safe_dump(new))
+    del old["policies"][0]["revision_prompt"]
+    assert incompatible_keys(old, new) == ["policies[p].revision_prompt"]  # the raw file differs
+    assert incompatible_keys(_as_written_now(old, tmp_path / "resolved.yaml"), new) == []
+    changed = _with("policies.0.revision_prompt", "Again:\n", old)
+    assert incompatible_keys(_as_written_now(changed, tmp_path / "resolved.yaml"), new) == [
+        "policies[p].revision_prompt"]
+    assert _as_written_now({"no_such_key": 1}, tmp_path / "r.yaml") == {"no_such_key": 1}

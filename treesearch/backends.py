@@ -194,6 +194,5 @@ def transformers_policy(spec: PolicySpec) -> Policy:
     return TransformersPolicy.from_pretrained(
         spec.path, device=spec.device, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code,
         step_format=spec.step_format, temperature=spec.temperature, top_p=spec.top_p,
-        prompt_template=spec.prompt.template, chat_template=spec.prompt.chat_template,
-        system_prompt=spec.prompt.system_prompt, reuse_kv=o.reuse_kv, max_batch_rows=o.max_batch_rows,
+        prompt=spec.prompt, reuse_kv=o.reuse_kv, max_batch_rows=o.max_batch_rows,
         kv_cache_bytes=o.kv_cache_bytes, num_parameters=spec.num_parameters, parameter_count=spec.parameter_count)

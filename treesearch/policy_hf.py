@@ -93,7 +93,7 @@ class TransformersPolicy:
     def __init__(self, model, tokenizer, step_format: StepFormat | None = None, *,
                  temperature: float = 1.0, top_p: float = 1.0,
                  prompt_template: str = "{question}\n", chat_template: bool = False,
-                 system_prompt: str | None = None, reuse_kv: bool = True,
+                 system_prompt: str | None = None, prompt: PromptFormat | None = None, reuse_kv: bool = True,
                  kv_cache_bytes: int = 2 * 1024**3, max_batch_rows: int = 64,
                  num_parameters: int | None = None, parameter_count: str = "non_embedding"):
         if temperature < 0 or not 0 < top_p <= 1:
@@ -102,7 +102,8 @@ class TransformersPolicy:
         self.tokenizer = tokenizer
         self.step_format = step_format or StepFormat.preset("paper")
         self.temperature, self.top_p = temperature, top_p
-        self.prompt = PromptFormat(prompt_template, chat_template, system_prompt)
+        # ``prompt`` (the backends pass the spec's, revision request included) or its three common fields
+        self.prompt = prompt or PromptFormat(prompt_template, chat_template, system_prompt)
         self.reuse_kv = reuse_kv
         self.store = PrefixKVStore(kv_cache_bytes if reuse_kv else 0)
         self._free_kv: torch.Tensor | None = None  # the last batch's KV buffer, reused by the next
