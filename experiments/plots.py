@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import difficulty, efficiency
+from . import difficulty, efficiency, sequential
 from .facts import BASELINE_ALGORITHM
 from .analysis import FitRow, Row, _curves, best_per_model, pareto
 
@@ -466,3 +466,36 @@ def plot_difficulty(study: "difficulty.DifficultyStudy", rule: str, path: Path) 
 def _yerr(pts: Sequence[Row | efficiency.SweepPoint]) -> list[list[float]]:
     """Asymmetric error bars (percentage points) from each point's interval."""
     return [[100 * (p.accuracy - p.low) for p in pts], [100 * (p.high - p.accuracy) for p in pts]]
+
+
+def plot_sequential_share(study: "sequential.SequentialStudy", path: Path) -> None:
+    """Snell et al.'s Figure (accuracy against the sequential share): one panel per budget of the first model
+    with ratios, one line per difficulty bin, each point with its 95 % interval; x from all parallel (N chains
+    of one attempt) to all sequential (one chain of N)."""
+    plt = _plt()
+    model = study.models[0]
+    budgets = study.budgets(model)
+    bins = study.bins()
+    fig, axes = plt.subplots(1, len(budgets), figsize=(3.6 * len(budgets), 3.8), sharey=True, squeeze=False)
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(bins)))
+    dodge = 0.012  # bins side by side at each ratio, so their intervals do not hide each other
+    for ax, budget in zip(axes[0], budgets):
+        for k, (b, color) in enumerate(zip(bins, colors)):
+            cells = sorted((c for c in study.cells if c.bin == b and c.setting.model == model
+                            and c.setting.budget == budget), key=lambda c: c.setting.length)
+            acc = [100 * c.accuracy for c in cells]
+            err = [[a - 100 * c.interval[0] for a, c in zip(acc, cells)], [100 * c.interval[1] - a for a, c in zip(acc, cells)]]
+            ax.errorbar([c.setting.share + dodge * (k - (len(bins) - 1) / 2) for c in cells], acc, yerr=err, color=color, marker="o", ms=4, capsize=2,
+                        elinewidth=0.7, label=b)
+        cells = sorted({c.setting for c in study.cells if c.setting.model == model and c.setting.budget == budget},
+                       key=lambda s: s.length)
+        ax.set_xticks([s.share for s in cells], [f"{s.budget // s.length}x{s.length}" for s in cells], fontsize=7)
+        ax.set_title(f"N = {budget} attempts", fontsize=10)
+        ax.set_xlabel("chains x attempts per chain\n(all parallel -> all sequential)", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"accuracy % ({study.rule})")
+    axes[0][-1].legend(fontsize=7, title=study.how if len(study.how) < 20 else None)
+    fig.suptitle(f"Sequential revisions vs parallel sampling per difficulty ({model})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)

@@ -13,13 +13,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from . import difficulty, efficiency, uncertainty
+import numpy as np
+
+from . import difficulty, efficiency, sequential, uncertainty
 from .facts import facts_for, read_facts
 from .analysis import (Efficiency, FitRow, Row, SaturatingFit, compute_efficiency, config_order,
                        fit_curves, load_reference, pareto, parameter_conventions, resolve_rule, rules_in, summarize)
 from .findings import Finding, findings
 from .plots import (compared_curves, palette, plot_accuracy, plot_best_model, plot_difficulty, plot_levels,
-                    plot_models, plot_pareto, plot_verifier_quality)
+                    plot_models, plot_pareto, plot_sequential_share, plot_verifier_quality)
 from .records import PASS_AT_N, load_dir
 
 DEFAULT_RULE = "weighted"
@@ -205,6 +207,7 @@ class ReportResult:
     table: str
     efficiency: Efficiency | None = None
     difficulty: Any = None  # difficulty.DifficultyStudy, when the records allow one
+    sequential: Any = None  # sequential.SequentialStudy, when revisions ran at two ratios or more
     convention: str = "N = non-embedding parameters"
     findings: list[Finding] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
@@ -255,6 +258,11 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
     if res.difficulty is not None:
         (out / "compute_optimal.md").write_text(difficulty_markdown(res.difficulty, rule), encoding="utf-8")
         res.files["compute_optimal.md"] = out / "compute_optimal.md"
+    chain_rule = f"{sequential.CHAIN_RULE}/{rule.split('/')[1] if '/' in rule else 'last'}"
+    res.sequential = sequential.sequential_study(records, chain_rule, facts)
+    if res.sequential is not None:
+        (out / "sequential.md").write_text(sequential_markdown(res.sequential), encoding="utf-8")
+        res.files["sequential.md"] = out / "sequential.md"
     levels = sorted({r.level for r in records if r.level is not None})
     by_level = {lv: summarize([r for r in records if r.level == lv], [rule]) for lv in levels}
     if plots:
@@ -268,6 +276,8 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
             figures.append(("accuracy_by_level.png", lambda p: plot_levels(by_level, rule, p, pal)))
         if res.difficulty is not None:
             figures.append(("compute_optimal.png", lambda p: plot_difficulty(res.difficulty, rule, p)))
+        if res.sequential is not None:
+            figures.append(("sequential_share.png", lambda p: plot_sequential_share(res.sequential, p)))
         if eff.sweep:
             figures.append(("verifier_quality.png", lambda p: plot_verifier_quality(eff.sweep, rows, rule, p, pal)))
         for name, draw in figures:
@@ -276,6 +286,54 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
     (out / "results.md").write_text(_markdown(res, by_level, ref, results_dir), encoding="utf-8")
     res.files["results.md"] = out / "results.md"
     return res
+
+
+def sequential_markdown(study: "sequential.SequentialStudy") -> str:
+    """Tables of the sequential/parallel ratio study: accuracy per ratio and bin, the chosen ratios,
+    the curves, and what the compute-optimal choice saves."""
+    pct = lambda a, lo, hi: f"{100 * a:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"  # noqa: E731
+    bins = study.bins()
+    m = study.matrix
+    parts = [f"# Sequential revisions vs parallel sampling ({study.rule})", "",
+             f"N attempts as C chains of L (C x L = N): L = 1 is all parallel, L = N all sequential. Bins: {study.how}; "
+             f"problems per bin: " + ", ".join(f"{b}: {c.n}" for b, c in {c.bin: c for c in study.cells}.items())
+             + f". Accuracy % [95 % interval]: {INTERVAL_NOTE}. FLOPs are paper FLOPs per problem (generated tokens; "
+             "a revision's earlier attempts are processed, not generated, and count in full FLOPs).", ""]
+    for model in study.models:
+        parts += [f"## {model}: accuracy per ratio and bin", ""]
+        body = []
+        for s in (s for s in study.settings if s.model == model):
+            cells = {c.bin: c for c in study.cells if c.setting == s}
+            i = m.index(s.key)
+            body.append((s.budget, f"{s.budget // s.length} x {s.length}", *[pct(c.accuracy, *c.interval) for c in
+                         (cells[b] for b in bins)], f"{100 * np.nanmean(m.correct[i]):.1f}", f"{np.nanmean(m.flops[i]):.3g}"))
+        parts += [markdown_table(["N", "chains x L", *bins, "all %", "paper FLOPs"], body), ""]
+        parts += [f"## {model}: the best chain length L per bin", "",
+                  "In-sample: chosen on all problems (an upper bound); cross-validated: each half of the problems "
+                  "scored with the L chosen on the other half (what the compute-optimal curve uses).", "",
+                  markdown_table(["N", *bins], [(budget, *[
+                      next(f"{c.in_sample} (folds: {', '.join(map(str, c.per_fold))})" for c in study.choices
+                           if c.model == model and c.budget == budget and c.bin == b) for b in bins])
+                      for budget in study.budgets(model)]), ""]
+        names = (sequential.PARALLEL, sequential.SINGLE, sequential.OPTIMAL)
+        curves = {name: {b: (f, a) for b, f, a in sequential.curve(m, model, name)} for name in names}
+        parts += [f"## {model}: curves (accuracy %, paper FLOPs)", "",
+                  markdown_table(["N", *names], [(budget, *[
+                      f"{100 * curves[n][budget][1]:.1f} ({curves[n][budget][0]:.3g})" if budget in curves[n] else "–"
+                      for n in names]) for budget in study.budgets(model)]), ""]
+        parts += [f"## {model}: what the compute-optimal ratio saves", "",
+                  "At each baseline budget: the baseline's accuracy, the FLOPs the compute-optimal curve needs to reach "
+                  "it (interpolated in log FLOPs), the ratio with its paired bootstrap interval over problems; and the "
+                  "paired difference at the same budget (points, 95 % interval, p).", "",
+                  markdown_table(["baseline", "N", "baseline %", "baseline FLOPs", "optimal needs", "saving",
+                                  "interval", "difference at N", "p"],
+                                 [(r.baseline, r.budget, f"{100 * r.target:.1f}", f"{r.baseline_flops:.3g}",
+                                   f"{r.method_flops.flops:.3g}" if r.method_flops.flops == r.method_flops.flops
+                                   else "not reached", f"{r.ratio:.2f}x" if r.ratio == r.ratio else "–", r.interval_text,
+                                   study.differences[(model, r.budget, r.baseline)].text,
+                                   study.differences[(model, r.budget, r.baseline)].p_text)
+                                  for r in study.savings if r.model == model]), ""]
+    return "\n".join(parts)
 
 
 def _write_csv(path: Path, dicts: list[dict[str, Any]], columns: Sequence[str]) -> Path:
