@@ -24,7 +24,7 @@ from .budget_forcing import BudgetForcing
 from .dvts import DVTS
 from .lookahead import Lookahead
 from .mcts import MCTS
-from .particle_filtering import ParticleFiltering
+from .particle_filtering import ParticleFiltering, ParticleGibbs
 from .rebase import Rebase, allocate_widths
 from .revisions import Revisions
 from .sampling import Greedy, Sampling
@@ -46,8 +46,8 @@ def _declared(cls: Any) -> type:
 _REGISTRY: Registry[type] = Registry("search algorithm", wrap=_declared)
 for _name, _cls in (("greedy", Greedy), ("sampling", Sampling), ("beam", BeamSearch), ("rebase", Rebase),
                     ("mcts", MCTS), ("lookahead", Lookahead), ("dvts", DVTS), ("budget_forcing", BudgetForcing),
-                    ("particle_filtering", ParticleFiltering), ("adaptive_sampling", AdaptiveSampling),
-                    ("revisions", Revisions)):
+                    ("particle_filtering", ParticleFiltering), ("particle_gibbs", ParticleGibbs),
+                    ("adaptive_sampling", AdaptiveSampling), ("revisions", Revisions)):
     _REGISTRY.add(_name, _cls)
 
 
@@ -93,5 +93,6 @@ def make_algorithm(name: str, **params: Any):
 
 
 __all__ = ["AdaptiveSampling", "BeamSearch", "BudgetForcing", "DVTS", "Greedy", "Lookahead", "MCTS",
-           "ParticleFiltering", "Rebase", "Revisions", "Sampling", "algorithm_class", "allocate_widths",
-           "available_algorithms", "independent_samples", "make_algorithm", "parameters", "register_algorithm"]
+           "ParticleFiltering", "ParticleGibbs", "Rebase", "Revisions", "Sampling", "algorithm_class",
+           "allocate_widths", "available_algorithms", "independent_samples", "make_algorithm", "parameters",
+           "register_algorithm"]
