@@ -34,11 +34,13 @@ def test_mcts_root_width_follows_the_paper():
     assert [demo.mcts_root_width(b) for b in (4, 16, 32, 64, 128)] == [2, 2, 4, 8, 16]
 
 
-def test_extended_and_full_profiles_add_lookahead_and_dvts():
+def test_extended_and_full_profiles_add_the_peers_strategies():
     names = {p: {m.name for m in demo.study(p).methods} for p in demo.PROFILES}
-    assert {"lookahead", "dvts"} <= names["extended"] and {"lookahead", "dvts"} <= names["full"]
-    assert not {"lookahead", "dvts"} & names["default"]
-    assert names["extended"] - {"lookahead", "dvts"} == names["default"]
+    added = {"lookahead", "dvts", "particle_filtering", "particle_gibbs", "adaptive-supermajority", "adaptive-beta"}
+    assert added <= names["extended"] and added <= names["full"]
+    assert not added & names["default"]
+    assert names["extended"] - added == names["default"]
+    assert set(demo.REFERENCES) <= names["default"]
 
 
 def test_the_held_out_split_is_disjoint_and_reseeded():
@@ -58,3 +60,25 @@ def test_replication_compares_verdicts_split_by_split():
     rows = replication([("split 1", a), ("split 2", b)])
     assert [(f.key, [g.evidence if g else None for g in same], ok) for f, same, ok in rows] == [
         ("a", ["3x", "2x"], "yes"), ("b", ["+1", None], "no")]
+
+
+def test_the_extended_table_measures_each_added_strategy_against_the_references(tmp_path):
+    import dataclasses
+
+    from experiments.report import report
+    from experiments.sweep import run_study
+
+    cfg = demo.study("quick")
+    keep = {"sampling", "beam", "rebase"}
+    methods = [dataclasses.replace(m, budgets=[4, 8]) for m in cfg.methods if m.name in keep]
+    methods += [m for m in demo.extended_methods([4, 8]) if m.name == "particle_filtering"]
+    cfg = dataclasses.replace(cfg, methods=methods, policies=cfg.policies[:1], output=str(tmp_path),
+                              dataset=dataclasses.replace(cfg.dataset, limit=6), problems_per_chunk=6)
+    rep = report(run_study(cfg, progress=False))
+    text = demo.extended_markdown(tmp_path, rep, ["particle_filtering"])
+    row = next(line for line in text.splitlines() if line.startswith("| particle_filtering | 4 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    pf = next(r for r in rep.rows if (r.method, r.budget, r.rule) == ("particle_filtering", 4, rep.rule))
+    assert cells[2].startswith(f"{100 * pf.accuracy:.1f} [")
+    assert len(cells) == 7 and all(c == "–" or " [" in c and "(p " in c for c in cells[4:])
+    assert "## FLOPs to reach sampling's best accuracy" in text

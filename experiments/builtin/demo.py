@@ -2,11 +2,12 @@
 
     treesearch demo            # 100 test problems, budgets 1..32, every method and policy size
     treesearch demo --quick    # 20 problems, budgets up to 8 (under a minute)
-    treesearch demo --extended # the default plus lookahead search and DVTS
+    treesearch demo --extended # the default plus lookahead, DVTS and the peers' strategies
     treesearch demo --full     # 300 problems, budgets up to 128, two seeds, every strategy
 
 Runs greedy, sampling (majority / best-of-N / weighted voting), step-level beam search,
-REBASE and MCTS (and, with --extended or --full, lookahead search with k = 1 and DVTS) for the
+REBASE and MCTS (and, with --extended or --full, lookahead search with k = 1, DVTS, particle
+filtering, particle Gibbs and adaptive sampling by both stopping rules: ``EXTENDED``) for the
 built-in small and large policies with the built-in likelihood PRM;
 REBASE with the task's exact checker as a reference curve; and, for the small policy at one
 budget, REBASE and weighted voting with the checker's verdicts flipped at 0-30 %. Prints the
@@ -23,7 +24,7 @@ import time
 from ..config import DatasetConfig, MethodConfig, PolicyConfig, StudyConfig, VotingConfig
 from .models import CHECKPOINTS, LIMITS, POLICIES, PRM_DIR, policy_dir
 
-PROFILES = {  # problems, largest budget, seeds, with lookahead and DVTS
+PROFILES = {  # problems, largest budget, seeds, with the EXTENDED methods
     "quick": (20, 8, [0], False),
     "default": (100, 32, [0], False),
     "extended": (100, 32, [0], True),
@@ -32,6 +33,21 @@ PROFILES = {  # problems, largest budget, seeds, with lookahead and DVTS
 ORACLE = {"type": "builtin_oracle"}
 FLIP_RATES = (0.1, 0.2, 0.3)  # the verifier-quality sweep (0 is the oracle itself)
 SWEEP_POLICY = "small"  # the policy the sweep runs for (the one search helps most)
+REFERENCES = ("sampling", "beam", "rebase")  # what --extended measures each of its methods against
+
+
+def extended_methods(budgets: list[int]) -> list[MethodConfig]:
+    """The strategies --extended adds: Snell et al.'s lookahead and DVTS, and the newer peers' (its_hub's
+    particle filtering and particle Gibbs, adaptive self-consistency by its two stopping rules)."""
+    return [
+        MethodConfig(name="lookahead", algorithm="lookahead", params={"beam_width": 4, "k": 1}, budgets=budgets),
+        MethodConfig(name="dvts", algorithm="dvts", params={"beam_width": 4}, budgets=budgets),
+        MethodConfig(name="particle_filtering", algorithm="particle_filtering", budgets=budgets),
+        MethodConfig(name="particle_gibbs", algorithm="particle_gibbs", params={"iterations": 2}, budgets=budgets),
+        MethodConfig(name="adaptive-supermajority", algorithm="adaptive_sampling", params={"rule": "supermajority"},
+                     budgets=budgets),
+        MethodConfig(name="adaptive-beta", algorithm="adaptive_sampling", params={"rule": "beta"}, budgets=budgets),
+    ]
 
 
 def mcts_root_width(expansions: int) -> int:
@@ -56,8 +72,7 @@ def study(profile: str = "default") -> StudyConfig:
         MethodConfig(name="greedy", algorithm="greedy"),
         MethodConfig(name="sampling", algorithm="sampling", budgets=budgets, subsample=True),
         MethodConfig(name="beam", algorithm="beam", params={"beam_width": 4}, budgets=searched),
-        *([MethodConfig(name="lookahead", algorithm="lookahead", params={"beam_width": 4, "k": 1}, budgets=searched),
-           MethodConfig(name="dvts", algorithm="dvts", params={"beam_width": 4}, budgets=searched)] if more else []),
+        *(extended_methods(searched) if more else []),
         MethodConfig(name="rebase", algorithm="rebase", params={"temperature": 0.1}, budgets=budgets),
         MethodConfig(name="mcts", algorithm="mcts", params={"width": 2}, budgets=searched,
                      budget_params={b: {"root_width": mcts_root_width(b)} for b in searched}),
@@ -104,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     size = ap.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_const", dest="profile", const="quick", help="20 problems, budgets <= 8")
     size.add_argument("--extended", action="store_const", dest="profile", const="extended",
-                      help="the default study plus lookahead search and DVTS (about twice as long)")
+                      help="the default study plus lookahead, DVTS, particle filtering, particle Gibbs and adaptive "
+                           "sampling, each measured against sampling, beam and REBASE at equal FLOPs")
     size.add_argument("--full", action="store_const", dest="profile", const="full",
                       help="300 problems, budgets <= 128, 2 seeds")
     ap.add_argument("--replicate", action="store_true",
@@ -137,6 +153,11 @@ def _demo(cfg: StudyConfig, progress: bool, replicate: bool) -> int:
     if rep.efficiency is not None and rep.efficiency.ratios:
         print("\n" + format_headline(rep.efficiency))
     print("\n" + format_findings(rep.findings))
+    added = [m.name for m in cfg.methods if m.name in {x.name for x in extended_methods([])}]
+    if added:
+        path = results / "report" / "extended.md"
+        path.write_text(extended_markdown(results, rep, added), encoding="utf-8")
+        print(f"\nthe added strategies against {', '.join(REFERENCES)} at equal FLOPs: {path}")
     if replicate:
         second = heldout(cfg)
         held = report(run_study(second, progress=progress))
@@ -150,6 +171,45 @@ def _demo(cfg: StudyConfig, progress: bool, replicate: bool) -> int:
     print(f"accuracy vs FLOPs plot: {rep.files['accuracy_vs_flops.png']}")
     print(f"tables and other plots: {rep.files['results.md'].parent}")
     return 0
+
+
+def extended_markdown(results, rep, methods: list[str]) -> str:
+    """Each added strategy against sampling (weighted voting), beam search and REBASE at equal FLOPs on the
+    same problems (``efficiency.compare``: the reference curve read per problem at the method's FLOPs, paired
+    bootstrap interval and paired test), and the FLOPs it needs to reach sampling's best accuracy."""
+    from .. import efficiency, uncertainty
+    from ..records import load_dir
+    from ..report import markdown_table
+
+    matrix = uncertainty.problem_matrix(load_dir(results), rep.rule)
+    rows = {(r.model, r.method, r.budget): r for r in rep.rows if r.rule == rep.rule}
+    models = sorted({m for m, _, _ in rows}, key=lambda m: min(r.paper_flops for k, r in rows.items() if k[0] == m))
+    parts = [f"# The added strategies at equal FLOPs ({rep.rule})", "",
+             "Each cell: the method's accuracy minus the reference curve's, read per problem at the method's paper "
+             "FLOPs (interpolated in log FLOPs between the reference's budgets), in points with its 95 % paired "
+             "bootstrap interval and the paired test's p; \"–\" where the method's FLOPs lie outside the "
+             "reference's curve. Accuracy % [95 % Wilson interval].", ""]
+    for model in models:
+        body = []
+        for method in methods:
+            diffs = {ref: {c.budget: c for c in efficiency.compare(matrix, model, method, model, ref)}
+                     for ref in REFERENCES}
+            for (m, k, b), r in sorted(rows.items()):
+                if (m, k) != (model, method):
+                    continue
+                body.append((method, b, f"{100 * r.accuracy:.1f} [{100 * r.low:.1f}, {100 * r.high:.1f}]",
+                             f"{r.paper_flops:.3g}", *[f"{d[b].diff.text} (p {d[b].diff.p_text})" if b in d else "–"
+                                                       for d in diffs.values()]))
+        parts += [f"## {model}", "", markdown_table(["method", "budget", "accuracy %", "paper FLOPs",
+                                                     *[f"vs {ref}" for ref in REFERENCES]], body), ""]
+    if rep.efficiency is not None:
+        head = [r for r in rep.efficiency.headline() if r.method in methods]
+        parts += [f"## FLOPs to reach {rep.efficiency.baseline}'s best accuracy", "",
+                  markdown_table(["model", "method", "target %", "ratio", "interval"],
+                                 [(r.model, r.method, f"{100 * r.target:.1f}",
+                                   f"{r.ratio:.2f}x" if r.ratio == r.ratio else "not reached", r.interval_text)
+                                  for r in sorted(head, key=lambda r: (r.model, methods.index(r.method)))]), ""]
+    return "\n".join(parts)
 
 
 def _split_name(cfg: StudyConfig) -> str:
