@@ -15,7 +15,8 @@ from typing import Any, Callable, Sequence
 from treesearch.ledger import ComputeLedger
 from treesearch.runner import SearchResult
 from treesearch.tree import Tree
-from treesearch.voting import CHAIN_RULES, Scored, answer_classes, has_chains, hierarchical_vote, memoized, vote
+from treesearch.voting import (CHAIN_RULES, Scored, answer_classes, confidence_vote, has_chains, has_confidences,
+                               hierarchical_vote, memoized, vote)
 
 from .config import MethodConfig, PRMConfig, VotingConfig
 from .records import CandidateRecord, Derivation, Record, Vote
@@ -25,7 +26,8 @@ def judge(candidates: Sequence[Scored], gold: str, voting: VotingConfig,
           grader: Callable[[str, str], bool]) -> dict[str, Any]:
     """The answer each voting rule picks and whether it is right, plus pass@n (any right):
     the ``votes``, ``pass_at_n`` and ``num_answered`` fields of a record. Candidates in chains
-    (revisions) also get the hierarchical rule, one key per aggregation ("hierarchical/last")."""
+    (revisions) also get the hierarchical rule, one key per aggregation ("hierarchical/last"); candidates
+    with the policy's confidence (DeepConf) get the confidence-weighted vote ("confidence")."""
     equal = memoized(grader)
     votes = {}
     for key, rule, agg in voting.keys():
@@ -36,6 +38,9 @@ def judge(candidates: Sequence[Scored], gold: str, voting: VotingConfig,
             for agg in voting.aggregations:
                 answer = hierarchical_vote(candidates, agg, equal=equal)
                 votes[f"{rule}/{agg}"] = Vote(answer, answer is not None and equal(answer, gold))
+    if has_confidences(candidates):
+        answer = confidence_vote(candidates, equal)
+        votes["confidence"] = Vote(answer, answer is not None and equal(answer, gold))
     classes = answer_classes(candidates, equal)
     return {"votes": votes, "pass_at_n": any(equal(c[0].answer, gold) for c in classes),
             "num_answered": sum(len(c) for c in classes)}
@@ -62,7 +67,7 @@ def build_record(problem: Any, model: str, method: MethodConfig, budget: int, se
         answer=c.answer, correct=c.answer is not None and equal(c.answer, problem.answer),
         step_scores=tuple(float(s) for s in c.step_scores), num_tokens=c.num_tokens, finish_reason=c.finish_reason,
         sample=samples.get(c.node_id, 0), steps=tuple(c.steps) if store_steps else None,
-        chain=c.chain) for c in result.candidates)
+        chain=c.chain, confidence=c.confidence) for c in result.candidates)
     return Record(
         problem_id=problem.id, model=model, method=method.name, budget=budget, seed=seed, problem_seed=pseed,
         dataset=dataset, level=problem.level, gold=problem.answer, algorithm=method.algorithm,

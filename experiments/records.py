@@ -50,6 +50,7 @@ class CandidateRecord:
     sample: int  # index of the independent first step it grew from (the sample, for sampling)
     steps: tuple[str, ...] | None = None  # step text, only with store_steps
     chain: int | None = None  # the revision chain it belongs to (revisions only; written only then)
+    confidence: float | None = None  # the policy's confidence in it (DeepConf only; written only then)
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"answer": self.answer}
@@ -61,6 +62,8 @@ class CandidateRecord:
             d["steps"] = list(self.steps)
         if self.chain is not None:
             d["chain"] = self.chain
+        if self.confidence is not None:
+            d["confidence"] = self.confidence
         return d
 
     @classmethod
@@ -69,7 +72,8 @@ class CandidateRecord:
         steps = d.get("steps")
         return cls(answer=d["answer"], correct=d.get("correct"), step_scores=tuple(d["step_scores"]),
                    num_tokens=d["num_tokens"], finish_reason=d.get("finish_reason", ""), sample=d.get("sample", 0),
-                   steps=None if steps is None else tuple(steps), chain=d.get("chain"))
+                   steps=None if steps is None else tuple(steps), chain=d.get("chain"),
+                   confidence=d.get("confidence"))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from treesearch.protocols import ExpandRequest
 class CompletionsStub:
     def __init__(self, policy: Any, model: str = "stub", api_key: str | None = None, delay: float = 0.0):
         self.policy, self.model, self.api_key, self.delay = policy, model, api_key, delay
-        self.faults: list[str] = []  # consumed one per completion request: "503", "429", "malformed", "cut", "truncated"
+        self.faults: list[str] = []  # consumed one per completion request: "503", "429", "malformed", "cut",
+        # "truncated", "no_logprobs"
         self.die_after: int | None = None  # answer this many completions, then stop listening (a crash)
         self.hold_after: int | None = None  # answer this many, then keep the next waiting until release is set
         self.gather = 0  # the first completions wait until this many are in flight at once (60 s at most)
@@ -138,7 +139,8 @@ class CompletionsStub:
         prompt = tuple(body["prompt"])
         greedy = body.get("temperature") == 0
         req = ExpandRequest(prompt, int(body.get("n", 1)), seed=int(body.get("seed") or 0),
-                            max_new_tokens=int(body.get("max_tokens", 16)), greedy=greedy)
+                            max_new_tokens=int(body.get("max_tokens", 16)), greedy=greedy,
+                            logprobs=int(body.get("logprobs") or 0))
         with self._lock:
             self.prompts.append(prompt)
             [out] = self.policy.expand([req])
@@ -147,12 +149,14 @@ class CompletionsStub:
         for k, s in enumerate(out.samples):
             ids = list(s.token_ids)
             stop = body["stop"][0] if s.finish_reason == "delimiter" else None
-            choice = {"index": k, "text": s.text, "token_ids": ids, "logprobs": None,
+            choice = {"index": k, "text": s.text, "token_ids": ids, "logprobs": _logprobs(s),
                       "finish_reason": "length" if s.finish_reason == "step_cap" else "stop", "stop_reason": stop}
             if fault == "malformed":
                 del choice["token_ids"], choice["text"]
             if fault == "cut":
                 choice.update(finish_reason="length", token_ids=ids[:1])
+            if fault == "no_logprobs":
+                choice["logprobs"] = None
             choices.append(choice)
         decoded = sum(len(s.token_ids) - 1 for s in out.samples)
         return {"id": "cmpl-stub", "object": "text_completion", "created": 0, "model": self.model,
@@ -161,6 +165,15 @@ class CompletionsStub:
                                                                                   if "token_ids" in c),
                           "total_tokens": 0,
                           "prompt_tokens_details": {"cached_tokens": len(prompt) - (out.processed_tokens - decoded)}}}
+
+
+def _logprobs(s: Any) -> dict | None:
+    """vLLM's shape with ``return_tokens_as_token_ids``: per token the top k and, first, the sampled token,
+    here one outside the top k at OpenAI's floor for -inf (the client must keep only the k largest)."""
+    if s.top_logprobs is None:
+        return None
+    return {"top_logprobs": [{"token_id:-1": -9999.0, **{f"token_id:{j}": lp for j, lp in enumerate(top)}}
+                             for top in s.top_logprobs]}
 
 
 class _QuietServer(ThreadingHTTPServer):

@@ -4,20 +4,24 @@ The transformers backend runs in the default test run. The vLLM backends run whe
 imports (marked ``vllm``; see docs/backends.md for the command and its own venv): ``vllm``, the
 offline engine, and ``openai``, the client of a real ``vllm serve`` started on the same
 checkpoint (``treesearch.vllm_server``). All load one tiny random Llama (character tokenizer)
-from the same directory.
+from the same directory. The log-probability contract (``ExpandRequest.logprobs``) is also checked
+on the scripted test double, which algorithms' tests use in place of a backend.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import pytest
+import torch
 
 from treesearch.algorithms import Rebase, Sampling
 from treesearch.backends import PolicySpec, load_policy
+from treesearch.policy_hf import TransformersPolicy
 from treesearch.protocols import ExpandRequest
 from treesearch.runner import Runner, SearchLimits
 from treesearch.step_format import StepFormat
-from treesearch.testing import ScriptedPRM, tiny_llama
+from treesearch.testing import ScriptedPolicy, ScriptedPRM, depth_script, tiny_llama
 
 QUESTIONS = ["12+3", "4*5-1", "99-9", "7*8"]
 CAP = 40
@@ -172,6 +176,59 @@ def test_a_problem_gets_the_same_tree_alone_and_in_a_batch(policy):
     alone = runner.run(QUESTIONS[2:3], Sampling(n=3), seeds=[7])
     tree = [(n.depth, n.token_ids, n.finish_reason) for n in alone[0].tree.nodes]
     assert [(n.depth, n.token_ids, n.finish_reason) for n in batch[2].tree.nodes] == tree
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint):
+    """The checkpoint in transformers, fp32: what every backend's log-probabilities must be."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+
+
+def test_logprobs_are_the_models_top_k_at_every_sampled_token(policy, reference):
+    """Per sampled token, the k largest log-probabilities of the raw next-token distribution, as a full
+    forward of the same sequence gives them (the kept KV, vLLM's engine or its server add nothing)."""
+    k = 5
+    reqs = [dataclasses.replace(r, logprobs=k) for r in _requests(policy, [3, 1, 2, 2], seed=3)]
+    atol = 1e-4 if isinstance(policy, TransformersPolicy) else 1e-3
+    spread = []
+    for r, out in zip(reqs, policy.expand(reqs)):
+        for s in out.samples:
+            assert len(s.top_logprobs) == len(s.token_ids) and all(len(t) == k for t in s.top_logprobs)
+            ids = torch.tensor([r.prefix_ids + s.token_ids])
+            with torch.inference_mode():
+                logits = reference(input_ids=ids).logits[0, len(r.prefix_ids) - 1:-1].float()
+            want = logits.log_softmax(-1).topk(k, -1).values
+            assert torch.allclose(torch.tensor(s.top_logprobs), want, atol=atol, rtol=0)
+            spread.append(want[:, 0])
+    top = torch.cat(spread)
+    assert top.max() - top.min() > 100 * atol  # the check can tell positions apart
+
+
+def test_asking_for_logprobs_changes_no_draw(policy):
+    reqs = _requests(policy, [3, 2, 1, 4], seed=9)
+    plain = policy.expand(reqs)
+    asked = policy.expand([dataclasses.replace(r, logprobs=3) for r in reqs])
+    assert _ids(asked) == _ids(plain)
+    assert [s.finish_reason for s in _samples(asked)] == [s.finish_reason for s in _samples(plain)]
+    assert all(s.top_logprobs is None for s in _samples(plain))
+    assert all(s.top_logprobs is not None for s in _samples(asked))
+
+
+def test_the_scripted_policy_returns_its_scripted_logprobs_only_when_asked():
+    """The test double stands in for a backend: the first k of each token's scripted list, one list
+    per token (cut with the step at its cap), and the same steps asked or not."""
+    script = depth_script(answer_at=2)
+    policy = ScriptedPolicy(script, logprobs=lambda q, steps, k, seed: [[-0.5 - k, -1.0 - k, -7.0]] * 9)
+    req = ExpandRequest(policy.encode_prompt("q"), 2, seed=0, max_new_tokens=5)
+    [plain] = policy.expand([req])
+    [asked] = policy.expand([dataclasses.replace(req, logprobs=2)])
+    assert [s.token_ids for s in asked.samples] == [s.token_ids for s in plain.samples]
+    assert all(s.top_logprobs is None for s in plain.samples)
+    assert [s.top_logprobs for s in asked.samples] == [((-0.5, -1.0),) * 5, ((-1.5, -2.0),) * 5]
+    [none] = ScriptedPolicy(script).expand([dataclasses.replace(req, logprobs=2)])
+    assert all(s.top_logprobs is None for s in none.samples)  # no script: none, which the Runner refuses
 
 
 @pytest.mark.vllm

@@ -3,6 +3,7 @@ requests, concurrency, affinity, faults, credentials and ``treesearch check``. T
 runs it against a real ``vllm serve`` (tests/test_policy_conformance.py, marked vllm)."""
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -81,6 +82,27 @@ def test_a_request_is_the_node_the_width_the_cap_the_seed_and_the_ledger_is_the_
     assert policy.processed_source == "server_usage" and policy.num_parameters == local.num_parameters
     greedy = policy.body(ExpandRequest(reqs[0].prefix_ids, 4, seed=1, max_new_tokens=8, greedy=True))
     assert (greedy["n"], greedy["temperature"], greedy["seed"]) == (1, 0.0, None)
+    policy.close()
+
+
+def test_logprobs_are_asked_only_when_wanted_and_come_back_as_the_local_backends(stubs, local):
+    stub = stubs()
+    policy = remote(stub.url)
+    plain = requests(local)
+    reqs = [dataclasses.replace(r, logprobs=4) for r in plain]
+    body = policy.body(reqs[0])
+    assert body["logprobs"] == 4 and body["extra_body"]["return_tokens_as_token_ids"]
+    assert "logprobs" not in policy.body(plain[0]) and "return_tokens_as_token_ids" not in policy.body(plain[0])[
+        "extra_body"]  # not asked: the request is as it always was
+    got, want = policy.expand(reqs), local.expand(reqs)
+    assert ids(got) == ids(want)
+    flat = [x for o in got for s in o.samples for t in s.top_logprobs for x in t]
+    assert all(len(t) == 4 for o in got for s in o.samples for t in s.top_logprobs)  # the stub's -9999 entry cut
+    # (the stub's policy kept other KV than the local one: the same values up to float rounding)
+    assert flat == pytest.approx([x for o in want for s in o.samples for t in s.top_logprobs for x in t], abs=1e-4)
+    stub.faults = ["no_logprobs"]
+    with pytest.raises(ServerError, match=f"policy server {stub.url} answered without top-4 log-probabilities"):
+        policy.expand(reqs[:1])
     policy.close()
 
 

@@ -5,7 +5,8 @@ row at the step delimiter or EOS. The KV cache of every sampled step is kept
 (``PrefixKVStore``), so expanding that step later feeds only its last token instead of
 re-encoding question and path. Sampling draws come from ``sampler.draw``: a row's sample depends on
 its own logits and seed only, never on what else is in the batch or on whether its prefix
-came from the cache.
+came from the cache. A request that asks for log-probabilities gets the top k of those logits'
+log-softmax at each sampled token, read beside the draw and never changing it.
 """
 from __future__ import annotations
 
@@ -203,11 +204,16 @@ class TransformersPolicy:
         gen: list[tuple[int, ...]] = [()] * n
         texts: list[str] = [""] * n
         reasons: list[str] = [""] * n
+        # sample -> top-k log-probabilities per position, only when a request asks (from the raw logits)
+        k_top = min(max(r.logprobs for r in reqs), rows.logits.shape[-1])
+        top = torch.zeros((n, max(caps), k_top), device=self.device) if k_top else None
         live, t = n, 0
         while True:
             tok = self._sample(rows.logits, seeds, greedy, t)
             alive = row_sample >= 0
             tokens[row_sample[alive], t] = tok[alive]
+            if top is not None:
+                top[row_sample[alive], t] = rows.logits[alive].log_softmax(-1).topk(k_top, -1).values
             # Python looks only at rows whose token may end the step: EOS, the delimiter's last character, the cap.
             maybe = (alive & (self._may_stop[tok] | self._eos_mask[tok] | (row_cap <= t + 1))).nonzero().flatten()
             finished = []
@@ -251,7 +257,10 @@ class TransformersPolicy:
             by_request[i].append(s)
         outs = []
         for i, samples in enumerate(by_request):
-            steps = [StepSample(texts[s], gen[s], reasons[s]) for s in samples]
+            k = reqs[i].logprobs
+            steps = [StepSample(texts[s], gen[s], reasons[s],
+                                tuple(map(tuple, top[s, :len(gen[s]), :k].tolist())) if k else None)
+                     for s in samples]
             processed = fed[i] + sum(len(gen[s]) - 1 for s in samples)
             outs.append(ExpandOutput(steps, processed))
         return outs

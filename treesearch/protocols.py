@@ -16,18 +16,24 @@ class ExpandRequest:
     seed: int
     max_new_tokens: int  # the step's token cap: SearchLimits.max_step_tokens, less when the path is nearly full
     greedy: bool = False
+    logprobs: int = 0  # k > 0: return each sampled token's top-k log-probabilities (StepSample.top_logprobs)
 
     def __post_init__(self) -> None:
-        if self.width < 1 or self.max_new_tokens < 1:
-            raise ValueError(f"ExpandRequest needs width >= 1 and max_new_tokens >= 1, got {self.width}, "
-                             f"{self.max_new_tokens}")
+        if self.width < 1 or self.max_new_tokens < 1 or self.logprobs < 0:
+            raise ValueError(f"ExpandRequest needs width >= 1, max_new_tokens >= 1 and logprobs >= 0, got "
+                             f"{self.width}, {self.max_new_tokens}, {self.logprobs}")
 
 
 @dataclass(frozen=True)
 class StepSample:
+    """One sampled step. ``top_logprobs`` only when the request asked (``logprobs=k``): per sampled
+    token, the k largest log-probabilities of the model's raw next-token distribution at its position
+    (before temperature and top-p), largest first; None otherwise, so asking nothing costs nothing."""
+
     text: str
     token_ids: tuple[int, ...]
     finish_reason: str  # "delimiter", "eos" or "step_cap"
+    top_logprobs: tuple[tuple[float, ...], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,8 @@ class Policy(Protocol):
     # Optional: ``encode_text(text) -> ids`` of text continuing a sequence, for fixed step leads
     # (``Expand.leads``, budget forcing). Optional: ``encode_revision(question, attempts) -> ids``, the
     # prompt of a solution that revises earlier attempts (``Expand.revise``; ``PromptFormat.revision_ids``).
+    # Optional: honouring ``ExpandRequest.logprobs`` (``StepSample.top_logprobs``); a backend that
+    # ignores it fails, naming itself, in the Runner as soon as a search asks (``Expand.logprobs``).
 
     def expand(self, requests: Sequence[ExpandRequest]) -> list[ExpandOutput]: ...
 

@@ -8,8 +8,9 @@ from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
+from .confidence import token_confidence
 from .ledger import ComputeLedger
-from .protocols import Chain, ExpandRequest, Policy, ProcessRewardModel
+from .protocols import Chain, ExpandRequest, Policy, ProcessRewardModel, StepSample
 from .seeds import mix
 from .tree import Node, Tree
 from .work import Expand, Score, Search, SearchAlgorithm
@@ -44,6 +45,7 @@ class Candidate:
     finish_reason: str
     node_id: int
     chain: int | None = None  # the sequential chain it belongs to (revisions); None elsewhere
+    confidence: float | None = None  # the policy's confidence in it (DeepConf); None elsewhere
 
 
 @dataclass
@@ -173,7 +175,7 @@ class Runner:
                     seed = mix(seed, len(node.children))
                 requests.append(ExpandRequest(
                     prefix_ids=(p.tree.prefix_ids(node) if prompt is None else prompt) + lead_ids, width=width,
-                    seed=seed, greedy=work.greedy,
+                    seed=seed, greedy=work.greedy, logprobs=work.logprobs,
                     max_new_tokens=max(1, min(lim.max_step_tokens, lim.max_solution_tokens - used))))
                 owners.append((p, node))
                 leads.append((lead, lead_ids, prompt))
@@ -198,11 +200,22 @@ class Runner:
                 if child.terminal and answer is None and s.finish_reason != "eos":
                     child.finish_reason = ("token_cap" if child.path_tokens >= lim.max_solution_tokens
                                            else "depth_cap")
+                if req.logprobs:
+                    child.token_confidence = self._token_confidence(s)
                 kids.append(child)
             children[(p.index, node.id)] = kids
         for p in problems:
             p.ledger.policy_calls += 1
         return {p.index: [children.get((p.index, n.id), []) for n in p.pending.nodes] for p in problems}
+
+    def _token_confidence(self, s: StepSample) -> tuple[float, ...]:
+        if s.top_logprobs is None:
+            raise TypeError(f"{type(self.policy).__name__} returns no log-probabilities (ExpandRequest.logprobs), "
+                            f"which this search needs; the transformers, vllm and openai backends return them")
+        if len(s.top_logprobs) != len(s.token_ids):
+            raise RuntimeError(f"{type(self.policy).__name__} returned log-probabilities for {len(s.top_logprobs)} "
+                               f"of a step's {len(s.token_ids)} tokens")
+        return tuple(token_confidence(lps) for lps in s.top_logprobs)
 
     def _encode_lead(self, lead: str) -> tuple[int, ...]:
         if not lead:
@@ -260,7 +273,8 @@ class Runner:
     def _result(self, p: _Problem) -> SearchResult:
         cands = [Candidate(answer=n.answer, steps=tuple(Tree.steps(n)),
                            step_scores=p.step_scores.get(n.id, ()),
-                           num_tokens=n.path_tokens, finish_reason=n.finish_reason, node_id=n.id, chain=n.chain)
+                           num_tokens=n.path_tokens, finish_reason=n.finish_reason, node_id=n.id, chain=n.chain,
+                           confidence=n.confidence)
                  for n in p.finals or []]
         return SearchResult(p.tree.question, p.tree, cands, p.ledger, p.wall_time)
 

@@ -10,6 +10,8 @@ from .step_format import StepFormat
 
 #: (question, steps so far, sample index within the request, request seed) -> next step text
 StepScript = Callable[[str, tuple[str, ...], int, int], str]
+#: The same arguments -> per token of that step (delimiter included), its top log-probabilities, largest first
+LogprobScript = Callable[[str, tuple[str, ...], int, int], Sequence[Sequence[float]]]
 
 
 @dataclass
@@ -19,6 +21,8 @@ class ScriptedPolicy:
     Records every request it served in ``calls`` so tests can check batching. A revision's prompt
     (``encode_revision``: the plain layout of ``PromptFormat.revision_text``) reaches the script as
     its whole text, question, earlier attempts and revision requests, less the final delimiter.
+    With a ``logprobs`` script it answers requests for log-probabilities (the first k of each
+    token's list, cut with the step at its cap); without one it returns none, as a backend that cannot.
     """
 
     script: StepScript
@@ -26,6 +30,7 @@ class ScriptedPolicy:
     num_parameters: int = 1000
     calls: list[list[ExpandRequest]] = field(default_factory=list)
     revision: str = PromptFormat.revision
+    logprobs: LogprobScript | None = None
     _revisions: dict[tuple[int, ...], str] = field(default_factory=dict, repr=False)
 
     def widths(self) -> list[list[int]]:
@@ -60,7 +65,11 @@ class ScriptedPolicy:
                 if len(ids) > r.max_new_tokens:
                     ids, reason = ids[: r.max_new_tokens], "step_cap"
                     text = "".join(map(chr, ids))
-                samples.append(StepSample(text, ids, reason))
+                top = None
+                if r.logprobs and self.logprobs is not None:
+                    lps = self.logprobs(question, steps, 0 if r.greedy else k, r.seed)
+                    top = tuple(tuple(float(x) for x in t[: r.logprobs]) for t in lps)[: len(ids)]
+                samples.append(StepSample(text, ids, reason, top))
             outs.append(ExpandOutput(samples, len(r.prefix_ids) + sum(len(s.token_ids) for s in samples)))
         return outs
 

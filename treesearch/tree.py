@@ -18,6 +18,11 @@ class Node:
     (a revision: ``Expand.revise``), not after its parent's path: the solution starts there
     (``Tree.path`` stops at it, its depth and path tokens count from it, and the policy continues
     its prompt), while the tree keeps the parent it revises.
+
+    ``token_confidence`` (only where the expansion asked for log-probabilities, ``Expand.logprobs``):
+    the policy's confidence in each token it sampled for this step (``treesearch.confidence``; a fixed
+    lead's tokens were not sampled and have none). ``confidence`` is the whole solution's, set by an
+    algorithm that ranks or weighs its candidates by it (DeepConf), as ``chain`` is by revisions.
     """
 
     id: int
@@ -30,9 +35,11 @@ class Node:
     score: float | None = None
     terminal: bool = False
     answer: str | None = None
-    finish_reason: str = ""  # "delimiter", "answer", "eos", "step_cap", "token_cap", "depth_cap"
+    finish_reason: str = ""  # "delimiter", "answer", "eos", "step_cap", "token_cap", "depth_cap"; "stopped" (DeepConf)
     prompt_ids: tuple[int, ...] | None = None  # a solution's own prompt, on its first step (revisions)
     chain: int | None = None  # the sequential chain a solution belongs to (revisions); None elsewhere
+    token_confidence: tuple[float, ...] | None = None  # per sampled token of the step, when asked
+    confidence: float | None = None  # the solution's confidence (DeepConf); None elsewhere
     # MCTS statistics; unused by other algorithms.
     visits: int = 0
     value: float = 0.0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 Equal = Callable[[str, str], bool]
 
@@ -133,6 +133,24 @@ def hierarchical_vote(candidates: Sequence[Scored], agg: str = "last", equal: Eq
         if key not in best or aggregate(c.step_scores, agg) > aggregate(best[key].step_scores, agg):
             best[key] = c  # strictly better only: the first on ties
     return vote(list(best.values()), "weighted", agg, equal)
+
+
+def confidence_vote(candidates: Sequence[S], equal: Equal = normalized_equal) -> str | None:
+    """DeepConf's confidence-weighted majority: the answer class with the largest sum of its
+    candidates' ``confidence`` (the policy's own confidence in the solution, no verifier's score).
+    Ties go to the class seen first; None when no candidate has an answer."""
+    classes = answer_classes(candidates, equal)
+    return max(classes, key=class_confidence)[0].answer if classes else None
+
+
+def class_confidence(cls: Sequence[Any]) -> float:
+    """The summed ``confidence`` of an answer class: its weight in ``confidence_vote``."""
+    return math.fsum(c.confidence for c in cls)
+
+
+def has_confidences(candidates: Sequence[object]) -> bool:
+    """Whether every candidate carries a confidence (a DeepConf search), so ``confidence_vote`` applies."""
+    return bool(candidates) and all(getattr(c, "confidence", None) is not None for c in candidates)
 
 
 def has_chains(candidates: Sequence[object]) -> bool:

@@ -27,6 +27,8 @@ class Expand:
     prompt the policy's prompt builder writes from the question and these attempts
     (``PromptFormat.revision_text``), not after ``nodes[i]``'s path, which may then be a finished
     (terminal) attempt; the prompt's tokens are processed, not generated.
+    ``logprobs`` = k > 0: each child also keeps the policy's confidence in every token it sampled
+    (``Node.token_confidence``, from the top-k log-probabilities); a policy that cannot give them fails.
     """
 
     nodes: Sequence[Node]
@@ -35,8 +37,11 @@ class Expand:
     leads: Sequence[str] | None = None
     redraw: bool = False
     revise: Sequence[Sequence[str] | None] | None = None
+    logprobs: int = 0
 
     def __post_init__(self) -> None:
+        if self.logprobs < 0:
+            raise ValueError(f"Expand.logprobs must be >= 0, got {self.logprobs}")
         if len(self.nodes) != len(self.widths):
             raise ValueError(f"Expand got {len(self.nodes)} nodes but {len(self.widths)} widths")
         if self.leads is not None and len(self.leads) != len(self.nodes):
@@ -66,15 +71,16 @@ SearchAlgorithm = Callable[[Tree], Search]
 
 def expand(nodes: Sequence[Node], widths: Sequence[int] | int, greedy: bool = False,
            leads: Sequence[str] | None = None, redraw: bool = False,
-           revise: Sequence[Sequence[str] | None] | None = None) -> Generator[Work, object, list[list[Node]]]:
+           revise: Sequence[Sequence[str] | None] | None = None,
+           logprobs: int = 0) -> Generator[Work, object, list[list[Node]]]:
     """``children = yield from expand(nodes, w)``: typed sugar around ``yield Expand``."""
     if isinstance(widths, int):
         widths = [widths] * len(nodes)
     if not nodes:
         return []
     return (yield Expand(list(nodes), list(widths), greedy, list(leads) if leads is not None else None, redraw,
-                         [None if r is None else tuple(r) for r in revise] if revise is not None else None)
-            )  # type: ignore[return-value]
+                         [None if r is None else tuple(r) for r in revise] if revise is not None else None,
+                         logprobs))  # type: ignore[return-value]
 
 
 def score(nodes: Sequence[Node]) -> Generator[Work, object, list[float]]:
@@ -84,12 +90,12 @@ def score(nodes: Sequence[Node]) -> Generator[Work, object, list[float]]:
     return (yield Score(list(nodes)))  # type: ignore[return-value]
 
 
-def complete(nodes: Sequence[Node], greedy: bool = False) -> Generator[Work, object, list[Node]]:
+def complete(nodes: Sequence[Node], greedy: bool = False, logprobs: int = 0) -> Generator[Work, object, list[Node]]:
     """Extend each node one step at a time (width 1) until it is terminal; returns the terminal nodes."""
     done = [n for n in nodes if n.terminal]
     open_ = [n for n in nodes if not n.terminal]
     while open_:
-        children = yield from expand(open_, 1, greedy)
+        children = yield from expand(open_, 1, greedy, logprobs=logprobs)
         open_ = []
         for kids in children:
             for c in kids:

@@ -21,6 +21,7 @@ from ..registry import Registry
 from .adaptive import AdaptiveSampling
 from .beam import BeamSearch
 from .budget_forcing import BudgetForcing
+from .deepconf import DeepConf
 from .dvts import DVTS
 from .lookahead import Lookahead
 from .mcts import MCTS
@@ -47,7 +48,7 @@ _REGISTRY: Registry[type] = Registry("search algorithm", wrap=_declared)
 for _name, _cls in (("greedy", Greedy), ("sampling", Sampling), ("beam", BeamSearch), ("rebase", Rebase),
                     ("mcts", MCTS), ("lookahead", Lookahead), ("dvts", DVTS), ("budget_forcing", BudgetForcing),
                     ("particle_filtering", ParticleFiltering), ("particle_gibbs", ParticleGibbs),
-                    ("adaptive_sampling", AdaptiveSampling), ("revisions", Revisions)):
+                    ("adaptive_sampling", AdaptiveSampling), ("revisions", Revisions), ("deepconf", DeepConf)):
     _REGISTRY.add(_name, _cls)
 
 
@@ -92,7 +93,7 @@ def make_algorithm(name: str, **params: Any):
         raise ValueError(f"bad parameters for {name!r}: {e}") from None
 
 
-__all__ = ["AdaptiveSampling", "BeamSearch", "BudgetForcing", "DVTS", "Greedy", "Lookahead", "MCTS",
+__all__ = ["AdaptiveSampling", "BeamSearch", "BudgetForcing", "DVTS", "DeepConf", "Greedy", "Lookahead", "MCTS",
            "ParticleFiltering", "ParticleGibbs", "Rebase", "Revisions", "Sampling", "algorithm_class",
            "allocate_widths", "available_algorithms", "independent_samples", "make_algorithm", "parameters",
            "register_algorithm"]
