@@ -36,7 +36,8 @@ def test_mcts_root_width_follows_the_paper():
 
 def test_extended_and_full_profiles_add_the_peers_strategies():
     names = {p: {m.name for m in demo.study(p).methods} for p in demo.PROFILES}
-    added = {"lookahead", "dvts", "particle_filtering", "particle_gibbs", "adaptive-supermajority", "adaptive-beta"}
+    added = {"lookahead", "dvts", "particle_filtering", "particle_gibbs", "adaptive-supermajority", "adaptive-beta",
+             "deepconf-low", "deepconf-high", "deepconf-online"}
     assert added <= names["extended"] and added <= names["full"]
     assert not added & names["default"]
     assert names["extended"] - added == names["default"]
@@ -71,14 +72,18 @@ def test_the_extended_table_measures_each_added_strategy_against_the_references(
     cfg = demo.study("quick")
     keep = {"sampling", "beam", "rebase"}
     methods = [dataclasses.replace(m, budgets=[4, 8]) for m in cfg.methods if m.name in keep]
-    methods += [m for m in demo.extended_methods([4, 8]) if m.name == "particle_filtering"]
+    methods += [m for m in demo.extended_methods([4, 8]) if m.name in ("particle_filtering", "deepconf-high")]
     cfg = dataclasses.replace(cfg, methods=methods, policies=cfg.policies[:1], output=str(tmp_path),
                               dataset=dataclasses.replace(cfg.dataset, limit=6), problems_per_chunk=6)
     rep = report(run_study(cfg, progress=False))
-    text = demo.extended_markdown(tmp_path, rep, ["particle_filtering"])
+    text = demo.extended_markdown(tmp_path, rep, ["particle_filtering", "deepconf-high"])
     row = next(line for line in text.splitlines() if line.startswith("| particle_filtering | 4 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     pf = next(r for r in rep.rows if (r.method, r.budget, r.rule) == ("particle_filtering", 4, rep.rule))
     assert cells[2].startswith(f"{100 * pf.accuracy:.1f} [")
     assert len(cells) == 7 and all(c == "–" or " [" in c and "(p " in c for c in cells[4:])
     assert "## FLOPs to reach sampling's best accuracy" in text
+    # DeepConf is measured by its own confidence vote too, on the same FLOPs.
+    own = next(line for line in text.splitlines() if line.startswith("| deepconf-high [confidence] | 8 |"))
+    plain = next(line for line in text.splitlines() if line.startswith("| deepconf-high | 8 |"))
+    assert own.split("|")[4] == plain.split("|")[4]

@@ -7,7 +7,7 @@
 
 Runs greedy, sampling (majority / best-of-N / weighted voting), step-level beam search,
 REBASE and MCTS (and, with --extended or --full, lookahead search with k = 1, DVTS, particle
-filtering, particle Gibbs and adaptive sampling by both stopping rules: ``EXTENDED``) for the
+filtering, particle Gibbs, adaptive sampling by both stopping rules and DeepConf: ``extended_methods``) for the
 built-in small and large policies with the built-in likelihood PRM;
 REBASE with the task's exact checker as a reference curve; and, for the small policy at one
 budget, REBASE and weighted voting with the checker's verdicts flipped at 0-30 %. Prints the
@@ -24,7 +24,7 @@ import time
 from ..config import DatasetConfig, MethodConfig, PolicyConfig, StudyConfig, VotingConfig
 from .models import CHECKPOINTS, LIMITS, POLICIES, PRM_DIR, policy_dir
 
-PROFILES = {  # problems, largest budget, seeds, with the EXTENDED methods
+PROFILES = {  # problems, largest budget, seeds, with the extended methods
     "quick": (20, 8, [0], False),
     "default": (100, 32, [0], False),
     "extended": (100, 32, [0], True),
@@ -38,7 +38,7 @@ REFERENCES = ("sampling", "beam", "rebase")  # what --extended measures each of 
 
 def extended_methods(budgets: list[int]) -> list[MethodConfig]:
     """The strategies --extended adds: Snell et al.'s lookahead and DVTS, and the newer peers' (its_hub's
-    particle filtering and particle Gibbs, adaptive self-consistency by its two stopping rules)."""
+    particle filtering and particle Gibbs, adaptive self-consistency by its two stopping rules, Meta's DeepConf)."""
     return [
         MethodConfig(name="lookahead", algorithm="lookahead", params={"beam_width": 4, "k": 1}, budgets=budgets),
         MethodConfig(name="dvts", algorithm="dvts", params={"beam_width": 4}, budgets=budgets),
@@ -47,6 +47,12 @@ def extended_methods(budgets: list[int]) -> list[MethodConfig]:
         MethodConfig(name="adaptive-supermajority", algorithm="adaptive_sampling", params={"rule": "supermajority"},
                      budgets=budgets),
         MethodConfig(name="adaptive-beta", algorithm="adaptive_sampling", params={"rule": "beta"}, budgets=budgets),
+        # DeepConf-low and -high (keep the top 10 % / 90 % by confidence), and online -high: 4 warm-up traces set
+        # the threshold below which later traces stop (a window of 16 tokens: solutions here are 40-120).
+        MethodConfig(name="deepconf-low", algorithm="deepconf", params={"eta": 10.0, "window": 16}, budgets=budgets),
+        MethodConfig(name="deepconf-high", algorithm="deepconf", params={"eta": 90.0, "window": 16}, budgets=budgets),
+        MethodConfig(name="deepconf-online", algorithm="deepconf",
+                     params={"mode": "online", "eta": 90.0, "window": 16, "warmup": 4}, budgets=budgets),
     ]
 
 
@@ -119,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     size = ap.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_const", dest="profile", const="quick", help="20 problems, budgets <= 8")
     size.add_argument("--extended", action="store_const", dest="profile", const="extended",
-                      help="the default study plus lookahead, DVTS, particle filtering, particle Gibbs and adaptive "
-                           "sampling, each measured against sampling, beam and REBASE at equal FLOPs")
+                      help="the default study plus lookahead, DVTS, particle filtering, particle Gibbs, adaptive "
+                           "sampling and DeepConf, each measured against sampling, beam and REBASE at equal FLOPs")
     size.add_argument("--full", action="store_const", dest="profile", const="full",
                       help="300 problems, budgets <= 128, 2 seeds")
     ap.add_argument("--replicate", action="store_true",
@@ -173,25 +179,43 @@ def _demo(cfg: StudyConfig, progress: bool, replicate: bool) -> int:
     return 0
 
 
+OWN_RULES = ("confidence",)  # votes a method brings of its own (DeepConf's), measured beside the report's rule
+
+
 def extended_markdown(results, rep, methods: list[str]) -> str:
     """Each added strategy against sampling (weighted voting), beam search and REBASE at equal FLOPs on the
     same problems (``efficiency.compare``: the reference curve read per problem at the method's FLOPs, paired
-    bootstrap interval and paired test), and the FLOPs it needs to reach sampling's best accuracy."""
+    bootstrap interval and paired test), and the FLOPs it needs to reach sampling's best accuracy. A method
+    whose records carry a vote of its own (DeepConf's confidence vote) is measured with it too, as
+    "method [vote]"."""
+    import dataclasses
+
     from .. import efficiency, uncertainty
+    from ..analysis import summarize
     from ..records import load_dir
     from ..report import markdown_table
 
-    matrix = uncertainty.problem_matrix(load_dir(results), rep.rule)
-    rows = {(r.model, r.method, r.budget): r for r in rep.rows if r.rule == rep.rule}
+    records = load_dir(results)
+    names = list(methods)
+    for own in OWN_RULES:
+        for method in methods:
+            mine = [r for r in records if r.method == method and own in r.votes]
+            if mine:
+                name = f"{method} [{own}]"
+                names.insert(names.index(method) + 1, name)
+                records += [dataclasses.replace(r, method=name, votes={rep.rule: r.votes[own]}) for r in mine]
+    matrix = uncertainty.problem_matrix(records, rep.rule)
+    rows = {(r.model, r.method, r.budget): r for r in summarize(records, [rep.rule])}
     models = sorted({m for m, _, _ in rows}, key=lambda m: min(r.paper_flops for k, r in rows.items() if k[0] == m))
     parts = [f"# The added strategies at equal FLOPs ({rep.rule})", "",
              "Each cell: the method's accuracy minus the reference curve's, read per problem at the method's paper "
              "FLOPs (interpolated in log FLOPs between the reference's budgets), in points with its 95 % paired "
              "bootstrap interval and the paired test's p; \"–\" where the method's FLOPs lie outside the "
-             "reference's curve. Accuracy % [95 % Wilson interval].", ""]
+             "reference's curve. Accuracy % [95 % Wilson interval]. \"method [vote]\": the method's answers "
+             "picked by a vote of its own instead of the report's rule.", ""]
     for model in models:
         body = []
-        for method in methods:
+        for method in names:
             diffs = {ref: {c.budget: c for c in efficiency.compare(matrix, model, method, model, ref)}
                      for ref in REFERENCES}
             for (m, k, b), r in sorted(rows.items()):
@@ -202,13 +226,21 @@ def extended_markdown(results, rep, methods: list[str]) -> str:
                                                        for d in diffs.values()]))
         parts += [f"## {model}", "", markdown_table(["method", "budget", "accuracy %", "paper FLOPs",
                                                      *[f"vs {ref}" for ref in REFERENCES]], body), ""]
-    if rep.efficiency is not None:
-        head = [r for r in rep.efficiency.headline() if r.method in methods]
-        parts += [f"## FLOPs to reach {rep.efficiency.baseline}'s best accuracy", "",
+    baseline = rep.efficiency.baseline if rep.efficiency is not None else None
+    if baseline is not None:
+        heads = []
+        for method in names:
+            ratios = efficiency.ratio_rows(list(rows.values()), rep.rule, method, baseline, matrix)
+            for model in models:
+                mine = [r for r in ratios if r.model == model]
+                if mine:
+                    heads.append(max(mine, key=lambda r: r.target))  # at the baseline's best accuracy
+        parts += [f"## FLOPs to reach {baseline}'s best accuracy", "",
                   markdown_table(["model", "method", "target %", "ratio", "interval"],
                                  [(r.model, r.method, f"{100 * r.target:.1f}",
                                    f"{r.ratio:.2f}x" if r.ratio == r.ratio else "not reached", r.interval_text)
-                                  for r in sorted(head, key=lambda r: (r.model, methods.index(r.method)))]), ""]
+                                  for r in sorted(heads, key=lambda r: (models.index(r.model), names.index(r.method)))]),
+                  ""]
     return "\n".join(parts)
 
 
