@@ -298,7 +298,8 @@ def sequential_markdown(study: "sequential.SequentialStudy") -> str:
              f"N attempts as C chains of L (C x L = N): L = 1 is all parallel, L = N all sequential. Bins: {study.how}; "
              f"problems per bin: " + ", ".join(f"{b}: {c.n}" for b, c in {c.bin: c for c in study.cells}.items())
              + f". Accuracy % [95 % interval]: {INTERVAL_NOTE}. FLOPs are paper FLOPs per problem (generated tokens; "
-             "a revision's earlier attempts are processed, not generated, and count in full FLOPs).", ""]
+             "a revision's earlier attempts are processed, not generated: they count in *full: policy*, 2·N·every token the "
+             "policy processed).", ""]
     for model in study.models:
         parts += [f"## {model}: accuracy per ratio and bin", ""]
         body = []
@@ -306,8 +307,9 @@ def sequential_markdown(study: "sequential.SequentialStudy") -> str:
             cells = {c.bin: c for c in study.cells if c.setting == s}
             i = m.index(s.key)
             body.append((s.budget, f"{s.budget // s.length} x {s.length}", *[pct(c.accuracy, *c.interval) for c in
-                         (cells[b] for b in bins)], f"{100 * np.nanmean(m.correct[i]):.1f}", f"{np.nanmean(m.flops[i]):.3g}"))
-        parts += [markdown_table(["N", "chains x L", *bins, "all %", "paper FLOPs"], body), ""]
+                         (cells[b] for b in bins)], f"{100 * np.nanmean(m.correct[i]):.1f}", f"{np.nanmean(m.flops[i]):.3g}",
+                         f"{study.policy_flops[s.key]:.3g}"))
+        parts += [markdown_table(["N", "chains x L", *bins, "all %", "paper FLOPs", "full: policy"], body), ""]
         parts += [f"## {model}: the best chain length L per bin", "",
                   "In-sample: chosen on all problems (an upper bound); cross-validated: each half of the problems "
                   "scored with the L chosen on the other half (what the compute-optimal curve uses).", "",

@@ -22,6 +22,7 @@ and every interval machine of the report applies to them unchanged.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -99,6 +100,7 @@ class SequentialStudy:
     cells: list[Cell]
     choices: list[Choice]
     matrix: ProblemMatrix  # the study's settings plus the compute-optimal and best-single curves
+    policy_flops: dict[tuple[str, str, int], float]  # per setting: mean FLOPs of every token the policy processed
     savings: list[efficiency.RatioRow] = field(default_factory=list)
     differences: dict[tuple[str, int, str], Difference] = field(default_factory=dict)  # (model, budget, vs) -> d
 
@@ -147,7 +149,14 @@ def sequential_study(records: Sequence[Record], rule: str = RULE,
     groups = {k: v for k, v in groups.items() if len(v) >= 2}
     if not groups:
         return None
-    bins, how = difficulty_bins(records, facts=facts)
+    # All-parallel chains (L = 1) are independent samples: where the dataset has no levels, their hit rate bins
+    # the problems by pass@1, as Snell et al. binned by the base model's samples.
+    parallel = {s.method for s in settings if s.length == 1}
+    sampled = {m: dataclasses.replace(f, independent_samples=f.independent_samples or m in parallel)
+               for m, f in facts.items()}
+    bins, how = difficulty_bins(records, facts=sampled)
+    if not bins:
+        return None
     matrix = uncertainty.problem_matrix(records, rule)
     settings = [s for v in groups.values() for s in v]
     # Only problems every ratio ran (and that have a bin), so each choice compares like with like.
@@ -156,6 +165,8 @@ def sequential_study(records: Sequence[Record], rule: str = RULE,
         return None
     shared = ~np.isnan(matrix.correct[rows]).any(axis=0) & np.array([p in bins for p in matrix.problems])
     problems = [p for p, keep in zip(matrix.problems, shared) if keep]
+    if not problems:
+        return None
     labels = sorted({bins[p] for p in problems})
     of_bin = np.array([bins.get(p) for p in matrix.problems])
     fold = np.full(len(matrix.problems), -1)
@@ -194,7 +205,13 @@ def sequential_study(records: Sequence[Record], rule: str = RULE,
             extra[(model, PARALLEL, budget)] = {"correct": np.where(shared, matrix.correct[matrix.index(parallel.key)], np.nan),
                                                 "flops": np.where(shared, matrix.flops[matrix.index(parallel.key)], np.nan)}
     matrix = _with_settings(matrix, extra)
-    study = SequentialStudy(rule, how, settings, cells, choices, matrix)
+    keys = {s.key for s in settings}
+    spent: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+    for r in records:
+        if (r.model, r.method, r.budget) in keys and r.problem_id in problems:
+            spent[(r.model, r.method, r.budget)].append(r.ledger.policy_flops)
+    study = SequentialStudy(rule, how, settings, cells, choices, matrix,
+                            {k: float(np.mean(v)) for k, v in spent.items()})
     _compare(study)
     return study
 

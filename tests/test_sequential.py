@@ -1,6 +1,7 @@
 """The sequential/parallel ratio study (experiments.sequential) against hand-computed choices and savings."""
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
@@ -66,13 +67,28 @@ def test_a_tie_goes_to_the_more_parallel_ratio_and_one_ratio_is_no_study():
     assert sequential_study([rec(p, 1) for p in LEVEL], RULE) is None
 
 
+def test_without_levels_the_parallel_chains_bin_the_problems_by_pass_at_1():
+    """Chains of one attempt are independent samples, so their hit rate makes the bins where no level exists."""
+    from experiments.records import CandidateRecord
+
+    hits = {p: 4 - i // 2 for i, p in enumerate(LEVEL)}  # p0, p1: 4 of 4 right ... p6, p7: 1 of 4
+    recs = [dataclasses.replace(r, level=None, candidates=tuple(
+        CandidateRecord("1", i < hits[r.problem_id], (), 1, "answer", i, chain=i) for i in range(4))
+        if r.method == "rev-L1" else ()) for r in records()]
+    study = sequential_study(recs, RULE)
+    assert study.how.startswith("pass@1 of m's samples") and len(study.bins()) == 4  # 8 problems in 5 bins of 2
+    # Easiest first: p0 p1 | p2 p3 | p4 p5 | p6 p7; the long chains are right on p0-p3 only.
+    assert {c.bin: c.right for c in study.cells if c.setting.length == 4} == {
+        "quantile 1": 2, "quantile 2": 2, "quantile 3": 0, "quantile 4": 0}
+
+
 def test_markdown_and_figure(tmp_path):
     from experiments.plots import plot_sequential_share
     from experiments.report import sequential_markdown
 
     study = sequential_study(records(), RULE)
     text = sequential_markdown(study)
-    assert "| 4 | 1 x 4 | 100.0 [51.0, 100.0] | 0.0 [0.0, 49.0] | 50.0 | 6 |" in text
+    assert "| 4 | 1 x 4 | 100.0 [51.0, 100.0] | 0.0 [0.0, 49.0] | 50.0 | 6 | 0 |" in text
     assert "| 4 | 4 (folds: 4, 4) | 1 (folds: 1, 1) |" in text
     assert "| all parallel | 4 | 75.0 | 10 | 8 | 1.25x |" in text
     with warnings.catch_warnings():
