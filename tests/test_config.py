@@ -33,10 +33,18 @@ def _write(tmp_path: Path, data: dict) -> Path:
 
 
 @pytest.mark.parametrize("name", ["llemma_math500.yaml", "llemma_gsm8k.yaml", "tiny_smoke.yaml",
-                                  "smollm2_budget_forcing.yaml", "llemma_math500_served.yaml"])
+                                  "smollm2_budget_forcing.yaml", "llemma_math500_served.yaml",
+                                  "smollm2_revisions.yaml"])
 def test_shipped_configs_load(name):
     cfg = load_config(CONFIGS / name)
     assert cfg.methods and cfg.policies
+
+
+def test_the_smollm2_revisions_config_runs_every_ratio_with_its_own_request():
+    cfg = load_config(CONFIGS / "smollm2_revisions.yaml")
+    assert cfg.policies[0].revision_prompt.startswith("Your solution above may contain mistakes")
+    assert cfg.policies[0].chat_template
+    assert sorted((m.budgets[0] // m.params["chains"]) for m in cfg.methods) == [1, 2, 4]
 
 
 def test_the_served_llemma_config_is_the_same_study_with_the_models_on_servers():

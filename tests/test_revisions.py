@@ -131,3 +131,18 @@ def test_options_and_seams():
     fmt = PromptFormat("Question: {question}\n", revision="Again.\n")
     assert fmt.revision_text(None, "q", []) == fmt.text(None, "q")
     assert fmt.revision_text(None, "q", ["a1\n", "a2\n"]) == "Question: q\na1\nAgain.\na2\nAgain.\n"
+
+
+def test_a_chat_revision_is_a_conversation_of_attempts_and_requests():
+    """With a chat template, each earlier attempt is an assistant turn and each revision request a user turn,
+    the new attempt's turn last; the template writes them (the SmolLM2 config's layout)."""
+    from treesearch.builtin.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    tok.chat_template = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+                         "{% if add_generation_prompt %}<assistant>{% endif %}")
+    fmt = PromptFormat(chat_template=True, system_prompt="S", revision="R")
+    assert fmt.revision_text(tok, "q", ["a1", "a2"]) == "<system>S<user>q<assistant>a1<user>R<assistant>a2<user>R<assistant>"
+    assert fmt.revision_text(tok, "q", []) == fmt.text(tok, "q") == "<system>S<user>q<assistant>"
+    ids = fmt.revision_ids(tok, "q", ["a1"])
+    assert tok.decode(ids) == "<system>S<user>q<assistant>a1<user>R<assistant>" and ids[0] != tok.bos_token_id
