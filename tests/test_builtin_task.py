@@ -20,7 +20,7 @@ from treesearch.builtin.task import test_split as fixed_test_split  # not test_*
 from treesearch.builtin.tokenizer import build_tokenizer, encode_example
 from treesearch.step_format import StepFormat
 
-MODELS = ("policy-small", "policy-large", "lm-xl")  # the committed language models
+MODELS = ("policy-small", "policy-large", "lm-xl", "revision-small")  # the committed language models
 
 
 def test_generator_is_deterministic_per_seed() -> None:

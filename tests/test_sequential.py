@@ -96,3 +96,21 @@ def test_markdown_and_figure(tmp_path):
         plot_sequential_share(study, tmp_path / "share.png")
     assert (tmp_path / "share.png").stat().st_size > 10_000
 
+
+
+def test_the_builtin_ratio_study_runs_end_to_end(tmp_path, capsys):
+    """The small policy stands in for the revision model: every ratio runs, the report writes the ratio tables."""
+    from experiments.builtin.models import policy_dir
+    from experiments.builtin.revision_study import main
+    from experiments.records import load_dir
+
+    out = tmp_path / "rev"
+    assert main(["--problems", "5", "--budgets", "2", "--model", str(policy_dir("small")), "--out", str(out),
+                 "--no-progress"]) == 0
+    assert "## builtin-revision-small: the best chain length L per bin" in capsys.readouterr().out
+    assert (out / "report" / "sequential.md").is_file() and (out / "report" / "sequential_share.png").is_file()
+    seq = next(r for r in load_dir(out) if r.method == "revisions-L2")
+    assert seq.params["chains"] == 1 and [c.chain for c in seq.candidates] == [0, 0]
+    assert "hierarchical/last" in seq.votes
+    with pytest.raises(SystemExit):
+        main(["--budgets", "3"])

@@ -14,6 +14,7 @@ model card) into ``--out``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -23,7 +24,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from tqdm import tqdm
@@ -101,24 +102,35 @@ def make_model(size: str, tokenizer: PreTrainedTokenizerFast, seed: int, init_sc
     return LlamaForCausalLM(config)
 
 
-def batches(tokenizer: PreTrainedTokenizerFast, seed: int, batch_size: int, levels: Sequence[int], pool: int = 16) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(input_ids, attention_mask, labels) from the endless train stream; loss on solutions only.
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (input_ids, attention_mask, labels)
 
-    Batches are cut from a pool of ``pool`` batches sorted by length, so little compute goes
-    to padding (lengths run 50-170 tokens), then served in random order.
-    """
+
+def batches(tokenizer: PreTrainedTokenizerFast, seed: int, batch_size: int, levels: Sequence[int], pool: int = 16) -> Iterator[Batch]:
+    """(input_ids, attention_mask, labels) from the endless train stream; loss on solutions only."""
     problems = train_stream(seed, levels)
-    rng = random.Random(seed)
+    encoded = (encode_example(tokenizer, p.question, p.solution_steps) for p in problems)
+    return bucketed(encoded, batch_size, tokenizer.pad_token_id, random.Random(seed), pool)
+
+
+def bucketed(examples: Iterator[tuple[list[int], int]], batch_size: int, pad_id: int, rng: random.Random, pool: int = 16) -> Iterator[Batch]:
+    """Collated batches of (ids, loss start) examples, cut from pools of ``pool`` batches sorted by length.
+
+    Why: little compute goes to padding (policy examples run 50-170 tokens, revision
+    examples 50-800), while the batches are still served in random order.
+    """
     while True:
-        encoded = [encode_example(tokenizer, p.question, p.solution_steps) for p in (next(problems) for _ in range(batch_size * pool))]
+        encoded = list(itertools.islice(examples, batch_size * pool))
+        if not encoded:
+            return
         encoded.sort(key=lambda e: len(e[0]))
         chunks = [encoded[i : i + batch_size] for i in range(0, len(encoded), batch_size)]
         rng.shuffle(chunks)
         for chunk in chunks:
-            yield _collate(chunk, tokenizer.pad_token_id)
+            yield _collate(chunk, pad_id)
 
 
-def _collate(chunk: Sequence[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _collate(chunk: Sequence[tuple[list[int], int]], pad_id: int) -> Batch:
+    """Right-padded batch; labels are the tokens from each example's loss start on (-100 elsewhere)."""
     width = max(len(ids) for ids, _ in chunk)
     ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
     labels = torch.full((len(chunk), width), -100, dtype=torch.long)
@@ -222,6 +234,29 @@ def train(cfg: TrainConfig, work_dir: Path, resume: bool) -> tuple[LlamaForCausa
     torch.set_num_threads(cfg.threads)
     tokenizer = build_tokenizer()
     model = make_model(cfg.size, tokenizer, cfg.seed, cfg.init_scale)
+
+    def curve_point(model: LlamaForCausalLM) -> tuple[dict, dict]:
+        r = evaluate(model, tokenizer, 100)
+        return {"acc": r.accuracy, "step_err": r.step_error_rate}, {"levels": r.per_level_accuracy}
+
+    stats = fit(model, cfg, lambda step: batches(tokenizer, cfg.seed * 1000 + step, cfg.batch_size, cfg.levels),  # fresh data on resume
+                work_dir, resume, curve_point, desc=f"train {cfg.size}")
+    return model, tokenizer, stats
+
+
+CurvePoint = Callable[[LlamaForCausalLM], tuple[dict, dict]]  # model -> (logged in the curve, only printed)
+
+
+def fit(model: LlamaForCausalLM, cfg: TrainConfig, make_batches: Callable[[int], Iterator[Batch]], work_dir: Path, resume: bool,
+        curve_point: CurvePoint | None = None, desc: str = "train") -> dict:
+    """The training loop every built-in language model shares (policies, the revision model).
+
+    AdamW with warmup + cosine over max(fraction of ``cfg.minutes``, fraction of ``cfg.max_steps``),
+    so a run stopped by either budget ends at a decayed LR; ``make_batches(step)`` starts the data
+    at an update count (a resumed run gets fresh data); every ``cfg.eval_every_s`` the curve gets
+    ``curve_point(model)``; the model, optimizer and curve are saved to ``work_dir`` every
+    ``cfg.checkpoint_every_s`` so ``resume`` loses little. Returns the run's statistics.
+    """
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     state_path = work_dir / "train_state.pt"
     step, elapsed, tokens, curve = 0, 0.0, 0, []
@@ -231,11 +266,11 @@ def train(cfg: TrainConfig, work_dir: Path, resume: bool) -> tuple[LlamaForCausa
         opt.load_state_dict(st["opt"])
         step, elapsed, tokens, curve = st["step"], st["elapsed"], st["tokens"], st.get("curve", [])
         print(f"resumed at step {step} ({elapsed / 60:.1f} min done)")
-    data = batches(tokenizer, cfg.seed * 1000 + step, cfg.batch_size, cfg.levels)  # fresh data on resume
+    data = make_batches(step)
     budget = cfg.minutes * 60
     model.train()
     t0, last_ckpt, last_eval, ema = time.time() - elapsed, time.time(), time.time(), None
-    bar = tqdm(total=int(budget), unit="s", desc=f"train {cfg.size}", initial=int(elapsed), mininterval=5)
+    bar = tqdm(total=int(budget), unit="s", desc=desc, initial=int(elapsed), mininterval=5)
     while (elapsed := time.time() - t0) < budget and step < (cfg.max_steps or math.inf):
         ids, mask, labels = next(data)
         frac = max(elapsed / budget, step / cfg.max_steps if cfg.max_steps else 0.0)
@@ -251,10 +286,10 @@ def train(cfg: TrainConfig, work_dir: Path, resume: bool) -> tuple[LlamaForCausa
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.update(int(elapsed) - bar.n)
         bar.set_postfix(step=step, loss=f"{ema:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}", refresh=False)
-        if cfg.eval_every_s and time.time() - last_eval > cfg.eval_every_s:
-            r = evaluate(model, tokenizer, 100)
-            curve.append({"step": step, "minutes": round(elapsed / 60, 2), "loss": round(ema, 4), "acc": r.accuracy, "step_err": r.step_error_rate})
-            tqdm.write(json.dumps(curve[-1] | {"levels": r.per_level_accuracy}))
+        if cfg.eval_every_s and curve_point is not None and time.time() - last_eval > cfg.eval_every_s:
+            logged, shown = curve_point(model)
+            curve.append({"step": step, "minutes": round(elapsed / 60, 2), "loss": round(ema, 4), **logged})
+            tqdm.write(json.dumps(curve[-1] | shown))
             model.train()
             last_eval = time.time()
         if time.time() - last_ckpt > cfg.checkpoint_every_s:
@@ -262,8 +297,13 @@ def train(cfg: TrainConfig, work_dir: Path, resume: bool) -> tuple[LlamaForCausa
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed, "tokens": tokens, "curve": curve}, state_path)
             last_ckpt = time.time()
     bar.close()
-    stats = {"curve": curve, "steps": step, "train_seconds": round(elapsed, 1), "train_tokens": tokens, "final_loss_ema": round(ema or float("nan"), 4)}
-    return model, tokenizer, stats
+    return {"curve": curve, "steps": step, "train_seconds": round(elapsed, 1), "train_tokens": tokens, "final_loss_ema": round(ema or float("nan"), 4)}
+
+
+def discard_state(work_dir: Path) -> None:
+    """A finished run's saved model supersedes its resumable training state."""
+    if (work_dir / "train_state.pt").exists():
+        os.remove(work_dir / "train_state.pt")
 
 
 def model_card(metrics: dict) -> str:
@@ -326,6 +366,11 @@ def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out: Path,
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     portable_tokenizer_files(out)
+    write_card(out, card, metrics)
+
+
+def write_card(out: Path, card: str, metrics: dict) -> None:
+    """A checkpoint's model card and the metrics.json it is rendered from."""
     (out / "README.md").write_text(card)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
@@ -361,8 +406,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     metrics = json.loads(json.dumps(metrics))  # the on-disk form (string keys), which the card reads
     print(json.dumps(metrics, indent=2))
     save(model, tokenizer, args.out, model_card(metrics), metrics)
-    if (work_dir / "train_state.pt").exists():
-        os.remove(work_dir / "train_state.pt")  # finished: the saved model supersedes it
+    discard_state(work_dir)
 
 
 if __name__ == "__main__":
