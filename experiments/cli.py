@@ -349,7 +349,7 @@ def _solve(args: argparse.Namespace) -> int:
     from treesearch.algorithms import algorithm_class
     from treesearch.runner import Runner
     from treesearch.seeds import problem_seed
-    from treesearch.voting import memoized, vote
+    from treesearch.voting import memoized, picks
 
     from .builders import algorithm_for, grader_of, load_policy, load_prm_for
     from .config import DatasetConfig
@@ -393,8 +393,9 @@ def _solve(args: argparse.Namespace) -> int:
     print(res.tree.render(max_text=args.width))
     print(f"\n{len(res.candidates)} candidates; answers: {[c.answer for c in res.candidates]}")
     equal = memoized(grader_of(study.dataset))
-    for key, rule, agg in VotingConfig(aggregations=["last", "min"]).keys():
-        print(f"  {key:>15}: {vote(res.candidates, rule, agg, equal=equal)}")
+    voting = VotingConfig(aggregations=["last", "min"])
+    for key, answer in picks(res.candidates, voting.keys(), voting.aggregations, equal).items():
+        print(f"  {key:>17}: {answer}")
     if args.html:
         _solve_html(args, res, equal, method)
     lg = res.ledger

@@ -15,8 +15,7 @@ from typing import Any, Callable, Sequence
 from treesearch.ledger import ComputeLedger
 from treesearch.runner import SearchResult
 from treesearch.tree import Tree
-from treesearch.voting import (CHAIN_RULES, Scored, answer_classes, confidence_vote, has_chains, has_confidences,
-                               hierarchical_vote, memoized, vote)
+from treesearch.voting import Scored, answer_classes, memoized, picks
 
 from .config import MethodConfig, PRMConfig, VotingConfig
 from .records import CandidateRecord, Derivation, Record, Vote
@@ -29,18 +28,8 @@ def judge(candidates: Sequence[Scored], gold: str, voting: VotingConfig,
     (revisions) also get the hierarchical rule, one key per aggregation ("hierarchical/last"); candidates
     with the policy's confidence (DeepConf) get the confidence-weighted vote ("confidence")."""
     equal = memoized(grader)
-    votes = {}
-    for key, rule, agg in voting.keys():
-        answer = vote(candidates, rule, agg, equal=equal)
-        votes[key] = Vote(answer, answer is not None and equal(answer, gold))
-    if has_chains(candidates):
-        for rule in CHAIN_RULES:
-            for agg in voting.aggregations:
-                answer = hierarchical_vote(candidates, agg, equal=equal)
-                votes[f"{rule}/{agg}"] = Vote(answer, answer is not None and equal(answer, gold))
-    if has_confidences(candidates):
-        answer = confidence_vote(candidates, equal)
-        votes["confidence"] = Vote(answer, answer is not None and equal(answer, gold))
+    votes = {key: Vote(answer, answer is not None and equal(answer, gold))
+             for key, answer in picks(candidates, voting.keys(), voting.aggregations, equal).items()}
     classes = answer_classes(candidates, equal)
     return {"votes": votes, "pass_at_n": any(equal(c[0].answer, gold) for c in classes),
             "num_answered": sum(len(c) for c in classes)}

@@ -74,6 +74,18 @@ def test_solve_prints_tree_and_votes(tmp_path, capsys, tokenizer):
     assert out.startswith("Q: 1+1=") and "weighted/last" in out and "majority" in out and "paper FLOPs" in out
     page = (tmp_path / "tree.html").read_text(encoding="utf-8")
     assert f"wrote {tmp_path / 'tree.html'}" in out and '"gold":"2"' in page and '"question":"1+1="' in page
+    assert "hierarchical/last" not in out  # no chains: the rule does not apply
+
+
+def test_solve_prints_the_rules_a_search_brings(tmp_path, capsys, tokenizer):
+    """A revisions search is voted by the hierarchical rule too, as its records are."""
+    model_dir = tmp_path / "tiny"
+    tiny_llama(len(tokenizer)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    assert main(["solve", "--policy", str(model_dir), "--method", "revisions", "--budget", "2", "--param", "chains=1",
+                 "--device", "cpu", "--max-step-tokens", "6", "--max-solution-tokens", "18", "1+1="]) == 0
+    out = capsys.readouterr().out
+    assert "hierarchical/last:" in out and "hierarchical/min:" in out and "weighted/last:" in out
 
 
 @pytest.fixture(scope="module")

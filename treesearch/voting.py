@@ -156,3 +156,18 @@ def has_confidences(candidates: Sequence[object]) -> bool:
 def has_chains(candidates: Sequence[object]) -> bool:
     """Whether every candidate carries a chain index (a revisions search), so the chain rules apply."""
     return bool(candidates) and all(getattr(c, "chain", None) is not None for c in candidates)
+
+
+def picks(candidates: Sequence[Scored], rules: Sequence[tuple[str, str, str]], aggregations: Sequence[str],
+          equal: Equal = normalized_equal) -> dict[str, str | None]:
+    """The answer every rule picks, by key: ``rules`` as (key, rule, aggregation) triples, then the rules the
+    candidates bring: the hierarchical rule per aggregation where they carry chains (revisions), the
+    confidence vote where they carry the policy's confidence (DeepConf). What a record votes and what
+    ``treesearch solve`` prints."""
+    out = {key: vote(candidates, rule, agg, equal=equal) for key, rule, agg in rules}
+    if has_chains(candidates):
+        for rule in CHAIN_RULES:
+            out.update({f"{rule}/{agg}": hierarchical_vote(candidates, agg, equal=equal) for agg in aggregations})
+    if has_confidences(candidates):
+        out["confidence"] = confidence_vote(candidates, equal)
+    return out
