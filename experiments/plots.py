@@ -494,8 +494,10 @@ def plot_sequential_share(study: "sequential.SequentialStudy", path: Path) -> No
         ax.set_xlabel("chains x attempts per chain\n(all parallel -> all sequential)", fontsize=8)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"accuracy % ({study.rule})")
-    axes[0][-1].legend(fontsize=7, title=study.how if len(study.how) < 20 else None)
+    if bins:  # beside the last panel, where it covers no point
+        axes[0][-1].legend(fontsize=7, title=study.how if len(study.how) < 20 else "bin", loc="center left",
+                           bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(f"Sequential revisions vs parallel sampling per difficulty ({model})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
