@@ -3,17 +3,26 @@
     python benchmarks/search_throughput.py                 # CPU, built-in large policy if present
     python benchmarks/search_throughput.py --random-size small               # random 3.5M Llama, GSM8K questions
     python benchmarks/search_throughput.py --device cuda --dtype bfloat16 --random-size 1b
+    python benchmarks/search_throughput.py --profile default --methods sampling rebase   # the demo study, split
 
 Prints (a) policy tokens processed per generated token with reuse on vs off, (b) the
 wall-clock speedup of reuse, (c) the speedup of the Runner's cross-problem batching over
-solving problems one by one, (d) the share of wall time spent outside model forward passes.
+solving problems one by one, (d) the share of wall time spent outside model forward passes;
+after a warm-up, the arms run interleaved ``--repeats`` times and each figure is the arm's best run.
+``--profile [quick|default]`` instead runs the built-in demo study and splits its wall time into
+policy forward, PRM forward and the rest (with the rest's top functions).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -26,7 +35,8 @@ from treesearch.runner import Runner, SearchLimits  # noqa: E402
 from treesearch.step_format import StepFormat  # noqa: E402
 from treesearch.testing import ScriptedPRM  # noqa: E402
 
-BUILTIN = Path(__file__).resolve().parents[1] / "experiments" / "builtin" / "checkpoints" / "lm-xl"
+ROOT = Path(__file__).resolve().parents[1]
+BUILTIN = ROOT / "experiments" / "builtin" / "checkpoints" / "lm-xl"
 RANDOM_SIZES = {  # random Llamas (the built-in char tokenizer's 100-token vocabulary: embeddings are negligible)
     "tiny": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2),  # 0.5 M: the CPU smoke run of benchmarks/gpu_check.py
@@ -61,14 +71,22 @@ def load(args) -> tuple[object, object, list[str]]:
 
 
 class ForwardTimer:
-    """Wall time spent inside model.forward (synchronised on CUDA)."""
+    """Wall time spent inside the forward passes of ``modules`` (synchronised on CUDA). A call nested in
+    another timed call (a head inside its model) counts once; ``active`` says whether one is running."""
 
-    def __init__(self, model):
+    def __init__(self, *modules):
         self.total = 0.0
         self.calls = 0
+        self.active = 0
         self._t0 = 0.0
-        self.cuda = next(model.parameters()).is_cuda
-        self._hooks = [model.register_forward_pre_hook(self._pre), model.register_forward_hook(self._post)]
+        self.cuda = False
+        self._hooks = []
+        for m in modules:
+            self.attach(m)
+
+    def attach(self, module) -> None:
+        self.cuda |= any(p.is_cuda for p in module.parameters())
+        self._hooks += [module.register_forward_pre_hook(self._pre), module.register_forward_hook(self._post)]
 
     def remove(self) -> None:
         """Stop timing (the hooks synchronise the device on every call)."""
@@ -80,13 +98,136 @@ class ForwardTimer:
             torch.cuda.synchronize()
 
     def _pre(self, *_):
-        self._sync()
-        self._t0 = time.perf_counter()
+        if not self.active:
+            self._sync()
+            self._t0 = time.perf_counter()
+        self.active += 1
 
     def _post(self, *_):
-        self._sync()
-        self.total += time.perf_counter() - self._t0
-        self.calls += 1
+        self.active -= 1
+        if not self.active:
+            self._sync()
+            self.total += time.perf_counter() - self._t0
+            self.calls += 1
+
+
+class StackSampler:
+    """Where the time outside forward passes goes: the main thread's Python stack, sampled every
+    ``interval`` seconds while no timed forward pass runs (py-spy's idea, with nothing to install;
+    cProfile would slow the Python side twofold and so inflate the very share it measures). A C
+    call that holds the GIL delays the next sample, whose frame then gets that time too.
+    Per function, the seconds it was on the stack (the project's own functions) and the seconds
+    it was the innermost Python frame (any function)."""
+
+    def __init__(self, timers, interval: float | None = 0.002):
+        self.timers, self.interval = timers, interval
+        self.inclusive: Counter = Counter()
+        self.own: Counter = Counter()
+        self._main = threading.main_thread().ident
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> StackSampler:
+        if self.interval:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        if self.interval:
+            self._thread.join()
+
+    def _loop(self) -> None:
+        last = time.perf_counter()
+        while not self._stop.wait(self.interval):
+            now = time.perf_counter()
+            dt, last = now - last, now
+            frame = sys._current_frames().get(self._main)
+            if frame is None or any(t.active for t in self.timers):
+                continue
+            self.own[frame.f_code] += dt
+            mine = set()
+            while frame is not None:
+                if frame.f_code.co_filename.startswith(self._root):
+                    mine.add(frame.f_code)
+                frame = frame.f_back
+            for code in mine:
+                self.inclusive[code] += dt
+
+    _root = str(ROOT)
+
+    @staticmethod
+    def where(code) -> str:
+        path = Path(code.co_filename)
+        short = path.relative_to(ROOT) if path.is_relative_to(ROOT) else Path(*path.parts[-2:])
+        return f"{short}:{code.co_qualname}"
+
+
+def profile(args) -> None:
+    """``--profile``: the built-in demo study's search (``treesearch demo``'s problems, methods and
+    policies with the built-in likelihood PRM; ``--methods`` keeps some), every forward pass of a
+    policy or PRM model timed exactly, and the wall time split into policy forward, PRM forward and
+    the rest, with the rest's top functions. The wall is the study's run (``run_study``: searching,
+    judging, writing records); interpreter start, imports, the report and plots are not in it."""
+    from experiments import sweep
+    from experiments.builtin.demo import study
+
+    cfg = study(args.profile)
+    if args.methods:
+        cfg = dataclasses.replace(cfg, methods=[m for m in cfg.methods if m.name in args.methods])
+    timers = {"policy": ForwardTimer(), "PRM": ForwardTimer()}
+
+    def timed(load, role):
+        def loaded(*a, **k):
+            obj = load(*a, **k)
+            model = getattr(obj, "model", None)  # oracles have none
+            if isinstance(model, torch.nn.Module):  # the model and its children (a PRM calls backbone and head apart)
+                for m in (model, *model.children()):
+                    timers[role].attach(m)
+            return obj
+        return loaded
+
+    method = [""]  # the method whose searches run now
+    per_method: dict[str, list[float]] = {}  # method -> its searches' wall, policy forward, PRM forward
+
+    def algorithm_for(m, budget, _build=sweep.algorithm_for):
+        method[0] = m.name
+        return _build(m, budget)
+
+    class TimedRunner(sweep.Runner):
+        def run(self, *a, **k):
+            before = [time.perf_counter(), *(t.total for t in timers.values())]
+            try:
+                return super().run(*a, **k)
+            finally:
+                now = [time.perf_counter(), *(t.total for t in timers.values())]
+                acc = per_method.setdefault(method[0], [0.0] * 3)
+                for i, (x, y) in enumerate(zip(before, now)):
+                    acc[i] += y - x
+
+    with tempfile.TemporaryDirectory() as out, \
+            mock.patch.object(sweep, "load_policy", timed(sweep.load_policy, "policy")), \
+            mock.patch.object(sweep, "load_prm_for", timed(sweep.load_prm_for, "PRM")), \
+            mock.patch.object(sweep, "algorithm_for", algorithm_for), mock.patch.object(sweep, "Runner", TimedRunner), \
+            StackSampler(timers.values(), interval=0.002 if args.top else None) as sampler:
+        t = time.perf_counter()
+        sweep.run_study(cfg, out=out, progress=False)
+        wall = time.perf_counter() - t
+    rest = wall - sum(t.total for t in timers.values())
+    print(f"profile: demo study '{args.profile}', {len(cfg.methods)} methods, policies "
+          f"{', '.join(p.name for p in cfg.policies)}; study wall {wall:.1f} s "
+          f"(start, imports, report and plots not included)")
+    for role, t in timers.items():
+        print(f"  {role + ' forward':<24}{t.total:>8.1f} s{t.total / wall:>7.1%}   {t.calls:,} calls")
+    print(f"  {'outside forward':<24}{rest:>8.1f} s{rest / wall:>7.1%}")
+    print(f"  per method, its searches (Runner.run): {'wall s':>8}{'policy fwd':>11}{'PRM fwd':>9}{'outside':>9}")
+    for name, (w, pol, prm) in sorted(per_method.items(), key=lambda kv: -kv[1][0]):
+        print(f"    {name:<36}{w:>8.1f}{pol:>11.1f}{prm:>9.1f}{(w - pol - prm) / w:>9.1%}")
+    for title, counts in (("on the stack (project functions)", sampler.inclusive),
+                          ("innermost Python frame (any function)", sampler.own))[:2 if args.top else 0]:
+        print(f"  outside forward, top {args.top} by time {title}, sampled:")
+        for code, sec in counts.most_common(args.top):
+            print(f"    {sec:>7.2f} s {sec / wall:>6.1%}  {sampler.where(code)}")
 
 
 def run(policy, questions, alg, limits, one_by_one=False):
@@ -114,8 +255,16 @@ def main() -> None:
     ap.add_argument("--one-by-one-problems", type=int, default=8,
                     help="problems for the one-by-one arm (its per-problem time is what is compared)")
     ap.add_argument("--max-batch-rows", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=3, help="arms run interleaved this many times; each figure is the best")
+    ap.add_argument("--profile", nargs="?", const="quick", choices=("quick", "default"),
+                    help="instead: the built-in demo study of this profile (quick if no value), its wall time split "
+                         "into policy forward, PRM forward and the rest, with the rest's top functions")
+    ap.add_argument("--methods", nargs="+", help="--profile: only these methods of the study (e.g. sampling rebase)")
+    ap.add_argument("--top", type=int, default=12, help="--profile: functions listed")
     args = ap.parse_args()
     torch.manual_seed(0)
+    if args.profile:
+        return profile(args)
     model, tok, questions = load(args)
     timer = ForwardTimer(model)
     fmt = StepFormat.preset("newline")
@@ -126,16 +275,26 @@ def main() -> None:
     print(f"model: {n_params / 1e6:.2f} M parameters on {args.device} ({args.dtype}); "
           f"REBASE width {args.width}, {len(questions)} problems, mean prompt {prompt_tokens:.0f} tokens")
 
-    def policy(reuse):
-        return TransformersPolicy(model, tok, fmt, reuse_kv=reuse, max_batch_rows=args.max_batch_rows)
+    policies = {reuse: TransformersPolicy(model, tok, fmt, reuse_kv=reuse, max_batch_rows=args.max_batch_rows)
+                for reuse in (True, False)}  # each kept across runs (its buffers warm), its prefix store emptied
 
-    run(policy(True), questions[:2], alg, limits)  # warm-up
-    timer.total = 0.0
-    on_wall, on_gen, on_proc = run(policy(True), questions, alg, limits)
-    fwd_on = timer.total
-    off_wall, off_gen, off_proc = run(policy(False), questions, alg, limits)
+    def arm(reuse, qs, one_by_one=False):
+        policies[reuse].store.clear()
+        return run(policies[reuse], qs, alg, limits, one_by_one)
+
     k = min(args.one_by_one_problems, len(questions))
-    one_wall, one_gen, _ = run(policy(True), questions[:k], alg, limits, one_by_one=True)
+    arms = {"batched, reuse on": lambda: arm(True, questions), "batched, reuse off": lambda: arm(False, questions),
+            f"one by one ({k} problems)": lambda: arm(True, questions[:k], one_by_one=True)}
+    for reuse in (True, False):  # warm-up
+        arm(reuse, questions[:2])
+    best: dict[str, tuple] = {}  # arm -> (wall, generated, processed, forward seconds) of its fastest run
+    for _ in range(args.repeats):  # interleaved, so every arm sees the same machine
+        for name, go in arms.items():
+            timer.total = 0.0
+            wall, gen, proc = go()
+            if name not in best or wall < best[name][0]:
+                best[name] = (wall, gen, proc, timer.total)
+    (on_wall, on_gen, on_proc, fwd_on), (off_wall, off_gen, off_proc, _), (one_wall, one_gen, _, _) = best.values()
 
     print(f"{'arm':<28}{'wall s':>9}{'gen tok':>10}{'proc tok':>10}{'gen tok/s':>11}")
     for name, wall, gen, proc in [("batched, reuse on", on_wall, on_gen, on_proc),

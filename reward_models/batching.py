@@ -440,12 +440,12 @@ class BatchScorer:
             # Positions count real tokens only; pads after the real tokens keep counting up, so
             # positions never repeat (which models read as packing); pads before them are 0.
             pos[r, off:] = torch.arange(j.start, j.start + width - off)
-            for step in range(len(j.known), len(e.readout)):
-                for p in e.readout[step]:
-                    rows.append(r)
-                    cols.append(off + p - j.start)
-                    seg.append(s)
-                    nxt.append(e.input_ids[p + 1] if p + 1 < len(e) else b.pad_token_id)
+            following = e.input_ids[1:] + (b.pad_token_id,)  # the token after each position
+            for read in e.readout[len(j.known):]:
+                rows += [r] * len(read)
+                cols += [off + p - j.start for p in read]
+                seg += [s] * len(read)
+                nxt += [following[p] for p in read]
                 s += 1
             computed.append(len(e.readout) - len(j.known))
         dev = b.device

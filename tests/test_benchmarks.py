@@ -35,7 +35,7 @@ def test_backends_benchmark_runs_the_transformers_backend(tmp_path, monkeypatch,
 
 
 @pytest.mark.parametrize("name, args, summary", [
-    ("search_throughput.py", ["--problems", "2", "--one-by-one-problems", "1", "--width", "2"],
+    ("search_throughput.py", ["--problems", "2", "--one-by-one-problems", "1", "--width", "2", "--repeats", "1"],
      "(a) processed / generated tokens: reuse on"),
     ("prm_scoring.py", ["--chains", "8", "--problems", "2", "--widths", "2", "--repeats", "1",
                         "--incremental-width", "2"], "sweep total"),
@@ -44,6 +44,26 @@ def test_backends_benchmark_runs_the_transformers_backend(tmp_path, monkeypatch,
 def test_benchmark_runs_and_prints_its_summary(name, args, summary, monkeypatch, capsys):
     run_benchmark(name, *args, monkeypatch=monkeypatch)
     assert summary in capsys.readouterr().out
+
+
+def test_search_throughput_profile_splits_the_demo_studys_wall_time(monkeypatch, capsys):
+    """--profile on the quick demo study's greedy method (both built-in policies, the likelihood PRM scoring
+    the finals): the split into policy forward, PRM forward and the rest, per method, and the rest's top
+    functions. Only the shape of the output is checked, never a time."""
+    run_benchmark("search_throughput.py", "--profile", "quick", "--methods", "greedy", "--top", "3",
+                  monkeypatch=monkeypatch)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("profile: demo study 'quick', 1 methods, policies builtin-small, builtin-large; study wall")
+    shares = {}
+    for line in out[1:4]:
+        name, rest = line.split(" forward")
+        seconds, unit, share = rest.split()[:3]
+        assert float(seconds) >= 0 and unit == "s" and share.endswith("%")
+        shares[name.strip()] = float(share.rstrip("%"))
+    assert set(shares) == {"policy", "PRM", "outside"} and abs(sum(shares.values()) - 100) < 0.5
+    assert out[4].lstrip().startswith("per method") and out[5].split()[0] == "greedy"
+    tops = [i for i, line in enumerate(out) if "outside forward, top 3" in line]
+    assert len(tops) == 2 and all(len(out) > i + 1 and out[i + 1].split()[1] == "s" for i in tops)
 
 
 def test_gpu_check_cpu_smoke_writes_its_table(tmp_path):

@@ -4,6 +4,7 @@ import torch
 
 from treesearch.algorithms import MCTS, BeamSearch, Greedy, Rebase, Sampling
 from treesearch.ledger import non_embedding_parameters
+from treesearch import policy_hf
 from treesearch.policy_hf import TransformersPolicy
 from treesearch.protocols import ExpandRequest
 from treesearch.runner import Runner, SearchLimits
@@ -107,6 +108,28 @@ def test_every_algorithm_end_to_end_with_exact_ledger(model, tokenizer, alg):
         assert led.policy_processed_tokens >= len(r.tree.root.token_ids)  # the prompt is encoded once at least
         assert led.full_flops == 2 * pol.num_parameters * led.policy_processed_tokens + 2 * prm.num_parameters * led.prm_processed_tokens
         assert all(c.step_scores and len(c.step_scores) == len(c.steps) for c in r.candidates)
+
+
+def test_buffer_growth_and_the_stop_token_change_no_sample(model, tokenizer, monkeypatch):
+    """A CPU batch's KV buffer is laid out again every CPU_ROOM positions, and a one-token delimiter is
+    found by its id: against the whole room at once and the decoded-text check, every token is the same
+    (fresh prompts, then their children on cached prefixes, across drops of finished rows)."""
+    def two_rounds(room, by_id):
+        monkeypatch.setattr(policy_hf, "CPU_ROOM", room)
+        pol = policy(model, tokenizer)
+        assert pol._delimiter_id == tokenizer.convert_tokens_to_ids("\n")  # the character tokenizer's "\n"
+        if not by_id:
+            pol._delimiter_id = None
+        reqs = [ExpandRequest(pol.encode_prompt(q), 5, seed=i, max_new_tokens=30) for i, q in enumerate(QUESTIONS)]
+        first = [s for o in pol.expand(reqs) for s in o.samples]
+        kids = [ExpandRequest(r.prefix_ids + s.token_ids, 2, seed=9 + k, max_new_tokens=30)
+                for k, (r, s) in enumerate(zip([r for r in reqs for _ in range(5)], first)) if s.finish_reason != "eos"]
+        second = [s for o in pol.expand(kids) for s in o.samples]
+        return [(s.token_ids, s.text, s.finish_reason) for s in first + second], pol.store.hits
+
+    (got, hits), (want, _) = two_rounds(1, True), two_rounds(1000, False)
+    assert got == want and hits > 0
+    assert {r for _, _, r in got} >= {"delimiter", "step_cap"}
 
 
 def test_non_embedding_parameters(model):

@@ -2,7 +2,7 @@
 import torch
 
 from treesearch import sampler
-from treesearch.sampler import draw
+from treesearch.sampler import draw, draw_uniform, row_uniform, uniforms
 
 
 def frequencies(logits, temperature, top_p, n=20000):
@@ -46,3 +46,12 @@ def test_a_row_draw_does_not_depend_on_the_other_rows():
 def test_zero_temperature_is_argmax():
     logits = torch.randn(4, 50)
     assert torch.equal(draw(logits, torch.arange(4), 0, temperature=0.0), logits.argmax(-1))
+
+
+def test_a_step_of_uniforms_at_once_is_each_positions_draw():
+    torch.manual_seed(0)
+    logits, seeds = torch.randn(5, 80), torch.randint(0, 2**32, (5,))
+    u = uniforms(seeds, 12)
+    for t in range(12):
+        assert torch.equal(u[:, t], row_uniform(seeds, t))
+        assert torch.equal(draw_uniform(logits, u[:, t], 0.8, 0.9), draw(logits, seeds, t, 0.8, 0.9))

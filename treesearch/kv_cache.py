@@ -28,7 +28,7 @@ class Segment:
     kv: torch.Tensor  # [layers, 2 (keys, values), heads, length, dim]
     start: int
     parent: Segment | None = None
-    refs: int = 0  # store entries whose chain holds this segment
+    refs: int = 0  # holders: store entries that are this segment, held segments that extend it
 
     def __post_init__(self):
         if self.start != (self.parent.end if self.parent else 0):
@@ -104,16 +104,23 @@ class PrefixKVStore:
         return found
 
     def _hold(self, entry: Segment) -> None:
-        for s in entry.chain():
-            if s.refs == 0:
-                self._bytes += s.nbytes
+        """A segment held for the first time holds its parent: O(1) under a held parent, not O(depth)."""
+        s = entry
+        while s is not None:
             s.refs += 1
+            if s.refs > 1:
+                return
+            self._bytes += s.nbytes
+            s = s.parent
 
     def _release(self, entry: Segment) -> None:
-        for s in entry.chain():
+        s = entry
+        while s is not None:
             s.refs -= 1
-            if s.refs == 0:
-                self._bytes -= s.nbytes
+            if s.refs:
+                return
+            self._bytes -= s.nbytes
+            s = s.parent
 
     def clear(self) -> None:
         for entry, _ in self._entries.values():
@@ -175,20 +182,24 @@ def stacked(cache, spare: int = 0) -> torch.Tensor:
     return kv
 
 
-def gather(chains: Sequence[Segment | None], widths: Sequence[int], capacity: int,
-           out: torch.Tensor | None = None) -> torch.Tensor:
+def gather(chains: Sequence[Segment | None], widths: Sequence[int], capacity: int | None = None,
+           into: torch.Tensor | None = None) -> torch.Tensor:
     """A buffer with ``widths[i]`` rows holding chain i's positions, right-aligned at the
     longest chain's end (left padding zeroed: masked out but finite), with room for
-    ``capacity`` positions; laid out in ``out``'s memory when given (see ``reuse``)."""
+    ``capacity`` positions; or written into ``into`` [layers, 2, rows, heads, capacity, dim]
+    (any strides: a window of a bigger buffer) and returned.
+
+    One copy per (chain, segment), each for all of the chain's rows at once: on a CPU this beat
+    one indexed copy from a pool of the segments (which moves every position twice)."""
     ref = next(c for c in chains if c is not None).chain()[0].kv  # [layers, 2, heads, length, dim]
     n = max(c.end if c is not None else 0 for c in chains)
-    shape = (ref.shape[0], 2, sum(widths), ref.shape[2], capacity, ref.shape[4])
-    kv = reuse(out, ref, shape)
+    kv = into if into is not None else ref.new_empty((ref.shape[0], 2, sum(widths), ref.shape[2], capacity, ref.shape[4]))
     row = 0
     for c, w in zip(chains, widths):
         rows = slice(row, row + w)
         have = c.end if c is not None else 0
-        kv[:, :, rows, :, :n - have] = 0
+        if have < n:
+            kv[:, :, rows, :, :n - have] = 0
         for seg in (c.chain() if c is not None else ()):
             at = n - have + seg.start
             kv[:, :, rows, :, at:at + seg.length] = seg.kv[:, :, None]

@@ -5,7 +5,8 @@ position): never on the other rows, the batch order or a global RNG. So a proble
 are the same whether it is decoded alone, in a big batch, on another shard or after a resume.
 One uniform per row and an inverse-CDF lookup cost O(vocab) per row; top-p looks in the
 top ``NUCLEUS_K`` tokens first and sorts the whole vocabulary only for rows whose nucleus
-is wider than that.
+is wider than that. The decode loop hashes every row's uniforms for a whole step once
+(``uniforms``) and draws with ``draw_uniform``: the same numbers as ``draw`` at each position.
 """
 from __future__ import annotations
 
@@ -23,8 +24,12 @@ def draw(logits: torch.Tensor, seeds: torch.Tensor, t: int, temperature: float, 
     """
     if temperature <= 0:
         return logits.argmax(-1)
+    return draw_uniform(logits, row_uniform(seeds, t), temperature, top_p)
+
+
+def draw_uniform(logits: torch.Tensor, u: torch.Tensor, temperature: float, top_p: float = 1.0) -> torch.Tensor:
+    """``draw`` given each row's uniform ``u`` (from ``row_uniform`` or a column of ``uniforms``); temperature > 0."""
     scores = logits.float() / temperature
-    u = row_uniform(seeds, t)
     if top_p >= 1.0:
         return _inverse_cdf(scores.softmax(-1), u)
     vocab = scores.shape[-1]
@@ -55,7 +60,16 @@ def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 def row_uniform(seeds: torch.Tensor, t: int) -> torch.Tensor:
     """A uniform in (0, 1) per row that depends only on (row seed, t)."""
-    h = _hash32(seeds ^ _hash32(torch.tensor(t * 0x27D4EB2F & _M32, device=seeds.device)))
+    return _uniform(seeds, torch.tensor(t, device=seeds.device))
+
+
+def uniforms(seeds: torch.Tensor, steps: int) -> torch.Tensor:
+    """[rows, steps]: column t is ``row_uniform(seeds, t)``, all hashed in one go."""
+    return _uniform(seeds[:, None], torch.arange(steps, device=seeds.device))
+
+
+def _uniform(seeds: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    h = _hash32(seeds ^ _hash32(t * 0x27D4EB2F & _M32))
     return (h.double() + 0.5) / 2.0**32
 
 

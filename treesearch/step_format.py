@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .answers import check_markers, extract_answer
 
@@ -25,7 +26,7 @@ class StepFormat:
         check_markers(self.answer_markers)
 
     def extract_answer(self, step_text: str) -> str | None:
-        return extract_answer(step_text, self.answer_markers)
+        return _step_answer(step_text, self.answer_markers)
 
     @classmethod
     def preset(cls, name: str) -> StepFormat:
@@ -43,3 +44,10 @@ PRESETS: dict[str, StepFormat] = {
     # Paragraph steps, as instruct models write them; "The answer is", "Final Answer:" or \boxed{} ends a solution.
     "paragraph": StepFormat("\n\n", ("answer_is", "final_answer", "boxed")),
 }
+
+
+@lru_cache(maxsize=1 << 16)
+def _step_answer(text: str, markers: tuple[str, ...]) -> str | None:
+    """Memoised: the policy reads a sampled step's answer, the Runner the same step's again, and
+    a trained policy's siblings often repeat a step."""
+    return extract_answer(text, markers)
