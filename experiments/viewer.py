@@ -134,6 +134,7 @@ li.open>ul.kids{display:block}
 .txt.full{white-space:pre-wrap;word-break:break-word}
 .ans{flex:0 0 auto;font-weight:600;border-radius:3px;padding:0 5px;background:#e7ebf0}
 .ans.right{background:#d3f2dc;color:#14532d}.ans.wrong{background:#fbdada;color:#7f1d1d}
+.stop{flex:0 0 auto;border-radius:3px;padding:0 5px;background:#fde9c8;color:#7c2d12}
 .meta{flex:0 0 auto;color:#6b7585;font-size:11px;margin-left:auto;padding-left:8px;white-space:nowrap}
 .root>.row .txt{font-weight:600}
 li.more button{margin:2px 0 2px 22px;font:inherit;font-size:12px}
@@ -245,6 +246,11 @@ function node(g) {
                (g.right === undefined ? "" : " " + mark(g.right)));
     row.appendChild(a);
   }
+  if (g.finish === "stopped") {
+    var st = el("span", "stop", "stopped");
+    st.title = "the search stopped this trace here (its confidence fell below the threshold): no candidate";
+    row.appendChild(st);
+  }
   var meta = [];
   if (g.width) meta.push("w " + g.width);
   meta.push("d " + g.depth);
@@ -325,8 +331,10 @@ function summary(e) {
   st.appendChild(document.createTextNode(" nodes in " + T.groups.length + " rows (identical siblings grouped) \u00b7 " +
                                          T.candidates.length + " candidates"));
   s.appendChild(st);
+  var stops = T.groups.some(function (g) { return g.finish === "stopped"; });
   s.appendChild(el("div", "legend", "row: PRM score \u00b7 \u00d7count of identical siblings \u00b7 checker \u2713/\u2717 \u00b7 " +
-                   "step text \u00b7 \u21d2 answer (grader \u2713/\u2717) \u00b7 w = width the search gave it (children), d = depth"));
+                   "step text \u00b7 \u21d2 answer (grader \u2713/\u2717) \u00b7 w = width the search gave it (children), d = depth" +
+                   (stops ? " \u00b7 stopped = the search dropped the trace there (no candidate)" : "")));
 }
 
 function row(table, cells, head) {

@@ -33,3 +33,26 @@ def test_render_shows_scores_and_terminals():
     assert lines[0] == "Q: What is 2+2?"
     assert lines[2] == "    [0.875] The answer is 4  => 4"
     assert lines[1].startswith("  [  -  ] Step 1: 2+2=4")
+
+
+def test_networkx_keeps_the_chain_and_confidence():
+    t, a, b, c = build()
+    c.confidence, c.chain = -0.25, 1
+    g = t.to_networkx()
+    assert (g.nodes[c.id]["confidence"], g.nodes[c.id]["chain"]) == (-0.25, 1)
+    assert g.nodes[a.id]["confidence"] is None and g.nodes[a.id]["chain"] is None
+
+
+def test_render_marks_stopped_traces_apart_from_identical_finished_ones():
+    """A trace the search stopped (DeepConf's online filter) is no candidate, even where it reached an answer:
+    the print says so, and never groups it with an identical sibling that finished."""
+    t = Tree("q")
+    done = t.add_child(t.root, "The answer is 4\n", terminal=True, answer="4", finish_reason="answer")
+    cut = t.add_child(t.root, "The answer is 4\n", terminal=True, answer="4", finish_reason="answer")
+    cut.finish_reason = "stopped"
+    mid = t.add_child(t.root, "Step 1\n")
+    mid.finish_reason = "stopped"
+    lines = t.render().splitlines()[1:]
+    assert lines == ["  [  -  ] The answer is 4  => 4", "  [  -  ] The answer is 4  => 4  [stopped]",
+                     "  [  -  ] Step 1  [stopped]"]
+    assert [g.stopped for g in t.grouped().children] == [False, True, True] and done.finish_reason == "answer"

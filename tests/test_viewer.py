@@ -64,6 +64,19 @@ def test_export_groups_identical_siblings_and_counts_the_vote():
     assert "answer" not in data["groups"][a.id] and data["groups"][one.id]["right"] is False  # compact, verdicts kept
 
 
+def test_export_marks_stopped_traces_finished_or_not():
+    tree, cands = hand_tree()
+    d = next(n for n in tree if n.text == "d\n")
+    d.finish_reason = "stopped"  # an unfinished trace the search dropped (DeepConf online)
+    late = tree.add_child(d, "The answer is 1\n", terminal=True, answer="1", finish_reason="stopped")
+    ex = export_tree(tree, cands)
+    text = {g.id: g.text for g in ex.groups}
+    finish = {(text.get(g.parent), g.text): g.finish for g in ex.groups}
+    assert finish[("q", "d\n")] == "stopped" and finish[("q", "a\n")] == ""
+    assert finish[("a\n", "The answer is 1\n")] == "answer" and finish[("d\n", "The answer is 1\n")] == "stopped"
+    assert sum(g.finish == "stopped" for g in ex.groups) == 2 and late.id not in {c.node for c in ex.candidates}
+
+
 def test_text_print_groups_identical_siblings():
     tree, _ = hand_tree()
     text = tree.render()
@@ -160,6 +173,7 @@ class DomReader(HTMLParser):
         self.candidate_rows: list[int] = []
         self.node_count = ""
         self.question = ""
+        self.stopped = 0  # rows marked as stopped traces
         self._in: str | None = None
 
     def handle_starttag(self, tag, attrs):
@@ -173,6 +187,8 @@ class DomReader(HTMLParser):
             self.candidate_rows.append(int(a["data-count"]))
         elif a.get("id") == "node-count":
             self._in = "count"
+        elif tag == "span" and cls == "stop":
+            self.stopped += 1
         elif tag == "div" and cls == "q":
             self._in = "question"
 
@@ -191,6 +207,7 @@ def test_viewer_in_headless_chromium_matches_the_tree(tmp_path):
     wide = rebase_result(16)
     policy, prm = scripted()
     [sampled] = Runner(policy, prm, progress=False).run(["another question"], Sampling(n=6), seed=1)
+    next(n for n in sampled.tree if n.depth == 1).finish_reason = "stopped"  # as DeepConf's online filter marks
     entries = [{"problem_id": "a", "method": "rebase", "budget": 16, "tree": export_tree(wide.tree, wide.candidates).to_json()},
                {"problem_id": "b", "method": "sampling", "budget": 6,
                 "tree": export_tree(sampled.tree, sampled.candidates).to_json()}]
@@ -210,6 +227,7 @@ def test_viewer_in_headless_chromium_matches_the_tree(tmp_path):
         assert shown == want
         assert dom.votes == {v.key: v.answer or "" for v in ex.votes}
         assert sum(dom.candidate_rows) == len(res.candidates)
+        assert dom.stopped == sum(g.finish == "stopped" for g in ex.groups) == (1 if res is sampled else 0)
 
     # without #all a wide tree opens breadth first and stays partly collapsed; the screenshot is for people
     shot = tmp_path / "viewer.png"

@@ -126,14 +126,14 @@ class Tree:
             g.add_node(n.id, text=n.text, token_ids=n.token_ids, num_tokens=n.num_tokens,
                        depth=n.depth, path_tokens=n.path_tokens, score=n.score,
                        terminal=n.terminal, answer=n.answer, finish_reason=n.finish_reason,
-                       visits=n.visits, value=n.value)
+                       chain=n.chain, confidence=n.confidence, visits=n.visits, value=n.value)
             if n.parent is not None:
                 g.add_edge(n.parent.id, n.id)
         return g
 
     def grouped(self) -> NodeGroup:
-        """The tree with identical siblings merged: one group per (text, score, terminal, answer)
-        under one parent group, holding every such node; a group's children are all its nodes'
+        """The tree with identical siblings merged: one group per (text, score, terminal, answer,
+        stopped) under one parent group, holding every such node; a group's children are all its nodes'
         children, grouped again (so identical paths collapse into one line with a count)."""
         return NodeGroup([self.root], _group_children([self.root]))
 
@@ -147,6 +147,8 @@ class Tree:
                 score = "  -  " if g.score is None else f"{g.score:.3f}"
                 count = f"  x{g.count}" if g.count > 1 else ""
                 mark = f"  => {g.answer}" if g.terminal else ""
+                if g.stopped:  # DeepConf dropped the trace here: whatever it reached is no candidate
+                    mark += "  [stopped]"
                 lines.append(f"{'  ' * indent}[{score}] {_clip(g.text, max_text)}{count}{mark}")
                 walk(g, indent + 1)
 
@@ -158,8 +160,8 @@ class Tree:
 
 @dataclass(eq=False)
 class NodeGroup:
-    """Identical sibling nodes (same step text, score, terminal mark and answer under one parent
-    group), shown once with their count; ``children`` groups all their children."""
+    """Identical sibling nodes (same step text, score, terminal mark, answer and stop under one
+    parent group), shown once with their count; ``children`` groups all their children."""
 
     nodes: list[Node]
     children: list[NodeGroup]
@@ -193,6 +195,11 @@ class NodeGroup:
         return self.first.depth
 
     @property
+    def stopped(self) -> bool:
+        """Whether the search stopped these traces here (DeepConf's online filter): no candidates."""
+        return self.first.finish_reason == "stopped"
+
+    @property
     def width(self) -> int:
         """Children its nodes were expanded with, all together: the width the search gave them
         (exact, since the Runner checks that a policy returns as many samples as the width asked)."""
@@ -209,7 +216,7 @@ def _group_children(nodes: list[Node]) -> list[NodeGroup]:
     groups: dict[tuple, list[Node]] = {}
     for n in nodes:
         for c in n.children:
-            groups.setdefault((c.text, c.score, c.terminal, c.answer), []).append(c)
+            groups.setdefault((c.text, c.score, c.terminal, c.answer, c.finish_reason == "stopped"), []).append(c)
     return [NodeGroup(members, _group_children(members)) for members in groups.values()]
 
 

@@ -1,7 +1,7 @@
 """A search tree as compact plain data (JSON-able), for keeping trees beside records and for the viewer.
 
 ``export_tree(tree, candidates)`` returns a ``TreeExport``: the tree with identical siblings
-grouped (``Tree.grouped``: one group per step text, score, terminal mark and answer under one
+grouped (``Tree.grouped``: one group per step text, score, terminal mark, answer and stop under one
 parent group, with the count of nodes it stands for), the finished candidates, each answer's
 tally and what every voting rule picked. Correctness is filled in where the caller can judge it:
 ``grade(answer) -> bool`` marks answers (a grader against the gold answer) and
@@ -10,7 +10,8 @@ tally and what every voting rule picked. Correctness is filled in where the call
 
 One group's JSON: ``{"id", "parent", "n" (nodes), "text", "score", "width" (children its nodes were
 expanded with, all together: the width the search gave them), "depth", "terminal", "answer",
-"finish", "ok" (the step check), "right" (the grader's verdict on the answer)}``, id 0 the question.
+"finish" (why a finished step ended; "stopped" also on an unfinished one where the search dropped the
+trace, as DeepConf's online filter does), "ok" (the step check), "right" (the grader's verdict on the answer)}``, id 0 the question.
 """
 from __future__ import annotations
 
@@ -143,7 +144,7 @@ def export_tree(tree: Tree, candidates: Sequence[Any] = (), *, gold: str | None 
         groups.append(GroupExport(
             id=gid, parent=parent, n=g.count, text=g.text, depth=g.depth, width=g.width,
             score=None if g.score is None else float(g.score), terminal=g.terminal, answer=g.answer,
-            finish=first.finish_reason if g.terminal else "", ok=ok, right=right))
+            finish=first.finish_reason if g.terminal or g.stopped else "", ok=ok, right=right))
         for c in g.children:
             add(c, gid, steps + [c.text])
 
