@@ -50,7 +50,7 @@ def tree_line(key: dict[str, Any], result: SearchResult, gold: str | None, grade
     """One line of trees.jsonl: the record key and the exported tree."""
     kw: dict[str, Any] = {}
     if voting is not None:
-        kw["votes"] = voting.keys()
+        kw["votes"], kw["aggregations"] = voting.keys(), voting.aggregations
     if grader is not None:
         equal = kw["equal"] = memoized(grader)  # each answer pair graded once
         if gold is not None:

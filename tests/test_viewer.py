@@ -77,6 +77,25 @@ def test_export_marks_stopped_traces_finished_or_not():
     assert sum(g.finish == "stopped" for g in ex.groups) == 2 and late.id not in {c.node for c in ex.candidates}
 
 
+def test_export_votes_are_a_records_with_chains_and_confidences():
+    """The page shows what the record votes: the hierarchical rule for revision chains, the confidence vote
+    for DeepConf's candidates. Chains: (1: "1" at 0.9, "2" at 0.3), (2: "2" at 0.8), (3: "2" at 0.7):
+    majority "2"; hierarchical takes "1" from chain 1 (0.9) against "2" from chains 2 and 3 (0.8 + 0.7)."""
+    import dataclasses
+    tree, cands = hand_tree()
+    node = cands[0].node_id
+    chained = [Candidate(a, ("s",), (s,), 5, "answer", node, chain=k)
+               for a, s, k in (("1", 0.9, 1), ("2", 0.3, 1), ("2", 0.8, 2), ("2", 0.7, 3))]
+    votes = {v.key: v.answer for v in export_tree(tree, chained).votes}
+    assert votes["majority"] == "2" and votes["hierarchical/last"] == "2" and "confidence" not in votes
+    chained[2] = dataclasses.replace(chained[2], step_scores=(0.1,))
+    votes = {v.key: v.answer for v in export_tree(tree, chained, aggregations=["last"]).votes}
+    assert votes["hierarchical/last"] == "1" and "hierarchical/min" not in votes  # 0.9 against 0.1 + 0.7
+    sure = [dataclasses.replace(c, confidence=w) for c, w in zip(cands, (0.1, 0.1, 0.5))]  # answers 1, 1, 2
+    votes = {v.key: (v.answer, v.right) for v in export_tree(tree, sure, grade=lambda a: a == "2").votes}
+    assert votes["confidence"] == ("2", True) and votes["majority"] == ("1", False)
+
+
 def test_text_print_groups_identical_siblings():
     tree, _ = hand_tree()
     text = tree.render()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from .tree import Node, NodeGroup, Tree
-from .voting import Equal, aggregate, answer_classes, memoized, normalized_equal, vote
+from .voting import Equal, aggregate, answer_classes, memoized, normalized_equal, picks
 
 FORMAT = "treesearch-tree/1"
 
@@ -122,9 +122,13 @@ def export_tree(tree: Tree, candidates: Sequence[Any] = (), *, gold: str | None 
                 grade: Callable[[str], bool] | None = None,
                 check_steps: Callable[[str, Sequence[str]], Sequence[bool]] | None = None,
                 equal: Equal = normalized_equal,
-                votes: Sequence[tuple[str, str, str]] = DEFAULT_VOTES) -> TreeExport:
+                votes: Sequence[tuple[str, str, str]] = DEFAULT_VOTES,
+                aggregations: Sequence[str] | None = None) -> TreeExport:
     """``tree`` and its finished ``candidates`` (the Runner's ``Candidate``s: answer, step_scores,
-    num_tokens, finish_reason, node_id) as plain data; ``equal`` groups answers for the tally and votes."""
+    num_tokens, finish_reason, node_id) as plain data; ``equal`` groups answers for the tally and votes.
+    The votes are a record's (``voting.picks``): ``votes`` as (key, rule, aggregation), then the hierarchical
+    rule per aggregation (``aggregations``, default those in ``votes``) where the candidates carry chains
+    and the confidence vote where they carry confidences."""
     equal = memoized(equal)
     root = tree.grouped()
     groups: list[GroupExport] = []
@@ -159,10 +163,8 @@ def export_tree(tree: Tree, candidates: Sequence[Any] = (), *, gold: str | None 
                          best=max(aggregate(c.step_scores, "last") for c in cls),
                          right=None if grade is None else bool(grade(cls[0].answer)))
              for cls in answer_classes(list(candidates), equal)]
-    picked = []
-    for key, rule, agg in votes:
-        answer = vote(list(candidates), rule, agg, equal=equal)
-        picked.append(VoteExport(key=key, answer=answer,
-                                 right=None if grade is None else answer is not None and bool(grade(answer))))
+    aggs = list(aggregations) if aggregations is not None else list(dict.fromkeys(agg for _, _, agg in votes))
+    picked = [VoteExport(key=key, answer=answer, right=None if grade is None else answer is not None and bool(grade(answer)))
+              for key, answer in picks(list(candidates), votes, aggs, equal).items()]
     return TreeExport(question=tree.question, nodes=len(tree), groups=groups, candidates=cands, tally=tally,
                       votes=picked, gold=gold)
