@@ -6,6 +6,8 @@ from typing import Iterator
 
 import networkx as nx
 
+STOPPED = "stopped"  # the finish reason of a trace the search dropped (DeepConf's online filter)
+
 
 @dataclass(eq=False)
 class Node:
@@ -35,7 +37,7 @@ class Node:
     score: float | None = None
     terminal: bool = False
     answer: str | None = None
-    finish_reason: str = ""  # "delimiter", "answer", "eos", "step_cap", "token_cap", "depth_cap"; "stopped" (DeepConf)
+    finish_reason: str = ""  # "delimiter", "answer", "eos", "step_cap", "token_cap", "depth_cap"; STOPPED (DeepConf)
     prompt_ids: tuple[int, ...] | None = None  # a solution's own prompt, on its first step (revisions)
     chain: int | None = None  # the sequential chain a solution belongs to (revisions); None elsewhere
     token_confidence: tuple[float, ...] | None = None  # per sampled token of the step, when asked
@@ -51,6 +53,11 @@ class Node:
     @property
     def is_root(self) -> bool:
         return self.parent is None
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the search dropped the trace here (DeepConf's online filter): no candidate, finished or not."""
+        return self.finish_reason == STOPPED
 
     def __repr__(self) -> str:  # dataclass repr would recurse through children/parent
         return (f"Node(id={self.id}, depth={self.depth}, score={self.score}, "
@@ -197,7 +204,7 @@ class NodeGroup:
     @property
     def stopped(self) -> bool:
         """Whether the search stopped these traces here (DeepConf's online filter): no candidates."""
-        return self.first.finish_reason == "stopped"
+        return self.first.stopped
 
     @property
     def width(self) -> int:
@@ -216,7 +223,7 @@ def _group_children(nodes: list[Node]) -> list[NodeGroup]:
     groups: dict[tuple, list[Node]] = {}
     for n in nodes:
         for c in n.children:
-            groups.setdefault((c.text, c.score, c.terminal, c.answer, c.finish_reason == "stopped"), []).append(c)
+            groups.setdefault((c.text, c.score, c.terminal, c.answer, c.stopped), []).append(c)
     return [NodeGroup(members, _group_children(members)) for members in groups.values()]
 
 

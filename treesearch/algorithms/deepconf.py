@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Generator, Sequence
 
 from ..confidence import MEASURES, falls_below, path_confidences, percentile, trace_confidence
-from ..tree import Node, Tree
+from ..tree import STOPPED, Node, Tree
 from ..voting import Equal, answer_classes, class_confidence, memoized, normalized_equal
 from ..work import Search, Work, complete, expand
 
@@ -104,7 +104,7 @@ class DeepConf:
             open_ = []
             for node in nodes:
                 if falls_below(path_confidences(node), self.window, threshold, len(node.token_confidence or ())):
-                    node.finish_reason = "stopped"  # its tokens are spent (the ledger has them); no candidate
+                    node.finish_reason = STOPPED  # its tokens are spent (the ledger has them); no candidate
                     continue
                 if node.terminal:
                     self._rate(node)
