@@ -40,7 +40,7 @@ from typing import Any, Hashable, Sequence
 
 from .backends import NEEDS_PARAMETERS, Policy, PolicySpec, parameters_of, register_policy
 from .prompts import PromptFormat
-from .protocols import ExpandOutput, ExpandRequest, StepSample
+from .protocols import ExpandOutput, ExpandRequest, StepSample, top_k
 from .serving import INSTALL, RUNTIME, EventLoop, ServerError, ServerOptions, ServerPool, gather
 from .step_format import StepFormat
 
@@ -168,14 +168,12 @@ class OpenAIPolicy:
         step = self._step(c, cap, url)
         if not k:
             return step
-        # Per token, the sampled token and the top k (OpenAI's shape): the k largest are the top k.
         top = getattr(getattr(c, "logprobs", None), "top_logprobs", None)
         if not isinstance(top, list) or len(top) != len(step.token_ids) or not all(
                 isinstance(d, dict) and len(d) >= k for d in top):
             raise ServerError(f"policy server {url} answered without top-{k} log-probabilities for each of a step's "
                               f"{len(step.token_ids)} tokens (is its --max-logprobs below {k}?)")
-        return dataclasses.replace(step, top_logprobs=tuple(tuple(sorted(map(float, d.values()), reverse=True)[:k])
-                                                            for d in top))
+        return dataclasses.replace(step, top_logprobs=tuple(top_k(d.values(), k) for d in top))
 
     def _step(self, c: Any, cap: int, url: str) -> StepSample:
         extra = getattr(c, "model_extra", None) or {}

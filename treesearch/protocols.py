@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 from .step_format import StepFormat
 
@@ -34,6 +34,12 @@ class StepSample:
     token_ids: tuple[int, ...]
     finish_reason: str  # "delimiter", "eos" or "step_cap"
     top_logprobs: tuple[tuple[float, ...], ...] | None = None
+
+
+def top_k(logprobs: Iterable[float], k: int) -> tuple[float, ...]:
+    """One position of ``StepSample.top_logprobs`` from an engine's answer: the k largest, largest first.
+    Engines answer with the sampled token's log-probability beside the top k, so the k largest are the top k."""
+    return tuple(sorted(map(float, logprobs), reverse=True)[:k])
 
 
 @dataclass(frozen=True)
