@@ -291,7 +291,6 @@ def report(results_dir: str | Path, out: str | Path | None = None, rule: str = D
 def sequential_markdown(study: "sequential.SequentialStudy") -> str:
     """Tables of the sequential/parallel ratio study: accuracy per ratio and bin, the chosen ratios,
     the curves, and what the compute-optimal choice saves."""
-    pct = lambda a, lo, hi: f"{100 * a:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"  # noqa: E731
     bins = study.bins()
     m = study.matrix
     parts = [f"# Sequential revisions vs parallel sampling ({study.rule})", "",
@@ -306,7 +305,7 @@ def sequential_markdown(study: "sequential.SequentialStudy") -> str:
         for s in (s for s in study.settings if s.model == model):
             cells = {c.bin: c for c in study.cells if c.setting == s}
             i = m.index(s.key)
-            body.append((s.budget, f"{s.budget // s.length} x {s.length}", *[pct(c.accuracy, *c.interval) for c in
+            body.append((s.budget, f"{s.budget // s.length} x {s.length}", *[accuracy_text(c.accuracy, *c.interval) for c in
                          (cells[b] for b in bins)], f"{100 * np.nanmean(m.correct[i]):.1f}", f"{np.nanmean(m.flops[i]):.3g}",
                          f"{study.policy_flops[s.key]:.3g}"))
         parts += [markdown_table(["N", "chains x L", *bins, "all %", "paper FLOPs", "full: policy"], body), ""]
@@ -347,8 +346,13 @@ def _write_csv(path: Path, dicts: list[dict[str, Any]], columns: Sequence[str]) 
     return path
 
 
+def accuracy_text(accuracy: float, low: float, high: float) -> str:
+    """Accuracy % with its 95 % interval, as every report table writes it: "62.0 [52.2, 70.9]"."""
+    return f"{100 * accuracy:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
 def _pct(r: Row | efficiency.SweepPoint) -> str:
-    return f"{100 * r.accuracy:.1f} [{100 * r.low:.1f}, {100 * r.high:.1f}]"
+    return accuracy_text(r.accuracy, r.low, r.high)
 
 
 def _markdown(res: ReportResult, by_level: dict[Any, list[Row]], ref: list[dict], results_dir: Path) -> str:

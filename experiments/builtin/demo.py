@@ -193,7 +193,7 @@ def extended_markdown(results, rep, methods: list[str]) -> str:
     from .. import efficiency, uncertainty
     from ..analysis import summarize
     from ..records import load_dir
-    from ..report import markdown_table
+    from ..report import accuracy_text, markdown_table
 
     records = load_dir(results)
     names = list(methods)
@@ -221,7 +221,7 @@ def extended_markdown(results, rep, methods: list[str]) -> str:
             for (m, k, b), r in sorted(rows.items()):
                 if (m, k) != (model, method):
                     continue
-                body.append((method, b, f"{100 * r.accuracy:.1f} [{100 * r.low:.1f}, {100 * r.high:.1f}]",
+                body.append((method, b, accuracy_text(r.accuracy, r.low, r.high),
                              f"{r.paper_flops:.3g}", *[f"{d[b].diff.text} (p {d[b].diff.p_text})" if b in d else "–"
                                                        for d in diffs.values()]))
         parts += [f"## {model}", "", markdown_table(["method", "budget", "accuracy %", "paper FLOPs",
