@@ -145,9 +145,7 @@ def _verifier_findings(matrix: ProblemMatrix, sweep: Sequence[efficiency.SweepPo
         a, b = (model, best.method, budget), (model, worst.method, budget)
         if a not in matrix.keys or b not in matrix.keys:
             continue
-        rows = [matrix.index(a), matrix.index(b)]
-        mask = ~np.isnan(matrix.correct[rows]).any(axis=0)
-        d = uncertainty.difference(matrix.correct[rows[0]][mask] - matrix.correct[rows[1]][mask])
+        d = uncertainty.difference(matrix.paired(a, b))
         out.append(Finding("v", f"{algorithm} is more accurate with the exact checker than with "
                                 f"{100 * worst.flip_rate:.0f} % of its verdicts flipped", f"{model}, budget {budget}",
                            {1: HOLDS, -1: FAILS, 0: UNSURE}[d.verdict],

@@ -50,6 +50,12 @@ class ProblemMatrix:
     def index(self, key: Key) -> int:
         return self.keys.index(key)
 
+    def paired(self, a: Key, b: Key) -> np.ndarray:
+        """Per problem that both settings ran: a's accuracy minus b's (the input of ``difference``)."""
+        rows = self.correct[[self.index(a), self.index(b)]]
+        both = ~np.isnan(rows).any(axis=0)
+        return rows[0][both] - rows[1][both]
+
 
 def problem_matrix(records: Sequence[Record], rule: str) -> ProblemMatrix:
     sums: dict[tuple[Key, str], list[float]] = {}
