@@ -179,15 +179,18 @@ def sequential_study(records: Sequence[Record], rule: str = RULE,
             cols = shared & (of_bin == b)
             cells.append(Cell(s, b, float(np.nansum(row[cols])), int(cols.sum())))
 
+    def blank() -> dict[str, np.ndarray]:
+        """A new curve's row: NaN (not run) on every problem until ``take`` fills it."""
+        return {name: np.full(len(matrix.problems), np.nan) for name in ("correct", "flops")}
+
+    def take(into: dict[str, np.ndarray], s: Setting, cols: np.ndarray) -> None:
+        """Setting ``s``'s verdicts and FLOPs on the problems ``cols``."""
+        into["correct"][cols] = matrix.correct[matrix.index(s.key), cols]
+        into["flops"][cols] = matrix.flops[matrix.index(s.key), cols]
+
     choices, extra = [], {}
     for (model, budget), group in sorted(groups.items()):
-        optimal = {name: np.full(len(matrix.problems), np.nan) for name in ("correct", "flops")}
-        single = {name: np.full(len(matrix.problems), np.nan) for name in ("correct", "flops")}
-
-        def take(into: dict[str, np.ndarray], s: Setting, cols: np.ndarray) -> None:
-            into["correct"][cols] = matrix.correct[matrix.index(s.key), cols]
-            into["flops"][cols] = matrix.flops[matrix.index(s.key), cols]
-
+        optimal, single = blank(), blank()
         for b in labels:
             in_bin = shared & (of_bin == b)
             per_fold = []
@@ -202,8 +205,7 @@ def sequential_study(records: Sequence[Record], rule: str = RULE,
         extra[(model, SINGLE, budget)] = single
         parallel = next((s for s in group if s.length == 1), None)
         if parallel is not None:
-            extra[(model, PARALLEL, budget)] = {"correct": np.where(shared, matrix.correct[matrix.index(parallel.key)], np.nan),
-                                                "flops": np.where(shared, matrix.flops[matrix.index(parallel.key)], np.nan)}
+            take(extra.setdefault((model, PARALLEL, budget), blank()), parallel, shared)
     matrix = _with_settings(matrix, extra)
     keys = {s.key for s in settings}
     spent: dict[tuple[str, str, int], list[float]] = defaultdict(list)
@@ -244,6 +246,5 @@ def _compare(study: SequentialStudy) -> None:
                 study.savings.append(efficiency.RatioRow(
                     model, OPTIMAL, baseline, budget, a, f, reach,
                     efficiency.ratio_interval(m, model, OPTIMAL, baseline, budget)))
-                a_row, b_row = m.correct[m.index((model, OPTIMAL, budget))], m.correct[m.index((model, baseline, budget))]
-                both = ~np.isnan(a_row) & ~np.isnan(b_row)
-                study.differences[(model, budget, baseline)] = uncertainty.difference(a_row[both] - b_row[both])
+                study.differences[(model, budget, baseline)] = uncertainty.difference(
+                    m.paired((model, OPTIMAL, budget), (model, baseline, budget)))
