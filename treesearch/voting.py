@@ -162,8 +162,8 @@ def picks(candidates: Sequence[Scored], rules: Sequence[tuple[str, str, str]], a
           equal: Equal = normalized_equal) -> dict[str, str | None]:
     """The answer every rule picks, by key: ``rules`` as (key, rule, aggregation) triples, then the rules the
     candidates bring: the hierarchical rule per aggregation where they carry chains (revisions), the
-    confidence vote where they carry the policy's confidence (DeepConf). What a record votes and what
-    ``treesearch solve`` prints."""
+    confidence vote where they carry the policy's confidence (DeepConf). What a record votes, what
+    ``treesearch solve`` prints and what the viewer's vote table shows."""
     out = {key: vote(candidates, rule, agg, equal=equal) for key, rule, agg in rules}
     if has_chains(candidates):
         for rule in CHAIN_RULES:
