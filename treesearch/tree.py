@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import networkx as nx
+if TYPE_CHECKING:
+    import networkx as nx
 
 STOPPED = "stopped"  # the finish reason of a trace the search dropped (DeepConf's online filter)
 
@@ -128,6 +129,8 @@ class Tree:
 
     def to_networkx(self) -> nx.DiGraph:
         """A DiGraph keyed by node id with every node attribute, for analysis and drawing."""
+        import networkx as nx  # here, not at the top: every process imports this module, few draw (170 ms)
+
         g = nx.DiGraph(question=self.question)
         for n in self.nodes:
             g.add_node(n.id, text=n.text, token_ids=n.token_ids, num_tokens=n.num_tokens,
