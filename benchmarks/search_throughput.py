@@ -10,12 +10,15 @@ wall-clock speedup of reuse, (c) the speedup of the Runner's cross-problem batch
 solving problems one by one, (d) the share of wall time spent outside model forward passes;
 after a warm-up, the arms run interleaved ``--repeats`` times and each figure is the arm's best run.
 ``--profile [quick|default]`` instead runs the built-in demo study and splits its wall time into
-policy forward, PRM forward and the rest (with the rest's top functions).
+policy forward, PRM forward and the rest: the rest's known parts (KV copies, draws, PRM batching)
+timed exactly, then its top functions sampled.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import functools
 import sys
 import tempfile
 import threading
@@ -163,11 +166,77 @@ class StackSampler:
         return f"{short}:{code.co_qualname}"
 
 
+class PartTimer:
+    """Exact wall time of named functions, less the forward passes they ran meanwhile: each is
+    wrapped for the run. The sampler above says where time goes by chance of being on the stack
+    (and over-counts frames that run after a C call holding the GIL); these are stopwatches.
+    A nested part (a copy inside ``expand``) is counted in its own line and in its parent's."""
+
+    def __init__(self, timers, parts: list[tuple[int, str, object, str]]):
+        self.timers, self.parts = list(timers), parts  # (indent, label, owner, attribute)
+        self.seconds: Counter = Counter()
+        self.calls: Counter = Counter()
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> PartTimer:
+        for _, label, owner, name in self.parts:
+            self._stack.enter_context(mock.patch.object(owner, name, self._timed(label, getattr(owner, name))))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def _timed(self, label: str, fn):
+        def timed(*a, **k):
+            forward, t = sum(x.total for x in self.timers), time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.seconds[label] += time.perf_counter() - t - (sum(x.total for x in self.timers) - forward)
+                self.calls[label] += 1
+        return functools.wraps(fn)(timed)
+
+    def print(self, wall: float, outside: float) -> None:
+        print("  outside forward, timed exactly (a part includes the parts indented under it):")
+        top = 0.0
+        for indent, label, *_ in self.parts:
+            sec = self.seconds[label]
+            top += sec if indent == 0 else 0.0
+            print(f"    {'  ' * indent}{label:<{52 - 2 * indent}}{sec:>8.1f} s{sec / wall:>7.1%}"
+                  f"{self.calls[label]:>10,} calls")
+        rest = outside - top
+        print(f"    {'the rest (the Runner loop, trees, writing records)':<52}{rest:>8.1f} s{rest / wall:>7.1%}")
+
+
+def demo_parts() -> list[tuple[int, str, object, str]]:
+    """The parts of a demo study's time outside forward passes that ``--profile`` times exactly."""
+    from experiments import sweep
+    from reward_models import batching
+    from treesearch import policy_hf, runner
+    policy = policy_hf.TransformersPolicy
+    return [(0, "preflight: checks, the first imports", sweep, "preflight"),
+            (0, "loading the policies", sweep, "load_policy"),
+            (0, "loading the PRMs", sweep, "load_prm_for"),
+            (0, "gc between models (sweep._release)", sweep, "_release"),
+            (0, "judging: a record per search", sweep, "build_record"),
+            (0, "Runner._expand (search side + policy)", runner.Runner, "_expand"),
+            (1, "TransformersPolicy.expand", policy, "expand"),
+            (2, "kv_cache.gather: cached prefixes into rows", policy_hf, "gather"),
+            (2, "_Rows.move: CPU buffer re-laid", policy_hf._Rows, "move"),
+            (2, "_Rows.last: finished steps' KV kept", policy_hf._Rows, "last"),
+            (2, "_Rows.drop: finished rows out", policy_hf._Rows, "drop"),
+            (2, "_sample: draws", policy, "_sample"),
+            (0, "Runner._score (search side + PRM)", runner.Runner, "_score"),
+            (1, "BatchScorer.score", batching.BatchScorer, "score"),
+            (2, "kv_cache.gather: cached chains into rows", batching, "gather")]
+
+
 def profile(args) -> None:
     """``--profile``: the built-in demo study's search (``treesearch demo``'s problems, methods and
     policies with the built-in likelihood PRM; ``--methods`` keeps some), every forward pass of a
     policy or PRM model timed exactly, and the wall time split into policy forward, PRM forward and
-    the rest, with the rest's top functions. The wall is the study's run (``run_study``: searching,
+    the rest, with the rest's known parts timed exactly (``demo_parts``) and its top functions
+    sampled. The wall is the study's run (``run_study``: searching,
     judging, writing records); interpreter start, imports, the report and plots are not in it."""
     from experiments import sweep
     from experiments.builtin.demo import study
@@ -209,6 +278,7 @@ def profile(args) -> None:
             mock.patch.object(sweep, "load_policy", timed(sweep.load_policy, "policy")), \
             mock.patch.object(sweep, "load_prm_for", timed(sweep.load_prm_for, "PRM")), \
             mock.patch.object(sweep, "algorithm_for", algorithm_for), mock.patch.object(sweep, "Runner", TimedRunner), \
+            PartTimer(timers.values(), demo_parts()) as parts, \
             StackSampler(timers.values(), interval=0.002 if args.top else None) as sampler:
         t = time.perf_counter()
         sweep.run_study(cfg, out=out, progress=False)
@@ -223,6 +293,7 @@ def profile(args) -> None:
     print(f"  per method, its searches (Runner.run): {'wall s':>8}{'policy fwd':>11}{'PRM fwd':>9}{'outside':>9}")
     for name, (w, pol, prm) in sorted(per_method.items(), key=lambda kv: -kv[1][0]):
         print(f"    {name:<36}{w:>8.1f}{pol:>11.1f}{prm:>9.1f}{(w - pol - prm) / w:>9.1%}")
+    parts.print(wall, rest)
     for title, counts in (("on the stack (project functions)", sampler.inclusive),
                           ("innermost Python frame (any function)", sampler.own))[:2 if args.top else 0]:
         print(f"  outside forward, top {args.top} by time {title}, sampled:")
@@ -258,7 +329,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="arms run interleaved this many times; each figure is the best")
     ap.add_argument("--profile", nargs="?", const="quick", choices=("quick", "default"),
                     help="instead: the built-in demo study of this profile (quick if no value), its wall time split "
-                         "into policy forward, PRM forward and the rest, with the rest's top functions")
+                         "into policy forward, PRM forward and the rest, with the rest's parts and top functions")
     ap.add_argument("--methods", nargs="+", help="--profile: only these methods of the study (e.g. sampling rebase)")
     ap.add_argument("--top", type=int, default=12, help="--profile: functions listed")
     args = ap.parse_args()

@@ -6,9 +6,12 @@ import os
 import runpy
 import subprocess
 import sys
+import time
+import types
 from pathlib import Path
 
 import pytest
+import torch
 
 from reward_models.testing import build_tokenizer, save_causal_lm
 
@@ -64,6 +67,63 @@ def test_search_throughput_profile_splits_the_demo_studys_wall_time(monkeypatch,
     assert out[4].lstrip().startswith("per method") and out[5].split()[0] == "greedy"
     tops = [i for i, line in enumerate(out) if "outside forward, top 3" in line]
     assert len(tops) == 2 and all(len(out) > i + 1 and out[i + 1].split()[1] == "s" for i in tops)
+    # The exact split of the rest: every part of demo_parts, its seconds, share and calls, then the rest.
+    start = out.index("  outside forward, timed exactly (a part includes the parts indented under it):")
+    parts = {}
+    for line in out[start + 1:tops[0]]:
+        label, _, figures = line.strip().rpartition(" s ")
+        label, seconds = label.rsplit(None, 1)
+        parts[label] = (float(seconds), figures.split())
+    assert "kv_cache.gather: cached prefixes into rows" in parts and "BatchScorer.score" in parts
+    rest = parts.pop("the rest (the Runner loop, trees, writing records)")
+    assert len(rest[1]) == 1 and rest[1][0].endswith("%")
+    calls = {label: int(f[1].replace(",", "")) for label, (_, f) in parts.items()}
+    # greedy: each Runner._expand call makes one policy call, and every search step draws
+    assert calls["Runner._expand (search side + policy)"] == calls["TransformersPolicy.expand"] > 0
+    assert calls["_sample: draws"] > 0 and calls["judging: a record per search"] > 0
+
+
+def test_part_timer_counts_a_functions_time_less_its_forward_passes(monkeypatch):
+    """On a clock that only the test moves: a function that spends 1 + 2 ticks itself around a forward pass
+    of 3 ticks is charged 3 ticks, its forward pass none, and the original is back afterwards."""
+    bench = runpy.run_path(str(BENCHMARKS / "search_throughput.py"))
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+
+    class Model(torch.nn.Module):
+        def forward(self, x):
+            clock[0] += 3
+            return x
+
+    model = Model()
+    forward = bench["ForwardTimer"](model)
+    owner = types.SimpleNamespace()
+
+    def search(x):
+        clock[0] += 1
+        model(x)
+        clock[0] += 2
+        return x
+
+    owner.search = search
+    with bench["PartTimer"]([forward], [(0, "search", owner, "search")]) as parts:
+        assert owner.search(torch.zeros(1)) is not None and owner.search is not search
+    assert owner.search is search
+    assert (parts.seconds["search"], parts.calls["search"], forward.total) == (3.0, 1, 3.0)
+
+
+def test_prm_scoring_prints_the_batching_ceiling(monkeypatch, capsys):
+    """The batching table says how much of each mode is forward passes, and the ceiling those imply."""
+    run_benchmark("prm_scoring.py", "--chains", "8", "--repeats", "1", "--skip-incremental", "--skip-cache",
+                  monkeypatch=monkeypatch)
+    out = capsys.readouterr().out.splitlines()
+    head = next(i for i, line in enumerate(out) if line.split()[:1] == ["mode"])
+    assert out[head].split()[-4:] == ["in", "forward", "forward", "GFLOP/s"]
+    for line in out[head + 1:head + 3]:
+        share = line.split()[-2]
+        assert share.endswith("%") and 0 < float(share.rstrip("%")) <= 100
+    ceiling = next(line for line in out if "ceiling at this forward rate:" in line)
+    assert float(ceiling.split("rate: ")[1].split("x")[0]) > 0
 
 
 def test_gpu_check_cpu_smoke_writes_its_table(tmp_path):
