@@ -28,6 +28,7 @@ from treesearch.runner import SearchLimits
 from .config import (AUTO, ConfigError, MethodConfig, PolicyConfig, PRMConfig, StudyConfig, VotingConfig,
                      config_to_dict, load_config, validate)
 from .console import guarded, quiet_libraries
+from .workers import parse_workers
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep every search tree in trees.jsonl (for `treesearch view`; the config's store_trees "
                           "may instead name some problem ids)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--workers", type=parse_workers, default=1, metavar="N",
+                     help="run up to N policies at once, each in its own process with 1/N of torch's threads (the "
+                          "same records; pays for small models on a few cores; each process loads its models)")
     run.add_argument("--allow-config-change", action="store_true",
                      help="resume even if settings that change records differ from the directory's resolved.yaml")
 
@@ -211,7 +215,7 @@ def _run(args: argparse.Namespace) -> int:
 
     out = run_study(cfg, out=args.out, limit=args.limit, progress=not args.no_progress,
                     allow_config_change=args.allow_config_change,
-                    shard=parse_shard(args.shard) if args.shard else None)
+                    shard=parse_shard(args.shard) if args.shard else None, workers=args.workers)
     print(f"records in {out}; next: treesearch report {out}")
     return 0
 

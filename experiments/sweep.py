@@ -4,7 +4,8 @@ The stages around it: ``plan`` says what is left to run and which problems this 
 ``judging`` turns each finished search into its Record, ``records`` appends it, ``run_lock``
 keeps a second live run out, ``progress`` draws the bar. This module only runs the loop.
 
-One policy is loaded at a time and freed before the next. Problems go through the Runner
+One policy is loaded at a time and freed before the next (or, with ``workers``, one per worker
+process: ``workers``). Problems go through the Runner
 in chunks (cross-problem batching inside a chunk); each chunk's records are appended as one
 flushed write, so a killed run loses at most the chunk in flight and a rerun skips every
 recorded (problem, model, method, budget, seed). Under ``accelerate launch`` problem i goes
@@ -41,6 +42,7 @@ from .plan import Job, Shard, current_shard, plan
 from .preflight import preflight
 from .progress import Progress
 from .records import RecordWriter, load_dir, records_file
+from .workers import merge, run_side_by_side
 from .run_lock import RunLock
 from .trees import TreeWriter, step_checker, tree_line, trees_file, wanted
 
@@ -51,11 +53,15 @@ RESOLVED = "resolved.yaml"
 # The study
 # ---------------------------------------------------------------------------------------------
 def run_study(config: StudyConfig, out: str | Path | None = None, limit: int | None = None, *,
-              progress: bool = True, allow_config_change: bool = False, shard: Shard | None = None) -> Path:
+              progress: bool = True, allow_config_change: bool = False, shard: Shard | None = None,
+              workers: int = 1) -> Path:
     """Run (or resume) a whole study; returns the results directory.
 
-    ``out`` and ``limit`` override ``config.output`` and ``config.dataset.limit``.
+    ``out`` and ``limit`` override ``config.output`` and ``config.dataset.limit``. ``workers`` > 1 runs
+    that many policies at once in worker processes (:mod:`experiments.workers`): the same records.
     """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     cfg = dataclasses.replace(config)
     if out is not None:
         cfg.output = str(out)
@@ -65,15 +71,18 @@ def run_study(config: StudyConfig, out: str | Path | None = None, limit: int | N
     preflight(cfg)
     problems = load_problems(cfg.dataset)  # before anything is written: a bad dataset leaves no resolved.yaml
     shard = shard or current_shard()
+    if workers > 1 and shard.world > 1:
+        raise ValueError(f"workers run policies side by side within one process's share; this is shard "
+                         f"{shard.rank} of {shard.world}, already one of several processes: use one or the other")
     results = Path(cfg.output)
     results.mkdir(parents=True, exist_ok=True)
     with RunLock(results, shard.rank, shard.world):
         _write_resolved(cfg, results, shard, allow_config_change)
-        _sweep(cfg, problems, results, shard, progress)
+        _sweep(cfg, problems, results, shard, progress, workers)
     return results
 
 
-def _sweep(cfg: StudyConfig, problems: list, results: Path, shard: Shard, progress: bool) -> None:
+def _sweep(cfg: StudyConfig, problems: list, results: Path, shard: Shard, progress: bool, workers: int) -> None:
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"dataset {cfg.dataset.name!r} has repeated problem ids; records are keyed by id")
@@ -82,7 +91,6 @@ def _sweep(cfg: StudyConfig, problems: list, results: Path, shard: Shard, progre
     done = {r.key for r in existing}
     stored = {r.key: r for r in existing if any(m.subsample and m.name == r.method for m in cfg.methods)}
     del existing
-    grader = grader_of(cfg.dataset)
     work = [(pol, plan(cfg, pol, mine, done)) for pol in cfg.policies]
     total = sum(j.num_records for _, jobs in work for j in jobs)
     wanted = sum(j.num_records for pol in cfg.policies for j in plan(cfg, pol, mine, set()))
@@ -94,18 +102,34 @@ def _sweep(cfg: StudyConfig, problems: list, results: Path, shard: Shard, progre
         print(f"{where}: {wanted - total:,} of {wanted:,} records present; running {total:,}", file=sys.stderr)
     bar = Progress(sum(j.cost for _, jobs in work for j in jobs), enabled=progress,
                    desc=f"rank {shard.rank}/{shard.world}" if shard.world > 1 else "")
-    verifiers = Verifiers(cfg, shard)
-    trees = TreeWriter(trees_file(results, shard.rank, shard.world), fsync=cfg.fsync) if cfg.store_trees else None
+    todo = [(i, pol, jobs) for i, (pol, jobs) in enumerate(work) if jobs]
     try:
-        with RecordWriter(records_file(results, shard.rank, shard.world), fsync=cfg.fsync) as writer:
-            for pol, jobs in work:
-                if jobs:
-                    _run_policy(cfg, pol, jobs, verifiers, shard, grader, stored, writer, bar, trees)
-                    _release()
+        if workers > 1 and len(todo) > 1:
+            run_side_by_side(run_policies, cfg, todo, shard, stored, results, bar, min(workers, len(todo)))
+        else:
+            if shard.world == 1:
+                merge(results, range(len(cfg.policies)))  # what an interrupted side-by-side run left
+            trees = trees_file(results, shard.rank, shard.world) if cfg.store_trees else None
+            run_policies(cfg, [(pol, jobs) for _, pol, jobs in todo], shard, stored,
+                         records_file(results, shard.rank, shard.world), trees, bar)
     finally:
-        if trees is not None:
-            trees.close()
         bar.close()
+
+
+def run_policies(cfg: StudyConfig, work: list[tuple[PolicyConfig, list[Job]]], shard: Shard, stored: dict,
+                 records: Path, trees: Path | None, bar: Progress) -> None:
+    """Each policy's jobs in turn, appending records (and the kept trees) to these files."""
+    grader = grader_of(cfg.dataset)
+    verifiers = Verifiers(cfg, shard)
+    tree_writer = TreeWriter(trees, fsync=cfg.fsync) if trees is not None else None
+    try:
+        with RecordWriter(records, fsync=cfg.fsync) as writer:
+            for pol, jobs in work:
+                _run_policy(cfg, pol, jobs, verifiers, shard, grader, stored, writer, bar, tree_writer)
+                _release()
+    finally:
+        if tree_writer is not None:
+            tree_writer.close()
         for prm in verifiers.loaded.values():
             close_model(prm)
         verifiers.loaded.clear()

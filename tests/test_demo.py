@@ -87,3 +87,12 @@ def test_the_extended_table_measures_each_added_strategy_against_the_references(
     own = next(line for line in text.splitlines() if line.startswith("| deepconf-high [confidence] | 8 |"))
     plain = next(line for line in text.splitlines() if line.startswith("| deepconf-high | 8 |"))
     assert own.split("|")[4] == plain.split("|")[4]
+
+
+def test_workers_must_be_a_count_of_processes(capsys):
+    import pytest
+
+    for bad in ("0", "two"):
+        with pytest.raises(SystemExit) as e:
+            demo.main(["--quick", "--workers", bad])
+        assert e.value.code == 2 and f"expected a number of processes >= 1, got {bad!r}" in capsys.readouterr().err

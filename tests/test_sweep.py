@@ -1,6 +1,7 @@
 """The sweep: resumable, shardable, seeded per problem, with exact records (scripted policy and PRM)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import socket
@@ -14,7 +15,7 @@ import pytest
 
 from experiments.config import ConfigError, MethodConfig, PolicyConfig, StudyConfig, dump_config, load_config
 from experiments.records import Derivation, Record, RecordsError, RecordsWarning, RecordWriter, load_dir, read_records
-from support import N_RECORDS, child_env, comparable, make_config, scripted_steps, wait_for, write_problems
+from support import N_RECORDS, child_env, comparable, make_config, scripted_policy, scripted_steps, wait_for, write_problems
 from treesearch.step_format import StepFormat
 from treesearch.testing import ScriptedPolicy, ScriptedPRM
 from treesearch.voting import normalized_equal
@@ -337,3 +338,72 @@ def test_two_processes_give_the_same_records(reference, problems, tmp_path):
     rank0 = {r.problem_id for r in read_records(tmp_path / "out" / "records.rank0.jsonl")}
     assert rank0 == {"p0", "p2", "p4", "p6"}  # problem i goes to rank i % 2
     assert comparable(tmp_path / "out") == comparable(reference[0])
+
+
+# ---- policies side by side in worker processes ------------------------------------------------------------
+def _lines(path: Path) -> list[dict]:
+    """A records file's records in file order, less wall time."""
+    return [{k: v for k, v in json.loads(line).items() if k != "wall_time"} for line in path.read_text().splitlines()]
+
+
+def exploding_policy(cfg: PolicyConfig) -> ScriptedPolicy:
+    """The large policy (5,000 parameters) fails on its first expansion; the small one works (named as
+    "test_sweep:exploding_policy")."""
+    if int(cfg.num_parameters) < 5000:
+        return scripted_policy(cfg)
+
+    def boom(question, steps, k, seed):
+        raise RuntimeError("the large policy exploded")
+    return ScriptedPolicy(boom, step_format=StepFormat.preset("newline"), num_parameters=int(cfg.num_parameters))
+
+
+def test_workers_write_the_one_process_records_in_its_order(reference, problems, tmp_path):
+    """Two policies in two worker processes: records.jsonl holds the one-process run's records line for line
+    (the workers' files are appended in policy order, then removed)."""
+    from experiments.sweep import run_study
+
+    out = run_study(make_config(tmp_path, problems), progress=False, workers=2)
+    assert _lines(out / "records.jsonl") == _lines(reference[0] / "records.jsonl")
+    assert sorted(p.name for p in out.glob("*.jsonl")) == ["records.jsonl"]
+
+
+def test_a_side_by_side_run_cut_short_is_taken_up_by_the_next_run(reference, problems, tmp_path):
+    """What a stopped side-by-side run leaves (a worker's file ending in a torn line) is read as done, merged
+    and completed: the records equal the uninterrupted run's."""
+    from experiments.sweep import run_study
+    from experiments.workers import part_file
+
+    cfg = make_config(tmp_path, problems)
+    out = Path(cfg.output)
+    out.mkdir(parents=True)
+    done = (reference[0] / "records.jsonl").read_text().splitlines(keepends=True)
+    small = [line for line in done if json.loads(line)["model"] == "small"]
+    part_file(out, "records", 0).write_text("".join(small[:20]) + small[20][:40])
+    with pytest.warns(RecordsWarning, match="torn last line"):
+        run_study(cfg, progress=False)
+    assert comparable(out) == comparable(reference[0])
+    assert sorted(p.name for p in out.glob("*.jsonl")) == ["records.jsonl"]
+
+
+def test_a_workers_error_is_raised_after_the_other_workers_records_are_kept(problems, tmp_path):
+    from experiments.sweep import run_study
+
+    cfg = make_config(tmp_path, problems)
+    cfg.policies = [dataclasses.replace(p, backend="test_sweep:exploding_policy") for p in cfg.policies]
+    with pytest.raises(RuntimeError, match="large policy exploded"):
+        run_study(cfg, progress=False, workers=2)
+    out = Path(cfg.output)
+    assert sorted(p.name for p in out.glob("*.jsonl")) == ["records.jsonl"]
+    assert {r.model for r in read_records(out / "records.jsonl")} == {"small"}
+    assert len(read_records(out / "records.jsonl")) == N_RECORDS // 2
+
+
+def test_workers_must_be_positive_and_not_within_a_shard(problems, tmp_path):
+    from experiments.plan import Shard
+    from experiments.sweep import run_study
+
+    cfg = make_config(tmp_path, problems)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        run_study(cfg, progress=False, workers=0)
+    with pytest.raises(ValueError, match="shard 1 of 2"):
+        run_study(cfg, progress=False, workers=2, shard=Shard(1, 2, launched=False))

@@ -12,7 +12,9 @@ built-in small and large policies with the built-in likelihood PRM;
 REBASE with the task's exact checker as a reference curve; and, for the small policy at one
 budget, REBASE and weighted voting with the checker's verdicts flipped at 0-30 %. Prints the
 Table-1-style table and writes the accuracy-vs-FLOPs plot. Same code path as any YAML
-study (`experiments.sweep.run_study`, `experiments.report.report`); reruns resume.
+study (`experiments.sweep.run_study`, `experiments.report.report`); reruns resume. With two or
+more cores the two policies run at once, each in its own process (``--workers 1``: one process);
+the records are the same either way.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import time
 
 from ..config import DatasetConfig, MethodConfig, PolicyConfig, StudyConfig, VotingConfig
 from .models import CHECKPOINTS, LIMITS, POLICIES, PRM_DIR, policy_dir
+from ..workers import default_workers, parse_workers
 
 PROFILES = {  # problems, largest budget, seeds, with the extended methods
     "quick": (20, 8, [0], False),
@@ -134,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                          "findings replicate (about 3x the time)")
     ap.add_argument("--out", help="results directory (default runs/builtin-<profile>; the held-out split: <out>-heldout)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--workers", type=parse_workers, metavar="N",
+                    help="policies run at once, each in its own process (default: one per policy, as far as the "
+                         "cores go; 1: one process). The records are the same either way")
     ap.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = ap.parse_args(argv)
     from ..console import guarded, quiet_libraries
@@ -143,17 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         cfg = dataclasses.replace(cfg, output=args.out)
     flags = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--debug")
-    return guarded("treesearch demo", args.debug, lambda: _demo(cfg, not args.no_progress, args.replicate),
+    workers = args.workers or default_workers(len(cfg.policies))
+    return guarded("treesearch demo", args.debug, lambda: _demo(cfg, not args.no_progress, args.replicate, workers),
                    resume=f"treesearch demo {flags}".strip(), results=cfg.output)
 
 
-def _demo(cfg: StudyConfig, progress: bool, replicate: bool) -> int:
+def _demo(cfg: StudyConfig, progress: bool, replicate: bool, workers: int = 1) -> int:
     from ..findings import format_findings, format_replication
     from ..report import format_headline, markdown_table, report
     from ..sweep import run_study
 
     t0 = time.perf_counter()
-    results = run_study(cfg, progress=progress)
+    results = run_study(cfg, progress=progress, workers=workers)
     rep = report(results)
     print(rep.table)
     if rep.efficiency is not None and rep.efficiency.ratios:
@@ -166,7 +173,7 @@ def _demo(cfg: StudyConfig, progress: bool, replicate: bool) -> int:
         print(f"\nthe added strategies against {', '.join(REFERENCES)} at equal FLOPs: {path}")
     if replicate:
         second = heldout(cfg)
-        held = report(run_study(second, progress=progress))
+        held = report(run_study(second, progress=progress, workers=workers))
         print(f"\nHeld-out split ({second.output}):\n" + format_findings(held.findings))
         splits = [(_split_name(cfg), rep.findings), (_split_name(second), held.findings)]
         print("\n" + format_replication(splits))
