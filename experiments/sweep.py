@@ -72,8 +72,9 @@ def run_study(config: StudyConfig, out: str | Path | None = None, limit: int | N
     problems = load_problems(cfg.dataset)  # before anything is written: a bad dataset leaves no resolved.yaml
     shard = shard or current_shard()
     if workers > 1 and shard.world > 1:
-        raise ValueError(f"workers run policies side by side within one process's share; this is shard "
-                         f"{shard.rank} of {shard.world}, already one of several processes: use one or the other")
+        raise ConfigError(f"--workers {workers}: workers run policies side by side within one process's share; "
+                          f"this is shard {shard.rank} of {shard.world}, already one of several processes: use "
+                          "--workers or shards, not both")
     results = Path(cfg.output)
     results.mkdir(parents=True, exist_ok=True)
     with RunLock(results, shard.rank, shard.world):
