@@ -62,9 +62,10 @@ def run_side_by_side(run_policies: Callable, cfg, work: Sequence[tuple[int, Any,
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start, initargs=(messages, threads)) as pool:
             futures = [pool.submit(_run, run_policies, cfg, i, pol, jobs, shard, stored, results)
                        for i, pol, jobs in work]
+            labels: dict[int, str] = {}  # worker -> the setting it runs now, all shown on the bar
             while not all(f.done() for f in futures):
-                _relay(messages, bar, wait=0.2)
-            _relay(messages, bar, wait=0.0)
+                _relay(messages, bar, labels, wait=0.2)
+            _relay(messages, bar, labels, wait=0.0)
             for f in futures:  # the first worker's error, in policy order, once every worker has ended
                 try:
                     f.result()
@@ -103,39 +104,41 @@ def _start(messages, threads: int) -> None:
 def _run(run_policies: Callable, cfg, index: int, policy, jobs: list, shard, stored: dict, results: Path) -> None:
     trees = part_file(results, "trees", index) if cfg.store_trees else None
     run_policies(cfg, [(policy, jobs)], shard, stored, part_file(results, "records", index), trees,
-                 _RelayedProgress(_messages))
+                 _RelayedProgress(_messages, index))
 
 
 class _RelayedProgress:
     """The parent's progress bar as a worker sees it: every call is sent to the parent."""
 
-    def __init__(self, messages):
-        self.messages, self.label = messages, ""
+    def __init__(self, messages, worker: int):
+        self.messages, self.worker, self.label = messages, worker, ""
 
     def start(self, label: str) -> None:
         self.label = label
-        self.messages.put(("start", label))
+        self.messages.put((self.worker, label, 0, 0, 0))
 
     def advance(self, units: int, tokens: int) -> None:
-        self.messages.put(("advance", self.label, units, tokens))
+        self.messages.put((self.worker, self.label, units, tokens, 0))
 
     def wrote(self, n: int) -> None:
-        self.messages.put(("wrote", n))
+        self.messages.put((self.worker, self.label, 0, 0, n))
 
 
-def _relay(messages, bar, wait: float) -> None:
-    """Apply the workers' progress messages to the bar, waiting up to ``wait`` seconds for the first."""
+def _relay(messages, bar, labels: dict[int, str], wait: float) -> None:
+    """Apply the workers' progress to the bar (every worker's setting in its label), waiting up to ``wait``
+    seconds for the first message."""
     block = wait > 0
     while True:
         try:
-            kind, *args = messages.get(block, wait) if block else messages.get_nowait()
+            worker, label, units, tokens, records = messages.get(block, wait) if block else messages.get_nowait()
         except queue.Empty:
             return
         block = False
-        if kind == "start":
-            bar.start(*args)
-        elif kind == "advance":
-            bar.label = args[0]
-            bar.advance(*args[1:])
+        labels[worker] = label
+        bar.label = " · ".join(labels[w] for w in sorted(labels))
+        if units or tokens:
+            bar.advance(units, tokens)
+        elif records:
+            bar.wrote(records)
         else:
-            bar.wrote(*args)
+            bar.start(bar.label)

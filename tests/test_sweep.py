@@ -407,3 +407,32 @@ def test_workers_must_be_positive_and_not_within_a_shard(problems, tmp_path):
         run_study(cfg, progress=False, workers=0)
     with pytest.raises(ValueError, match="shard 1 of 2"):
         run_study(cfg, progress=False, workers=2, shard=Shard(1, 2, launched=False))
+
+
+def test_the_bar_shows_every_workers_setting_and_sums_their_progress():
+    import queue
+
+    from experiments.workers import _relay, _RelayedProgress
+
+    class Bar:
+        label, units, tokens, records, shown = "", 0, 0, 0, 0
+
+        def start(self, label):
+            self.label, self.shown = label, self.shown + 1
+
+        def advance(self, units, tokens):
+            self.units, self.tokens = self.units + units, self.tokens + tokens
+
+        def wrote(self, n):
+            self.records += n
+
+    messages, bar, labels = queue.Queue(), Bar(), {}
+    small, large = _RelayedProgress(messages, 0), _RelayedProgress(messages, 1)
+    large.start("large greedy")
+    small.start("small greedy")
+    small.advance(1, 30)
+    large.advance(4, 100)
+    small.wrote(2)
+    _relay(messages, bar, labels, wait=0.0)
+    assert bar.label == "small greedy · large greedy" and bar.shown == 2
+    assert (bar.units, bar.tokens, bar.records) == (5, 130, 2)
