@@ -15,7 +15,9 @@ policies this way by default.
 """
 from __future__ import annotations
 
+import argparse
 import multiprocessing
+import os
 import queue
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -36,7 +38,6 @@ def part_file(results: Path, kind: str, index: int) -> Path:
 
 def parse_workers(text: str) -> int:
     """``--workers``: a count of processes, at least 1."""
-    import argparse
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a number of processes >= 1, got {text!r}")
     return int(text)
@@ -44,8 +45,8 @@ def parse_workers(text: str) -> int:
 
 def default_workers(policies: int) -> int:
     """One worker per policy, as far as the cores go."""
-    import os
-    return max(1, min(policies, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(policies, cores))
 
 
 def run_side_by_side(run_policies: Callable, cfg, work: Sequence[tuple[int, Any, list]], shard, stored: dict,
@@ -62,7 +63,7 @@ def run_side_by_side(run_policies: Callable, cfg, work: Sequence[tuple[int, Any,
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start, initargs=(messages, threads)) as pool:
             futures = [pool.submit(_run, run_policies, cfg, i, pol, jobs, shard, stored, results)
                        for i, pol, jobs in work]
-            labels: dict[int, str] = {}  # worker -> the setting it runs now, all shown on the bar
+            labels: dict[int, str] = {}  # policy index -> the setting its worker runs now, all on the bar
             while not all(f.done() for f in futures):
                 _relay(messages, bar, labels, wait=0.2)
             _relay(messages, bar, labels, wait=0.0)
