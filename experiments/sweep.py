@@ -88,6 +88,8 @@ def _sweep(cfg: StudyConfig, problems: list, results: Path, shard: Shard, progre
     if len(set(ids)) != len(ids):
         raise ConfigError(f"dataset {cfg.dataset.name!r} has repeated problem ids; records are keyed by id")
     mine = shard.take(problems)
+    if shard.world == 1:
+        merge(results, range(len(cfg.policies)))  # what a side-by-side run stopped before its merge left
     existing = load_dir(results)
     done = {r.key for r in existing}
     stored = {r.key: r for r in existing if any(m.subsample and m.name == r.method for m in cfg.methods)}
@@ -108,8 +110,6 @@ def _sweep(cfg: StudyConfig, problems: list, results: Path, shard: Shard, progre
         if workers > 1 and len(todo) > 1:
             run_side_by_side(run_policies, cfg, todo, shard, stored, results, bar, min(workers, len(todo)))
         else:
-            if shard.world == 1:
-                merge(results, range(len(cfg.policies)))  # what an interrupted side-by-side run left
             trees = trees_file(results, shard.rank, shard.world) if cfg.store_trees else None
             run_policies(cfg, [(pol, jobs) for _, pol, jobs in todo], shard, stored,
                          records_file(results, shard.rank, shard.world), trees, bar)

@@ -24,10 +24,10 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .records import RecordWriter
-from .trees import TreeWriter
+from .records import RecordWriter, records_file
+from .trees import TreeWriter, trees_file
 
-_WRITERS = {"records": RecordWriter, "trees": TreeWriter}
+_FILES = {"records": (RecordWriter, records_file), "trees": (TreeWriter, trees_file)}  # kind -> writer, study's file
 _messages: Any = None  # in a worker: the queue its progress goes to
 
 
@@ -80,12 +80,12 @@ def run_side_by_side(run_policies: Callable, cfg, work: Sequence[tuple[int, Any,
 
 def merge(results: Path, indices: Sequence[int]) -> None:
     """Append the workers' files to the study's own in policy order (complete lines only) and remove them."""
-    for kind, writer in _WRITERS.items():
+    for kind, (writer, study_file) in _FILES.items():
         parts = [part_file(results, kind, i) for i in indices]
         parts = [p for p in parts if p.exists()]
         if not parts:
             continue
-        with writer(Path(results) / f"{kind}.jsonl") as out:  # opening cuts a torn last line off
+        with writer(study_file(results)) as out:  # opening cuts a torn last line off
             for part in parts:
                 writer(part).close()  # and the worker's, if it stopped mid-write
                 text = part.read_text(encoding="utf-8")

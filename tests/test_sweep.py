@@ -436,3 +436,20 @@ def test_the_bar_shows_every_workers_setting_and_sums_their_progress():
     _relay(messages, bar, labels, wait=0.0)
     assert bar.label == "small greedy · large greedy" and bar.shown == 2
     assert (bar.units, bar.tokens, bar.records) == (5, 130, 2)
+
+
+def test_worker_files_left_after_every_record_was_written_are_merged(reference, problems, tmp_path):
+    """A side-by-side run killed between its last record and its merge: the next run has nothing to run, and
+    still leaves one records.jsonl, the one-process run's line for line."""
+    from experiments.sweep import run_study
+    from experiments.workers import part_file
+
+    cfg = make_config(tmp_path, problems)
+    out = Path(cfg.output)
+    out.mkdir(parents=True)
+    done = (reference[0] / "records.jsonl").read_text().splitlines(keepends=True)
+    for i, model in enumerate(("small", "large")):
+        part_file(out, "records", i).write_text("".join(line for line in done if json.loads(line)["model"] == model))
+    run_study(cfg, progress=False)
+    assert sorted(p.name for p in out.glob("*.jsonl")) == ["records.jsonl"]
+    assert _lines(out / "records.jsonl") == _lines(reference[0] / "records.jsonl")
